@@ -1,0 +1,130 @@
+"""Refuse bad configuration before TensorFlow loads or an MLflow run exists.
+
+Every rule names the config key and what it accepts, so a user sees one line such as
+``reg.dropout=1.5: expected a number in [0, 1)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value or input file the runner cannot use; the message is for the user."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _non_negative(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def _positive(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _fraction(value: Any) -> bool:
+    return _is_number(value) and 0 < value < 1
+
+
+def _one_of(*allowed: Any) -> Callable[[Any], bool]:
+    return lambda value: value in allowed
+
+
+# The metrics a run of this runner has (the model is compiled with accuracy).
+MONITORABLE = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("reg.l1", _non_negative, "a number >= 0"),
+    ("reg.l2", _non_negative, "a number >= 0"),
+    ("reg.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("reg.batchnorm", _one_of(True, False), "true or false"),
+    ("reg.augment", _one_of(True, False), "true or false"),
+    ("reg.flip", _one_of(None, "horizontal", "vertical", "horizontal_and_vertical"),
+     "null, horizontal, vertical or horizontal_and_vertical"),
+    ("reg.rotation", _non_negative, "a number >= 0"),
+    ("reg.zoom", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("reg.translation", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.learning_rate", _positive, "a number > 0"),
+    ("trainer.epochs", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
+    ("trainer.batch_size", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
+    ("trainer.seed", lambda v: _is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
+    ("trainer.deterministic", _one_of(True, False), "true or false"),
+    ("trainer.verbose", _one_of(0, 1, 2), "0, 1 or 2"),
+    ("data.val_fraction", _fraction, "a number between 0 and 1"),
+    ("data.test_fraction", _fraction, "a number between 0 and 1"),
+    ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
+    ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
+    ("mlflow.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+    ("mlflow.monitor", _one_of(*MONITORABLE), ", ".join(MONITORABLE)),
+    ("mlflow.mode", _one_of("auto", "min", "max"), "auto, min or max"),
+    ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0),
+     "null or a whole number > 0"),
+    ("mlflow.log_model", _one_of(True, False), "true or false"),
+]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value the runner cannot use."""
+    _check_data_path(cfg)
+    for key, is_allowed, expected in RULES:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if not is_allowed(value):
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+    _check_callbacks(cfg)
+    _check_class_weight_shape(cfg.trainer.class_weight)
+
+
+def _check_data_path(cfg: DictConfig) -> None:
+    if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):  # `in` skips ??? values
+        raise ConfigError(f"data.path is required for data={cfg.data.name}: data.path=/path/to/file.npz")
+
+
+def _check_callbacks(cfg: DictConfig) -> None:
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback is None:
+            continue  # switched off, e.g. by a schedule
+        if not isinstance(callback, Mapping) or "_target_" not in callback:
+            raise ConfigError(f"callbacks.{name}: expected a callback config with _target_")
+        monitor = callback.get("monitor")
+        if monitor is not None and monitor not in MONITORABLE:
+            raise ConfigError(f"callbacks.{name}.monitor={monitor!r}: expected one of {', '.join(MONITORABLE)}")
+    schedule = cfg.schedule
+    if (schedule.get("learning_rate") or schedule.get("callback")) and cfg.callbacks.get("reduce_lr_on_plateau"):
+        raise ConfigError(
+            f"callbacks.reduce_lr_on_plateau and schedule={schedule.name} would fight over the learning "
+            "rate: remove one, e.g. ~callbacks.reduce_lr_on_plateau"
+        )
+
+
+def _check_class_weight_shape(class_weight: Any) -> None:
+    if class_weight is None or class_weight == "balanced":
+        return
+    if not isinstance(class_weight, Mapping) or not class_weight:
+        raise ConfigError(f"trainer.class_weight={class_weight!r}: expected null, balanced or a mapping {{class: weight}}")
+    for label, weight in class_weight.items():
+        if not _is_whole(label) or label < 0 or not _positive(weight):
+            raise ConfigError(
+                f"trainer.class_weight: {label!r}: {weight!r} is not allowed: "
+                "expected class labels >= 0 mapped to weights > 0"
+            )
+
+
+def check_class_weight_labels(class_weight: Any, num_classes: int) -> None:
+    """Class-weight labels must be classes of the data set (known once it is loaded)."""
+    if isinstance(class_weight, Mapping):
+        unknown = sorted(label for label in class_weight if label >= num_classes)
+        if unknown:
+            raise ConfigError(
+                f"trainer.class_weight names classes {unknown} but the data has classes 0..{num_classes - 1}"
+            )

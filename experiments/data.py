@@ -1,0 +1,196 @@
+"""Data sets -> checked arrays -> stratified, seeded splits -> tf.data pipelines.
+
+Loading and checking use NumPy only, so a bad file is refused before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.model_selection import train_test_split
+
+from experiments.checks import ConfigError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, H, W, C) as float32 and integer labels (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __repr__(self) -> str:
+        return f"Split({len(self)} samples of {self.x.shape[1:]})"
+
+
+@dataclass(frozen=True)
+class Splits:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def digest(self) -> str:
+        """A short fingerprint of every array, so runs on different data never look alike."""
+        sha = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            sha.update(np.ascontiguousarray(split.x).tobytes())
+            sha.update(np.ascontiguousarray(split.y).tobytes())
+        return sha.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a loader returns: a training part and, when the data set has one, a test part."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    source: str = ""
+
+
+def load_digits() -> RawData:
+    """scikit-learn's bundled 8x8 digits (no download)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    return RawData(digits.images, digits.target, source="sklearn.datasets.load_digits")
+
+
+def load_keras_dataset(name: str) -> RawData:
+    """mnist, fashion_mnist or cifar10 from keras.datasets (downloaded once, then cached)."""
+    import keras
+
+    cache = Path.home() / ".keras" / "datasets"
+    try:
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    except Exception as error:  # urllib, ssl, tarfile, ...: all mean "no usable file here"
+        raise ConfigError(
+            f"data={name}: could not download or read the data set ({type(error).__name__}: {error}); "
+            f"without network access, put the file keras.datasets.{name} downloads into {cache}/"
+        ) from None
+    return RawData(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name}")
+
+
+def load_npz(path: str) -> RawData:
+    """A user's .npz with x_train, y_train and optionally x_test, y_test."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"data.path={path}: no such file")
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            found = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ConfigError(f"data.path={path}: not a readable .npz file ({error})") from None
+    missing = [name for name in ("x_train", "y_train") if name not in found]
+    if missing:
+        raise ConfigError(f"data.path={path}: lacks {', '.join(missing)} (has: {', '.join(found) or 'nothing'})")
+    if ("x_test" in found) != ("y_test" in found):
+        raise ConfigError(f"data.path={path}: has only one of x_test, y_test; give both or neither")
+    return RawData(found["x_train"], found["y_train"], found.get("x_test"), found.get("y_test"), source=str(file))
+
+
+def load_splits(data_cfg: DictConfig, seed: int) -> Splits:
+    """Load the configured data set, check it and split it (stratified, seeded)."""
+    raw = _load(data_cfg.loader)
+    label = f"data={data_cfg.name}" + (f" ({raw.source})" if data_cfg.name == "npz" else "")
+    x_train, y_train = _images(raw.x_train, data_cfg.pixel_max, f"{label} x_train"), _labels(raw.y_train, f"{label} y_train")
+    _check_lengths(x_train, y_train, label, "train")
+    if raw.x_test is None:
+        x_train, x_test, y_train, y_test = _stratified_split(x_train, y_train, data_cfg.test_fraction, seed, label)
+    else:
+        x_test, y_test = _images(raw.x_test, data_cfg.pixel_max, f"{label} x_test"), _labels(raw.y_test, f"{label} y_test")
+        _check_lengths(x_test, y_test, label, "test")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise ConfigError(f"{label}: x_test images are {x_test.shape[1:]} but x_train images are {x_train.shape[1:]}")
+    num_classes = _num_classes(data_cfg.num_classes, (y_train, y_test), label)
+    x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, data_cfg.val_fraction, seed, label)
+    return Splits(data_cfg.name, Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test), num_classes)
+
+
+def _load(loader_cfg: DictConfig) -> RawData:
+    try:
+        return instantiate(loader_cfg)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None  # our message, without Hydra's wrapping
+        raise
+
+
+def _images(x: np.ndarray, pixel_max: float | None, what: str) -> np.ndarray:
+    """Scale to [0, 1]-ish float32 with a channel axis: (N, H, W) -> (N, H, W, 1)."""
+    x = np.asarray(x)
+    if x.ndim not in (3, 4) or x.shape[0] == 0:
+        raise ConfigError(f"{what}: expected images of shape (N, H, W) or (N, H, W, C) with N > 0, got {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
+        raise ConfigError(f"{what}: expected numbers, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        raise ConfigError(f"{what}: contains NaN or infinite values")
+    if pixel_max is None:
+        pixel_max = 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
+    x = x.astype("float32") / np.float32(pixel_max)
+    return x[..., np.newaxis] if x.ndim == 3 else x
+
+
+def _labels(y: np.ndarray, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # keras.datasets.cifar10 ships labels as (N, 1)
+    if y.ndim != 1:
+        raise ConfigError(f"{what}: expected integer class labels of shape (N,), got {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype("int64")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(f"{what}: expected integer class labels, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        raise ConfigError(f"{what}: labels must be >= 0, found {y.min()}")
+    return y.astype("int64")
+
+
+def _check_lengths(x: np.ndarray, y: np.ndarray, label: str, part: str) -> None:
+    if len(x) != len(y):
+        raise ConfigError(f"{label}: x_{part} has {len(x)} images but y_{part} has {len(y)} labels")
+
+
+def _num_classes(configured: int | None, labels: tuple[np.ndarray, ...], label: str) -> int:
+    largest = max(int(y.max()) for y in labels)
+    if configured is None:
+        return largest + 1
+    if largest >= configured:
+        raise ConfigError(
+            f"{label}: label {largest} does not fit data.num_classes={configured} (labels must be 0..{configured - 1})"
+        )
+    return configured
+
+
+def _stratified_split(x, y, fraction: float, seed: int, label: str):
+    try:
+        return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError as error:  # too few samples of a class, or of all
+        raise ConfigError(f"{label}: cannot split {len(y)} samples with fraction {fraction}: {error}") from None
+
+
+def make_pipeline(split: Split, batch_size: int, shuffle_seed: int | None = None):
+    """A tf.data pipeline: cache, shuffle (seeded, training only), batch, prefetch."""
+    import tensorflow as tf  # only here: the rest of this module must not load TensorFlow
+
+    dataset = tf.data.Dataset.from_tensor_slices((split.x, split.y)).cache()
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,103 @@
+"""Model builders (mlp, cnn) that take a regularisation spec and adapt to the data's shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class Regularisation:
+    """What conf/reg/ asked for; values are checked by experiments.checks."""
+
+    l1: float
+    l2: float
+    dropout: float
+    batchnorm: bool
+    augment: bool
+    flip: str | None
+    rotation: float
+    zoom: float
+    translation: float
+
+    def kernel_regularizer(self) -> keras.regularizers.Regularizer | None:
+        if not (self.l1 or self.l2):
+            return None
+        return keras.regularizers.L1L2(l1=self.l1, l2=self.l2)
+
+    def augmentation_layers(self) -> list[layers.Layer]:
+        """Random image transforms; Keras runs them in training only."""
+        if not self.augment:
+            return []
+        transforms: list[layers.Layer] = []
+        if self.flip:
+            transforms.append(layers.RandomFlip(self.flip))
+        if self.rotation:
+            transforms.append(layers.RandomRotation(self.rotation))
+        if self.zoom:
+            transforms.append(layers.RandomZoom(self.zoom))
+        if self.translation:
+            transforms.append(layers.RandomTranslation(self.translation, self.translation))
+        return transforms
+
+
+def build_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    reg: Regularisation,
+    filters: list[int],
+    kernel_size: int,
+    dense_units: int,
+    name: str,
+) -> keras.Model:
+    """Conv blocks (Conv2D -> [BatchNorm] -> ReLU -> MaxPool -> [Dropout]), Dense -> [Dropout] -> softmax."""
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=input_shape))
+    for layer in reg.augmentation_layers():
+        model.add(layer)
+    for width in filters:
+        # A bias before BatchNormalization is cancelled by its mean subtraction.
+        model.add(layers.Conv2D(width, kernel_size, padding="same", use_bias=not reg.batchnorm,
+                                kernel_regularizer=reg.kernel_regularizer()))
+        _add_normalised_activation(model, reg)
+        model.add(layers.MaxPooling2D(pool_size=2, padding="same"))
+        _add_dropout(model, reg)
+    model.add(layers.Flatten())
+    model.add(layers.Dense(dense_units, activation="relu", kernel_regularizer=reg.kernel_regularizer()))
+    _add_dropout(model, reg)
+    model.add(layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg.kernel_regularizer()))
+    return model
+
+
+def build_mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    reg: Regularisation,
+    units: list[int],
+    name: str,
+) -> keras.Model:
+    """Dense blocks (Dense -> [BatchNorm] -> ReLU -> [Dropout]) on the flattened image, then softmax."""
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=input_shape))
+    for layer in reg.augmentation_layers():
+        model.add(layer)
+    model.add(layers.Flatten())
+    for width in units:
+        model.add(layers.Dense(width, use_bias=not reg.batchnorm, kernel_regularizer=reg.kernel_regularizer()))
+        _add_normalised_activation(model, reg)
+        _add_dropout(model, reg)
+    model.add(layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg.kernel_regularizer()))
+    return model
+
+
+def _add_normalised_activation(model: keras.Sequential, reg: Regularisation) -> None:
+    if reg.batchnorm:
+        model.add(layers.BatchNormalization())
+    model.add(layers.ReLU())
+
+
+def _add_dropout(model: keras.Sequential, reg: Regularisation) -> None:
+    if reg.dropout:
+        model.add(layers.Dropout(reg.dropout))

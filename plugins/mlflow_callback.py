@@ -1,0 +1,450 @@
+"""MLflowCallback: record a Keras training run in MLflow at near-zero cost to training."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, RunTag
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from plugins import artifacts
+from plugins.artifacts import LearningRateChange
+from plugins.params import batches, flatten, sanitize_name, to_params
+from plugins.sender import Sender
+
+log = logging.getLogger(__name__)
+
+_MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
+
+
+class MLflowCallback(keras.callbacks.Callback):
+    """Log params, per-epoch metrics, learning-rate changes, early-stopping facts and the best
+    checkpoint of a Keras ``fit`` to MLflow.
+
+    It logs into the active MLflow run. With none, it starts one at ``on_train_begin`` and ends it
+    at ``on_train_end`` (FAILED if training never got there). Under ``mlflow run`` the run named by
+    ``MLFLOW_RUN_ID`` is used and left for ``mlflow run`` to end. All sending happens on one
+    background thread; a tracking failure warns once and never stops training.
+
+    Args:
+        monitor: metric that picks the best epoch, e.g. ``val_loss``.
+        mode: ``min``, ``max`` or ``auto`` (max for accuracy-like names, min otherwise).
+        params: extra params to log, nested or flat (e.g. the whole Hydra config).
+        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
+        log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
+        registered_model_name: also register ``model/`` under this name.
+        input_example: a few inputs stored with the MLflow Model.
+        output_dir: where local copies of the artifacts go; None: a temporary folder.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        params: Mapping[str, Any] | None = None,
+        log_every_n_steps: int | None = None,
+        log_model: bool = True,
+        registered_model_name: str | None = None,
+        input_example: np.ndarray | None = None,
+        output_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
+        if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
+            raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
+        self.monitor = monitor
+        self.mode = mode
+        self.extra_params = flatten(params or {})
+        self.log_every_n_steps = log_every_n_steps
+        self.log_model = log_model
+        self.registered_model_name = registered_model_name
+        self.input_example = input_example
+        self.output_dir = Path(output_dir) if output_dir else None
+        if log_every_n_steps:
+            # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
+            # asynchronously only while no callback overrides them, and epoch-only logging keeps that.
+            self.on_train_batch_end = self._log_batch_metrics
+        self.run_id: str | None = None
+        self._active = False
+
+    # ----------------------------------------------------------------- Keras hooks
+
+    def on_train_begin(self, logs=None):
+        self._reset_state()
+        if not self._is_chief() or not self._join_or_start_run():
+            return
+        self._active = True
+        self._sender = Sender()
+        self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
+        self._send_params()
+        self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._active:
+            return
+        self._epoch = epoch
+        self._epoch_started = time.perf_counter()
+        self._lr_at_epoch_begin = self._read_learning_rate()
+        self._lr_unread = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # The first step of an epoch runs after every on_epoch_begin (schedulers) and every
+        # previous on_epoch_end (plateaus), wherever they sit in the callback list.
+        if self._lr_unread:
+            self._lr_unread = False
+            self._note_learning_rate(self._read_learning_rate())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._active:
+            return
+        logs = logs or {}
+        if self._lr_unread:  # an epoch without batches
+            self._lr_unread = False
+            self._note_learning_rate(self._read_learning_rate())
+        self._remember_epoch_end(logs)
+        metrics = self._epoch_metrics(logs)
+        self._history.append({"epoch": epoch, **metrics})
+        self._last_epoch = epoch
+        if self._sender.has_unsent:
+            self._sender.retry()
+        self._send_metrics(metrics, step=epoch, what=f"metrics of epoch {epoch}")
+        self._track_best(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.end("FINISHED")
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self._best_epoch
+
+    @property
+    def best_value(self) -> float | None:
+        return self._best_value
+
+    @property
+    def best_weights(self) -> list[np.ndarray] | None:
+        """Weights at the best epoch (a copy), e.g. to evaluate the test split with them."""
+        return self._best_weights
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Send everything still pending; end the run with ``status`` if this callback started it.
+
+        Called by ``on_train_end``; call it yourself with ``FAILED`` or ``KILLED`` when ``fit``
+        raised, so the best checkpoint so far and the history still land.
+        """
+        if not self._active:
+            return
+        self._active = False
+        atexit.unregister(self._end_unfinished)
+        self._send_summary()
+        self._send_history()
+        if status == "FINISHED" and self.log_model and self._best_epoch is not None:
+            self._sender.submit("model/", self._log_best_model)
+        unsent = self._sender.flush()
+        if unsent:
+            self._sender.retry()  # one more try: a short outage may be over
+            unsent = self._sender.flush()
+        self._sender.close()
+        if unsent:
+            log.error("MLflow run %s is missing what could not be sent: %s", self.run_id, ", ".join(unsent))
+        if self.output_dir is None:
+            shutil.rmtree(self._local_dir, ignore_errors=True)
+        if self._owns_run:
+            mlflow.end_run(status)
+
+    # ----------------------------------------------------------------- run
+
+    def _reset_state(self) -> None:
+        self._active = False
+        self._owns_run = False
+        self._epoch = 0
+        self._last_epoch: int | None = None
+        self._history: list[dict] = []
+        self._lr_changes: list[LearningRateChange] = []
+        self._lr_in_force: float | None = None
+        self._lr_unread = False
+        self._best_value: float | None = None
+        self._best_epoch: int | None = None
+        self._best_weights: list[np.ndarray] | None = None
+        self._warned_missing_monitor = False
+        self._batches_seen = 0
+
+    def _join_or_start_run(self) -> bool:
+        """Use the active run (or MLFLOW_RUN_ID's); start one otherwise. False when MLflow is unreachable."""
+        try:
+            active = mlflow.active_run()
+            if active is None:
+                own = "MLFLOW_RUN_ID" not in os.environ  # else `mlflow run` owns it
+                active = mlflow.start_run()
+                self._owns_run = own
+            self.run_id = active.info.run_id
+            self._client = mlflow.MlflowClient()
+        except Exception as error:  # unreachable server, bad URI: train without tracking
+            log.warning("MLflow tracking is off for this fit: could not start a run (%s)", error)
+            return False
+        if self._owns_run:
+            atexit.register(self._end_unfinished)
+        self._local_dir = self.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
+        return True
+
+    def _end_unfinished(self) -> None:
+        # The process is exiting and on_train_end never ran: fit raised or was interrupted.
+        self.end("FAILED")
+
+    def _is_chief(self) -> bool:
+        """Under a multi-worker tf.distribute strategy only the chief logs."""
+        resolver = getattr(getattr(self.model, "distribute_strategy", None), "cluster_resolver", None)
+        task_type = getattr(resolver, "task_type", None)
+        if not task_type:
+            return True
+        if task_type == "chief":
+            return True
+        has_chief = "chief" in resolver.cluster_spec().as_dict()
+        return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+    # ----------------------------------------------------------------- learning rate
+
+    def _read_learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def _remember_epoch_end(self, logs: dict) -> None:
+        """What the rate and the logs looked like when this callback's on_epoch_end ran."""
+        self._lr_at_epoch_end = self._read_learning_rate()
+        self._epoch_logs = logs
+        self._lr_logged_before_us = "learning_rate" in logs
+
+    def _note_learning_rate(self, rate: float) -> None:
+        if self._lr_in_force is not None and rate != self._lr_in_force:
+            self._lr_changes.append(LearningRateChange(self._epoch, self._lr_in_force, rate, self._change_cause()))
+        self._lr_in_force = rate
+
+    def _change_cause(self) -> str:
+        """Which kind of callback changed the rate, told from when in the epoch cycle it changed."""
+        schedule = getattr(self.model.optimizer, "_learning_rate", None)
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            return "schedule"
+        if self._lr_at_epoch_end != self._lr_in_force:
+            return "plateau"  # changed in on_epoch_end, by a callback before this one
+        if self._lr_at_epoch_begin != self._lr_at_epoch_end:
+            # Between this callback's on_epoch_end and its next on_epoch_begin: a plateau callback
+            # after it, or a scheduler before it. ReduceLROnPlateau (and LearningRateScheduler)
+            # add `learning_rate` to the epoch's logs, so a key that appeared after us is a plateau.
+            appeared_after_us = not self._lr_logged_before_us and "learning_rate" in self._epoch_logs
+            return "plateau" if appeared_after_us else "scheduler"
+        return "scheduler"  # changed in on_epoch_begin, by a callback after this one
+
+    # ----------------------------------------------------------------- metrics
+
+    def _epoch_metrics(self, logs: dict) -> dict[str, float]:
+        metrics = {
+            sanitize_name(key): float(value)
+            for key, value in logs.items()
+            if key != "learning_rate" and isinstance(value, (int, float, np.number))
+        }
+        # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
+        metrics["learning_rate"] = self._lr_in_force
+        metrics["epoch_time_s"] = time.perf_counter() - self._epoch_started
+        if "loss" in metrics and "val_loss" in metrics:
+            metrics["gap_loss"] = metrics["val_loss"] - metrics["loss"]
+        if "accuracy" in metrics and "val_accuracy" in metrics:
+            metrics["gap_accuracy"] = metrics["accuracy"] - metrics["val_accuracy"]
+        return metrics
+
+    def _log_batch_metrics(self, batch, logs=None):
+        self._batches_seen += 1
+        if not self._active or self._batches_seen % self.log_every_n_steps:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        metrics = {f"batch_{sanitize_name(k)}": float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        self._send_metrics(metrics, step=step, what=f"metrics of step {step}")
+
+    def _send_metrics(self, metrics: dict[str, float], step: int, what: str) -> None:
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(key, value, timestamp, step) for key, value in metrics.items() if value is not None]
+        self._sender.submit(what, partial(self._client.log_batch, self.run_id, metrics=batch))
+
+    def _send_params(self) -> None:
+        params = dict(self._model_params())
+        params.update(self.extra_params)  # the caller's values win: they are the config as asked
+        for chunk in batches(to_params(params)):
+            self._sender.submit("params", partial(self._client.log_batch, self.run_id, params=chunk))
+
+    def _model_params(self) -> dict[str, Any]:
+        optimizer = self.model.optimizer
+        trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
+        fit = self.params or {}
+        return {
+            **flatten(optimizer.get_config(), prefix="optimizer."),
+            "optimizer.class": type(optimizer).__name__,
+            "model.total_params": self.model.count_params(),
+            "model.trainable_params": trainable,
+            "fit.epochs": fit.get("epochs"),
+            "fit.steps_per_epoch": fit.get("steps"),
+        }
+
+    # ----------------------------------------------------------------- best checkpoint
+
+    def _track_best(self, epoch: int, logs: dict) -> None:
+        value = logs.get(self.monitor)
+        if value is None:
+            if not self._warned_missing_monitor:
+                self._warned_missing_monitor = True
+                log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
+            return
+        if not math.isfinite(value) or not self._is_improvement(value):
+            return
+        self._best_value, self._best_epoch = float(value), epoch
+        self._best_weights = self.model.get_weights()
+        if self._checkpoint.offer(self._best_weights):
+            self._sender.submit("checkpoints/best.keras", self._save_and_upload_checkpoint)
+
+    def _is_improvement(self, value: float) -> bool:
+        if self._best_value is None:
+            return True
+        maximise = self.mode == "max" or (self.mode == "auto" and any(sign in self.monitor for sign in _MAX_SIGNS))
+        return value > self._best_value if maximise else value < self._best_value
+
+    def _save_and_upload_checkpoint(self) -> None:
+        self._checkpoint.save_pending()
+        self._client.log_artifact(self.run_id, str(self._checkpoint.path), "checkpoints")
+
+    # ----------------------------------------------------------------- end of training
+
+    def _send_summary(self) -> None:
+        metrics: dict[str, float] = {"lr_changes": len(self._lr_changes)}
+        if self._best_epoch is not None:
+            metrics["best_epoch"] = self._best_epoch
+            metrics[f"best_{sanitize_name(self.monitor)}"] = self._best_value
+        tags = {"stop_reason": self._stop_reason()}
+        if tags["stop_reason"] == "early_stopping":
+            metrics["stopped_epoch"] = self._last_epoch
+            tags["early_stopping.restored_best_weights"] = str(self._holds_best_weights()).lower()
+        self._send_metrics(metrics, step=0, what="summary metrics")
+        run_tags = [RunTag(key, value) for key, value in tags.items()]
+        self._sender.submit("tags", partial(self._client.log_batch, self.run_id, tags=run_tags))
+
+    def _stop_reason(self) -> str:
+        planned = (self.params or {}).get("epochs")
+        if self._last_epoch is None or not getattr(self.model, "stop_training", False):
+            return "completed"
+        if not math.isfinite(self._history[-1].get("loss", 0.0)):
+            return "nan_loss"
+        if planned is not None and self._last_epoch + 1 >= planned:
+            return "completed"
+        return "early_stopping"
+
+    def _holds_best_weights(self) -> bool:
+        """Whether the model ends fit with the best epoch's weights (EarlyStopping restored them)."""
+        current = self.model.get_weights()
+        return self._best_weights is not None and all(np.array_equal(a, b) for a, b in zip(current, self._best_weights))
+
+    def _send_history(self) -> None:
+        if not self._history:
+            return
+        self._upload(artifacts.write_history(self._history, self._local_dir / "history.csv"))
+        self._upload(artifacts.write_lr_changes(self._lr_changes, self._local_dir / "lr_changes.csv"))
+        self._upload(artifacts.plot_learning_curves(self._history, self._local_dir / "learning_curves.png"))
+
+    def _upload(self, path: Path, folder: str | None = None) -> None:
+        self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder))
+
+    def _log_best_model(self) -> None:
+        model = self._checkpoint.best_model()
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "model"
+            target.mkdir()  # save_model writes the input example before it creates the folder
+            mlflow.keras.save_model(
+                model,
+                str(target),
+                signature=_signature(model),
+                input_example=self.input_example,
+                # Named here: inferring them starts a subprocess that loads the model (seconds).
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+            )
+            self._client.log_artifacts(self.run_id, str(target), "model")
+        if self.registered_model_name:
+            mlflow.register_model(f"runs:/{self.run_id}/model", self.registered_model_name)
+
+
+class _BestCheckpoint:
+    """checkpoints/best.keras: the best epoch's model, saved from a copy of the model off the training thread.
+
+    ``offer`` takes the newest best weights; ``save_pending`` writes the newest one offered, so
+    however fast improvements come, at most one save is queued and the last one always lands.
+    """
+
+    def __init__(self, model: keras.Model, path: Path):
+        self.path = path
+        self._model = model
+        self._lock = threading.Lock()
+        self._pending: list[np.ndarray] | None = None
+        self._copy = _copy_for_saving(model)
+
+    def offer(self, weights: list[np.ndarray]) -> bool:
+        """Keep ``weights`` to save; True when no save was queued yet (the caller queues one)."""
+        if self._copy is None:
+            # The model could not be copied: save it here, on the training thread.
+            artifacts.write_atomically(self.path, self._model.save)
+            return True
+        with self._lock:
+            queued = self._pending is not None
+            self._pending = weights
+        return not queued
+
+    def save_pending(self) -> None:
+        with self._lock:
+            weights, self._pending = self._pending, None
+        if weights is not None:
+            self._copy.set_weights(weights)
+            artifacts.write_atomically(self.path, self._copy.save)
+
+    def best_model(self) -> keras.Model:
+        """The model at the best epoch (after the last save)."""
+        self.save_pending()
+        return self._copy if self._copy is not None else keras.models.load_model(self.path)
+
+
+def _copy_for_saving(model: keras.Model) -> keras.Model | None:
+    try:
+        copy = keras.models.clone_model(model)
+        copy.compile_from_config(model.get_compile_config())
+        return copy
+    except Exception as error:  # subclassed models without get_config, custom layers, ...
+        log.info("checkpoints are saved on the training thread: the model cannot be cloned (%s)", error)
+        return None
+
+
+def _model_summary(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda text, **_: lines.append(text))
+    return "\n".join(lines)
+
+
+def _signature(model: keras.Model) -> ModelSignature:
+    inputs = Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))])
+    outputs = Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _tensorflow_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__

@@ -1,0 +1,65 @@
+"""Send tracking calls on one background thread, in order, so training never waits on MLflow.
+
+A call that fails is kept and tried again later (``retry``); the first failure warns once.
+Nothing here raises into the training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+
+class Sender:
+    def __init__(self, name: str = "mlflow-sender"):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._unsent: list[tuple[str, Callable[[], object]]] = []
+        self._warned = False
+
+    def submit(self, what: str, call: Callable[[], object]) -> Future:
+        """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent."""
+        try:
+            return self._pool.submit(self._attempt, what, call)
+        except RuntimeError:  # the interpreter is exiting (atexit): no new threads, send right here
+            done: Future = Future()
+            done.set_result(self._attempt(what, call))
+            return done
+
+    def retry(self) -> None:
+        """Queue every call that failed so far, oldest first."""
+        with self._lock:
+            failed, self._unsent = self._unsent, []
+        for what, call in failed:
+            self.submit(what, call)
+
+    def flush(self) -> list[str]:
+        """Wait for everything queued; return what could not be sent."""
+        self.submit("flush", lambda: None).result()
+        with self._lock:
+            return [what for what, _ in self._unsent]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    @property
+    def has_unsent(self) -> bool:
+        with self._lock:
+            return bool(self._unsent)
+
+    def _attempt(self, what: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception as error:  # any tracking failure: keep it, never raise into training
+            with self._lock:
+                self._unsent.append((what, call))
+                first = not self._warned
+                self._warned = True
+            if first:
+                log.warning("MLflow tracking failed (%s: %s); training goes on and it will be retried", what, error)
+            else:
+                log.debug("MLflow tracking failed again (%s: %s)", what, error)

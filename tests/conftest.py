@@ -1,0 +1,66 @@
+"""Shared fixtures: composed configs, a real SQLite MLflow store per test, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """compose_cfg("model=mlp", "reg=[l2,dropout]") -> the config the runner would get."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        # ${hydra:runtime.output_dir} resolves only inside a Hydra app: point it at tmp_path.
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "output")
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    return _compose
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for this test, used by in-process code and subprocesses."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def run_cli(tmp_path, tracking_uri):
+    """run_cli("experiments.train", "model=cnn", ...) -> CompletedProcess, run from tmp_path."""
+
+    def _run(module: str, *args: str, timeout: int = 600, env: dict | None = None):
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return _run
+
+
+def all_runs(tracking_uri: str) -> list:
+    """Every run in every experiment of the store."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments) if experiments else []

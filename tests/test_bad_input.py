@@ -1,0 +1,71 @@
+"""Bad input through the real CLI: one line naming the key or file, non-zero exit, no traceback, no run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import all_runs
+
+pytestmark = pytest.mark.slow
+
+
+def corrupt_npz(tmp_path):
+    path = tmp_path / "corrupt.npz"
+    path.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    return path
+
+
+def npz(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+CASES = {
+    "dropout above 1": (lambda t: ["reg.dropout=1.5"], "reg.dropout=1.5: expected a number in [0, 1)"),
+    "dropout of 1": (lambda t: ["reg=dropout", "reg.dropout=1.0"], "reg.dropout=1.0"),
+    "negative l1": (lambda t: ["reg.l1=-0.1"], "reg.l1=-0.1: expected a number >= 0"),
+    "negative l2": (lambda t: ["reg=l2", "reg.l2=-1e-4"], "reg.l2=-0.0001: expected a number >= 0"),
+    "zero epochs": (lambda t: ["trainer.epochs=0"], "trainer.epochs=0: expected a whole number > 0"),
+    "fractional epochs": (lambda t: ["trainer.epochs=2.5"], "trainer.epochs=2.5"),
+    "negative batch size": (lambda t: ["trainer.batch_size=-8"], "trainer.batch_size=-8"),
+    "zero learning rate": (lambda t: ["optimizer.learning_rate=0"], "optimizer.learning_rate=0: expected a number > 0"),
+    "text learning rate": (lambda t: ["optimizer.learning_rate=fast"], "optimizer.learning_rate='fast'"),
+    "missing data.path": (lambda t: ["data=npz"], "data.path is required for data=npz"),
+    "no such npz": (lambda t: ["data=npz", f"data.path={t}/nowhere.npz"], "nowhere.npz: no such file"),
+    "corrupt npz": (lambda t: ["data=npz", f"data.path={corrupt_npz(t)}"], "corrupt.npz: not a readable .npz file"),
+    "npz lacks arrays": (lambda t: ["data=npz", f"data.path={npz(t, 'empty.npz', z=np.zeros(3))}"],
+                         "lacks x_train, y_train"),
+    "x/y length mismatch": (lambda t: ["data=npz", f"data.path={npz(t, 'n.npz', x_train=np.zeros((50, 4, 4)), y_train=np.zeros(40, int))}"],
+                            "x_train has 50 images but y_train has 40 labels"),
+    "labels beyond class count": (lambda t: ["data=npz", "data.num_classes=3",
+                                             f"data.path={npz(t, 'l.npz', x_train=np.zeros((60, 4, 4)), y_train=np.arange(60) % 5)}"],
+                                  "label 4 does not fit data.num_classes=3"),
+    "class_weight word": (lambda t: ["trainer.class_weight=heavy"], "trainer.class_weight='heavy'"),
+    "class_weight negative": (lambda t: ["trainer.class_weight={0:1.0,1:-2.0}"], "trainer.class_weight: 1: -2.0"),
+    "class_weight unknown class": (lambda t: ["trainer.class_weight={0:1.0,12:2.0}"], "names classes [12]"),
+    "monitor typo": (lambda t: ["mlflow.monitor=val_los"], "mlflow.monitor='val_los'"),
+    "plateau with cosine": (lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
+                            "callbacks.reduce_lr_on_plateau and schedule=cosine"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_cleanly(run_cli, tracking_uri, tmp_path, case):
+    overrides, message = CASES[case]
+    done = run_cli("experiments.train", *overrides(tmp_path), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {message}" or message in done.stderr.strip().splitlines()[-1]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert all_runs(tracking_uri) == []
+
+
+@pytest.mark.parametrize(("override", "named"), [("reg=elastic", "reg/elastic"), ("model=resnet", "model/resnet"),
+                                                 ("trainer.epoch=3", "trainer.epoch")])
+def test_unknown_option_or_key_names_it(run_cli, tracking_uri, override, named):
+    done = run_cli("experiments.train", override, timeout=120)
+    assert done.returncode != 0
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert all_runs(tracking_uri) == []

@@ -1,0 +1,145 @@
+"""Every config option composes, and every model x reg builds exactly the layers asked for."""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import pytest
+from hydra.utils import instantiate
+
+from experiments.checks import check_config
+from experiments.train import build_callbacks, build_model, regularisation_label
+from tests.conftest import CONF
+
+GROUPS = ["data", "model", "reg", "optimizer", "schedule", "callbacks", "trainer", "mlflow"]
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+AUGMENTATION = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom, keras.layers.RandomTranslation)
+
+
+class FakeSplits:
+    """Just what build_model reads; the digits shape and class count."""
+
+    input_shape = (8, 8, 1)
+    num_classes = 10
+
+
+def layer_counts(model: keras.Model) -> dict[str, int]:
+    return {
+        "dropout": sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers),
+        "batchnorm": sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers),
+        "augment": sum(isinstance(layer, AUGMENTATION) for layer in model.layers),
+    }
+
+
+def kernel_factors(model: keras.Model) -> set[tuple[float, float]]:
+    """(l1, l2) of every kernel regulariser in the model; empty when there are none."""
+    factors = set()
+    for layer in model.layers:
+        regularizer = getattr(layer, "kernel_regularizer", None)
+        if regularizer is not None:
+            config = regularizer.get_config()
+            factors.add((round(config.get("l1", 0.0), 10), round(config.get("l2", 0.0), 10)))
+    return factors
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(compose_cfg, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "npz":
+        overrides.append("data.path=/some/file.npz")
+    cfg = compose_cfg(*overrides)
+    if group == "schedule" and option != "constant":
+        # a schedule switches plateau reduction off: they would fight over the rate
+        assert cfg.callbacks.reduce_lr_on_plateau is None
+    check_config(cfg)  # every shipped option is valid as it stands
+
+
+def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
+    cfg = compose_cfg()
+    assert (cfg.data.name, cfg.model.name, regularisation_label(cfg.reg)) == ("digits", "cnn", "none")
+    assert cfg.mlflow.tracking_uri is None
+    assert set(cfg.callbacks) == {"early_stopping", "model_checkpoint", "reduce_lr_on_plateau",
+                                  "tensorboard", "csv_logger", "terminate_on_nan"}
+
+
+REG_EXPECTED = {
+    # option: (dropout layers > 0, batchnorm layers > 0, augmentation layers > 0, kernel (l1, l2))
+    "none": (False, False, False, set()),
+    "l1": (False, False, False, {(1e-5, 0.0)}),
+    "l2": (False, False, False, {(0.0, 1e-4)}),
+    "l1_l2": (False, False, False, {(1e-5, 1e-4)}),
+    "dropout": (True, False, False, set()),
+    "batchnorm": (False, True, False, set()),
+    "augment": (False, False, True, set()),
+    "combined": (True, True, True, {(0.0, 1e-4)}),
+    "[l2,dropout]": (True, False, False, {(0.0, 1e-4)}),
+}
+
+
+@pytest.mark.parametrize(("model_name", "reg"), list(itertools.product(["mlp", "cnn"], REG_EXPECTED)))
+def test_model_has_exactly_the_regularisation_asked_for(compose_cfg, model_name, reg):
+    cfg = compose_cfg(f"model={model_name}", f"reg={reg}")
+    model = build_model(cfg, FakeSplits(), steps_per_epoch=10)
+    dropout, batchnorm, augment, factors = REG_EXPECTED[reg]
+    counts = layer_counts(model)
+    assert (counts["dropout"] > 0, counts["batchnorm"] > 0, counts["augment"] > 0) == (dropout, batchnorm, augment)
+    assert kernel_factors(model) == factors
+    assert model.output_shape == (None, 10)
+
+
+def test_cnn_has_one_block_per_filter_entry(compose_cfg):
+    cfg = compose_cfg("model=cnn", "reg=combined", "model.filters=[16,32,64]")
+    model = build_model(cfg, FakeSplits(), steps_per_epoch=10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [conv.filters for conv in convs] == [16, 32, 64]
+    # a Dropout after each conv block and after the dense layer, a BatchNorm after each conv
+    assert layer_counts(model) == {"dropout": 4, "batchnorm": 3, "augment": 3}
+
+
+def test_model_adapts_to_input_shape_and_classes(compose_cfg):
+    class Cifar:
+        input_shape = (32, 32, 3)
+        num_classes = 7
+
+    model = build_model(compose_cfg("model=cnn"), Cifar(), steps_per_epoch=10)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 7)
+
+
+@pytest.mark.parametrize(("reg", "label"), [("none", "none"), ("l2", "l2"), ("[l2,dropout]", "l2+dropout"),
+                                            ("l1_l2", "l1+l2"), ("combined", "l2+dropout+batchnorm+augment")])
+def test_regularisation_label(compose_cfg, reg, label):
+    assert regularisation_label(compose_cfg(f"reg={reg}").reg) == label
+
+
+def test_callbacks_instantiate_tune_and_remove(compose_cfg):
+    cfg = compose_cfg("callbacks.early_stopping.patience=3", "~callbacks.tensorboard")
+    callbacks = {type(callback).__name__: callback for callback in build_callbacks(cfg)}
+    assert callbacks["EarlyStopping"].patience == 3
+    assert "TensorBoard" not in callbacks
+    assert set(callbacks) == {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "TerminateOnNaN"}
+    assert build_callbacks(compose_cfg("callbacks=none")) == []
+
+
+def test_step_schedule_drops_the_rate_tenfold_at_each_boundary(compose_cfg):
+    cfg = compose_cfg("schedule=step", "schedule.callback.schedule.boundaries=[2,4]")
+    scheduler = [c for c in build_callbacks(cfg) if isinstance(c, keras.callbacks.LearningRateScheduler)][0]
+    rates = [scheduler.schedule(epoch, None) for epoch in range(6)]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+@pytest.mark.parametrize(("schedule", "end_rate"), [("cosine", 0.0), ("exponential", 1e-3 * 0.9**20)])
+def test_per_step_schedules_span_the_configured_epochs(compose_cfg, schedule, end_rate):
+    cfg = compose_cfg(f"schedule={schedule}", "trainer.epochs=20")
+    model = build_model(cfg, FakeSplits(), steps_per_epoch=10)
+    rate_schedule = model.optimizer._learning_rate
+    assert float(rate_schedule(0)) == pytest.approx(1e-3)
+    assert float(rate_schedule(200)) == pytest.approx(end_rate, abs=1e-9)
+
+
+def test_optimizers_take_the_configured_rate(compose_cfg):
+    for name, kind in [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD), ("rmsprop", keras.optimizers.RMSprop)]:
+        optimizer = instantiate(compose_cfg(f"optimizer={name}", "optimizer.learning_rate=0.005").optimizer)
+        assert isinstance(optimizer, kind)
+        assert float(optimizer.learning_rate) == pytest.approx(0.005)
+    assert instantiate(compose_cfg("optimizer=sgd").optimizer).momentum == 0.9

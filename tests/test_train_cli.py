@@ -1,0 +1,30 @@
+"""End to end through the CLI: a real run into a SQLite store under tmp_path."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from tests.conftest import all_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
+    done = run_cli("experiments.train", "model=cnn", "reg=l2", "trainer.epochs=5", "trainer.verbose=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = all_runs(tracking_uri)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "cnn-l2"
+    assert run.data.params["reg.l2"] == "0.0001" and run.data.params["model.name"] == "cnn"
+    assert run.data.params["trainer.epochs"] == "5"
+    assert run.data.metrics["test_accuracy"] >= 0.85
+    assert {"test_loss", "val_loss", "best_val_loss", "best_epoch"} <= set(run.data.metrics)
+    assert (run.data.tags["model"], run.data.tags["reg"], run.data.tags["regularised"], run.data.tags["data"]) == \
+        ("cnn", "l2", "true", "digits")
+    client = mlflow.MlflowClient(tracking_uri)
+    overrides = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml")
+    assert "reg=l2" in open(overrides).read()
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits-training", "digits-validation", "digits-test"]
