@@ -1,0 +1,296 @@
+"""MLflowCallback: real tiny fits into a SQLite store under tmp_path, plus hooks driven with synthetic logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from plugins import MLflowCallback
+from plugins.params import TRUNCATED
+from tests.conftest import ROOT, all_runs
+
+EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    return (x[:1200], y[:1200]), (x[1200:1500], y[1200:1500])
+
+
+def tiny_model(learning_rate=1e-3) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit(digits, callbacks, epochs=4, model=None):
+    (x, y), validation = digits
+    model = model or tiny_model()
+    model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=64, callbacks=callbacks, verbose=0)
+    return model
+
+
+def only_run(tracking_uri):
+    runs = all_runs(tracking_uri)
+    assert len(runs) == 1
+    return runs[0]
+
+
+def history(tracking_uri, run_id, key):
+    """[(step, value)] of a metric, in step order."""
+    points = mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, key)
+    return sorted((point.step, point.value) for point in points)
+
+
+def artifact_csv(tracking_uri, run_id, path):
+    return pd.read_csv(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path))
+
+
+def test_one_point_per_epoch_for_every_key(tracking_uri, digits):
+    fit(digits, [MLflowCallback(log_model=False)], epochs=4)
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"  # the callback started this run, so it ended it
+    for key in EPOCH_KEYS:
+        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == [0, 1, 2, 3], key
+    loss = dict(history(tracking_uri, run.info.run_id, "loss"))
+    val_loss = dict(history(tracking_uri, run.info.run_id, "val_loss"))
+    gap = dict(history(tracking_uri, run.info.run_id, "gap_loss"))
+    assert gap[2] == pytest.approx(val_loss[2] - loss[2], abs=1e-6)
+    frame = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
+    assert list(frame["epoch"]) == [0, 1, 2, 3] and set(EPOCH_KEYS) <= set(frame.columns)
+
+
+def plateau():
+    # patience=0 and a huge min_delta: every epoch after the first counts as a plateau
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0, min_delta=10.0, min_lr=1e-9)
+
+
+@pytest.mark.parametrize("plateau_first", [True, False], ids=["plateau-before", "plateau-after"])
+def test_learning_rate_under_plateau_whatever_the_order(tracking_uri, digits, plateau_first):
+    tracker = MLflowCallback(log_model=False)
+    fit(digits, [plateau(), tracker] if plateau_first else [tracker, plateau()], epochs=5)
+    run = only_run(tracking_uri)
+    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    assert run.data.metrics["lr_changes"] == 3
+    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
+    assert list(changes["epoch"]) == [2, 3, 4]
+    assert list(changes["cause"]) == ["plateau"] * 3
+    assert changes["new_learning_rate"].iloc[0] == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize("scheduler_first", [True, False], ids=["scheduler-before", "scheduler-after"])
+def test_learning_rate_under_step_scheduler(tracking_uri, digits, scheduler_first):
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 1e-3 * 0.1 ** (epoch // 2))
+    tracker = MLflowCallback(log_model=False)
+    fit(digits, [scheduler, tracker] if scheduler_first else [tracker, scheduler], epochs=5)
+    run = only_run(tracking_uri)
+    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
+    assert list(changes["epoch"]) == [2, 4] and list(changes["cause"]) == ["scheduler", "scheduler"]
+
+
+def test_learning_rate_under_cosine_decay(tracking_uri, digits):
+    steps_per_epoch = 1200 // 64 + 1
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=4 * steps_per_epoch)
+    model = tiny_model(learning_rate=schedule)
+    fit(digits, [MLflowCallback(log_model=False)], epochs=4, model=model)
+    run = only_run(tracking_uri)
+    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
+    # the rate at the first step of each epoch
+    assert rates == pytest.approx([float(schedule(epoch * steps_per_epoch)) for epoch in range(4)], rel=1e-5)
+    assert run.data.metrics["lr_changes"] == 3
+    assert set(artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")["cause"]) == {"schedule"}
+
+
+def test_best_checkpoint_reproduces_best_val_loss(tracking_uri, digits):
+    fit(digits, [MLflowCallback(monitor="val_loss", input_example=digits[1][0][:3])], epochs=6)
+    run = only_run(tracking_uri)
+    val_loss = history(tracking_uri, run.info.run_id, "val_loss")
+    best_step, best_value = min(val_loss, key=lambda point: point[1])
+    assert run.data.metrics["best_epoch"] == best_step
+    assert run.data.metrics["best_val_loss"] == pytest.approx(best_value)
+    client = mlflow.MlflowClient(tracking_uri)
+    checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True)
+    x_val, y_val = digits[1]
+    assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")  # the MLflow Model is the best one too
+    assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"} <= artifacts
+
+
+def test_mode_max_for_accuracy(tracking_uri, digits):
+    fit(digits, [MLflowCallback(monitor="val_accuracy", log_model=False)], epochs=4)
+    run = only_run(tracking_uri)
+    accuracy = history(tracking_uri, run.info.run_id, "val_accuracy")
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(max(value for _, value in accuracy))
+
+
+def test_early_stopping_facts(tracking_uri, digits):
+    # min_delta so large that no epoch improves: stops after patience epochs
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, min_delta=10.0, restore_best_weights=True)
+    fit(digits, [stopper, MLflowCallback(log_model=False)], epochs=20)
+    run = only_run(tracking_uri)
+    assert run.data.metrics["stopped_epoch"] == stopper.stopped_epoch == 2
+    assert run.data.tags["stop_reason"] == "early_stopping"
+    assert len(history(tracking_uri, run.info.run_id, "loss")) == 3
+
+
+def test_completed_training_has_no_stopped_epoch(tracking_uri, digits):
+    fit(digits, [MLflowCallback(log_model=False)], epochs=2)
+    run = only_run(tracking_uri)
+    assert "stopped_epoch" not in run.data.metrics and run.data.tags["stop_reason"] == "completed"
+
+
+def test_logs_into_the_active_run_and_leaves_it_open(tracking_uri, digits):
+    with mlflow.start_run() as outer:
+        fit(digits, [MLflowCallback(log_model=False, params={"trainer": {"seed": 3}})], epochs=2)
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+        mlflow.log_metric("after_fit", 1.0)
+    run = only_run(tracking_uri)
+    assert run.data.params["trainer.seed"] == "3" and run.data.metrics["after_fit"] == 1.0
+    assert int(run.data.params["model.total_params"]) == 64 * 32 + 32 + 32 * 10 + 10
+
+
+def test_under_mlflow_run_id_it_never_makes_a_second_run(tracking_uri, digits, monkeypatch):
+    client = mlflow.MlflowClient(tracking_uri)
+    created = client.create_run(client.create_experiment("projects"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", created.info.run_id)
+    fit(digits, [MLflowCallback(log_model=False)], epochs=2)
+    mlflow.end_run()  # what `mlflow run` does when the script ends
+    run = only_run(tracking_uri)
+    assert run.info.run_id == created.info.run_id
+    assert len(history(tracking_uri, run.info.run_id, "val_loss")) == 2
+
+
+def test_params_are_sanitised_truncated_and_batched(tracking_uri, digits):
+    params = {f"group.key_{i:03d}": i for i in range(250)}
+    params.update({"odd(name)!": 1, "long": "x" * 7000, "db.password": "hunter2"})
+    fit(digits, [MLflowCallback(log_model=False, params=params)], epochs=1)
+    logged = only_run(tracking_uri).data.params
+    assert all(f"group.key_{i:03d}" in logged for i in range(250))
+    assert logged["odd_name__"] == "1"
+    assert logged["long"].endswith(TRUNCATED) and len(logged["long"]) == 6000
+    assert logged["db.password"] == "[redacted]"
+
+
+def test_batch_metrics_every_n_steps(tracking_uri, digits):
+    fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=2)
+    run = only_run(tracking_uri)
+    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
+    assert steps == list(range(5, 2 * 19 + 1, 5))  # 19 batches per epoch, optimizer steps 5, 10, ...
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
+
+
+def test_hooks_with_synthetic_logs(tracking_uri):
+    model = tiny_model()
+    tracker = MLflowCallback(monitor="val_loss", log_model=False)
+    callbacks = keras.callbacks.CallbackList([tracker], model=model)
+    callbacks.set_params({"epochs": 3, "steps": 1})
+    callbacks.on_train_begin()
+    for epoch, (loss, val_loss) in enumerate([(1.0, 1.2), (0.6, 0.9), (0.4, 0.95)]):
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_train_batch_begin(0)
+        callbacks.on_epoch_end(epoch, {"loss": loss, "val_loss": val_loss, "accuracy": 0.5, "val_accuracy": 0.25})
+    callbacks.on_train_end()
+    run = only_run(tracking_uri)
+    assert run.data.metrics["best_epoch"] == 1 and run.data.metrics["best_val_loss"] == pytest.approx(0.9)
+    gaps = history(tracking_uri, run.info.run_id, "gap_loss")
+    assert [step for step, _ in gaps] == [0, 1, 2]
+    assert [gap for _, gap in gaps] == pytest.approx([0.2, 0.3, 0.55])
+    assert history(tracking_uri, run.info.run_id, "gap_accuracy")[0][1] == pytest.approx(0.25)
+    assert tracker.best_epoch == 1
+
+
+def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, caplog):
+    fit(digits, [MLflowCallback(monitor="val_f1", log_model=False)], epochs=1)
+    assert "val_f1" in caplog.text and "val_loss" in caplog.text
+    assert "best_epoch" not in only_run(tracking_uri).data.metrics
+
+
+def test_constructor_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="mode='best'"):
+        MLflowCallback(mode="best")
+    with pytest.raises(ValueError, match="log_every_n_steps=0"):
+        MLflowCallback(log_every_n_steps=0)
+
+
+def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri, digits):
+    class Explode(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("data pipeline broke")
+
+    tracker = MLflowCallback(log_model=False)
+    with pytest.raises(RuntimeError), mlflow.start_run():
+        try:
+            fit(digits, [tracker, Explode()], epochs=6)
+        except RuntimeError:
+            tracker.end("FAILED")
+            raise
+    run = only_run(tracking_uri)
+    assert run.info.status == "FAILED"
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 2]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
+
+
+STANDALONE = textwrap.dedent("""
+    import keras, numpy as np
+    from sklearn.datasets import load_digits
+    from plugins import MLflowCallback
+
+    class Explode(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if EXPLODE_AT is not None and epoch == EXPLODE_AT:
+                raise RuntimeError("boom")
+
+    x, y = load_digits(return_X_y=True)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x / 16, y, validation_split=0.2, epochs=4, verbose=0,
+              callbacks=[MLflowCallback(log_model=False), Explode()])
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("explode_at", "status", "epochs"), [(None, "FINISHED", 4), (1, "FAILED", 2)])
+def test_plain_keras_script(tmp_path, tracking_uri, explode_at, status, epochs):
+    script = tmp_path / "train_script.py"
+    script.write_text(f"EXPLODE_AT = {explode_at}\n" + STANDALONE)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (done.returncode == 0) == (explode_at is None), done.stderr[-2000:]
+    run = only_run(tracking_uri)
+    assert run.info.status == status
+    assert len(history(tracking_uri, run.info.run_id, "val_loss")) == epochs
+    artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/best.keras"}
+
+
+def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens on the discard port
+    try:
+        tracker = MLflowCallback(log_model=False)
+        model = fit(digits, [tracker], epochs=3)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(model.history.history["loss"]) == 3
