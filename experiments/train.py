@@ -52,6 +52,7 @@ def main(cfg: DictConfig) -> float:
             log_model=cfg.mlflow.log_model,
             registered_model_name=cfg.mlflow.register_model_name,
             input_example=splits.val.x[:5],
+            checkpoint_interval_s=cfg.mlflow.checkpoint_interval_s,
             output_dir=Path(HydraConfig.get().runtime.output_dir) / "mlflow",
         )
         try:

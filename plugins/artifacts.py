@@ -51,7 +51,7 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
     history = pd.DataFrame(rows)
     panels = [("loss", ["loss", "val_loss"]), ("accuracy", ["accuracy", "val_accuracy"]), ("learning rate", ["learning_rate"])]
     # A Figure without pyplot keeps no global state, so this is safe off the main thread.
-    figure = Figure(figsize=(13, 3.8), layout="constrained")
+    figure = Figure(figsize=(13, 3.8))
     FigureCanvasAgg(figure)
     for axes, (title, columns) in zip(figure.subplots(1, len(panels)), panels):
         for column in (c for c in columns if c in history):
@@ -64,4 +64,6 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
             axes.set_yscale("log")
         if axes.lines:
             axes.legend()
-    return write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=90, format="png"))
+    # Fixed margins: matplotlib's constrained layout doubles the cost of this figure.
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.92, wspace=0.2)
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=80, format="png"))

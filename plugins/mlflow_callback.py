@@ -49,6 +49,8 @@ class MLflowCallback(keras.callbacks.Callback):
         log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
         registered_model_name: also register ``model/`` under this name.
         input_example: a few inputs stored with the MLflow Model.
+        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras
+            (each costs CPU that training could use); the final best is always written.
         output_dir: where local copies of the artifacts go; None: a temporary folder.
     """
 
@@ -61,6 +63,7 @@ class MLflowCallback(keras.callbacks.Callback):
         log_model: bool = True,
         registered_model_name: str | None = None,
         input_example: np.ndarray | None = None,
+        checkpoint_interval_s: float = 10.0,
         output_dir: str | Path | None = None,
     ):
         super().__init__()
@@ -75,6 +78,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.log_model = log_model
         self.registered_model_name = registered_model_name
         self.input_example = input_example
+        self.checkpoint_interval_s = checkpoint_interval_s
         self.output_dir = Path(output_dir) if output_dir else None
         if log_every_n_steps:
             # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
@@ -125,6 +129,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._sender.retry()
         self._send_metrics(metrics, step=epoch, what=f"metrics of epoch {epoch}")
         self._track_best(epoch, logs)
+        self._maybe_checkpoint()
 
     def on_train_end(self, logs=None):
         self.end("FINISHED")
@@ -154,10 +159,12 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
-        self._send_summary()
-        self._send_history()
+        if self._checkpoint.pending:
+            self._sender.submit("checkpoints/best.keras", self._save_and_upload_checkpoint)
         if status == "FINISHED" and self.log_model and self._best_epoch is not None:
             self._sender.submit("model/", self._log_best_model)
+        self._send_summary()
+        self._send_history()  # renders the plot here while the sender saves the model
         unsent = self._sender.flush()
         if unsent:
             self._sender.retry()  # one more try: a short outage may be over
@@ -186,6 +193,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._best_weights: list[np.ndarray] | None = None
         self._warned_missing_monitor = False
         self._batches_seen = 0
+        self._last_checkpoint = -math.inf
 
     def _join_or_start_run(self) -> bool:
         """Use the active run (or MLFLOW_RUN_ID's); start one otherwise. False when MLflow is unreachable."""
@@ -313,7 +321,12 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._best_value, self._best_epoch = float(value), epoch
         self._best_weights = self.model.get_weights()
-        if self._checkpoint.offer(self._best_weights):
+        self._checkpoint.offer(self._best_weights)
+
+    def _maybe_checkpoint(self) -> None:
+        """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
+        if self._checkpoint.pending and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
+            self._last_checkpoint = time.monotonic()
             self._sender.submit("checkpoints/best.keras", self._save_and_upload_checkpoint)
 
     def _is_improvement(self, value: float) -> bool:
@@ -385,10 +398,10 @@ class MLflowCallback(keras.callbacks.Callback):
 
 
 class _BestCheckpoint:
-    """checkpoints/best.keras: the best epoch's model, saved from a copy of the model off the training thread.
+    """checkpoints/best.keras: the best epoch's model, written from a copy of the model off the training thread.
 
-    ``offer`` takes the newest best weights; ``save_pending`` writes the newest one offered, so
-    however fast improvements come, at most one save is queued and the last one always lands.
+    ``offer`` keeps the newest best weights; ``save_pending`` writes the newest one offered, so
+    however fast improvements come, the last one always lands and none is written twice.
     """
 
     def __init__(self, model: keras.Model, path: Path):
@@ -396,40 +409,38 @@ class _BestCheckpoint:
         self._model = model
         self._lock = threading.Lock()
         self._pending: list[np.ndarray] | None = None
-        self._copy = _copy_for_saving(model)
+        self._copy: keras.Model | None = None
 
-    def offer(self, weights: list[np.ndarray]) -> bool:
-        """Keep ``weights`` to save; True when no save was queued yet (the caller queues one)."""
-        if self._copy is None:
-            # The model could not be copied: save it here, on the training thread.
-            artifacts.write_atomically(self.path, self._model.save)
-            return True
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def offer(self, weights: list[np.ndarray]) -> None:
         with self._lock:
-            queued = self._pending is not None
             self._pending = weights
-        return not queued
 
     def save_pending(self) -> None:
+        """Write the newest offered weights (on the sender's thread)."""
         with self._lock:
             weights, self._pending = self._pending, None
-        if weights is not None:
-            self._copy.set_weights(weights)
-            artifacts.write_atomically(self.path, self._copy.save)
+        if weights is None:
+            return
+        if self._copy is None:
+            self._copy = _copy_for_saving(self._model)
+        self._copy.set_weights(weights)
+        artifacts.write_atomically(self.path, self._copy.save)
 
     def best_model(self) -> keras.Model:
         """The model at the best epoch (after the last save)."""
         self.save_pending()
-        return self._copy if self._copy is not None else keras.models.load_model(self.path)
+        return self._copy
 
 
-def _copy_for_saving(model: keras.Model) -> keras.Model | None:
-    try:
-        copy = keras.models.clone_model(model)
-        copy.compile_from_config(model.get_compile_config())
-        return copy
-    except Exception as error:  # subclassed models without get_config, custom layers, ...
-        log.info("checkpoints are saved on the training thread: the model cannot be cloned (%s)", error)
-        return None
+def _copy_for_saving(model: keras.Model) -> keras.Model:
+    """Same layers and compile settings, own weights: it can be saved while the original trains."""
+    copy = keras.models.clone_model(model)
+    copy.compile_from_config(model.get_compile_config())
+    return copy
 
 
 def _model_summary(model: keras.Model) -> str:

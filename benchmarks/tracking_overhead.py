@@ -1,0 +1,86 @@
+"""Training time with and without tracking, measured side by side in one process.
+
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15]
+
+Fits the digits CNN of conf/ (model=cnn reg=none) for --epochs epochs under each setup, in
+alternating order, and prints the median wall time of each and its ratio to no tracking. Tracked
+setups are timed from run start to run end, so end-of-training uploads count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+from hydra import compose, initialize_config_dir
+
+from experiments.data import load_splits, make_pipeline
+from experiments.train import build_model
+from plugins import MLflowCallback
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def setups(checkpoint_dir: Path) -> dict:
+    """name -> (callbacks factory, wrap in an active run?, autolog?)"""
+    return {
+        "no tracking": (lambda: [], False, False),
+        "MLflowCallback (everything on)": (lambda: [MLflowCallback()], False, False),
+        "MLflowCallback log_every_n_steps=1": (lambda: [MLflowCallback(log_every_n_steps=1)], False, False),
+        "mlflow.keras.MlflowCallback": (lambda: [mlflow.keras.MlflowCallback()], True, False),
+        "mlflow.tensorflow.autolog()": (lambda: [], True, True),
+        "keras ModelCheckpoint(save_best_only)": (
+            lambda: [keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.keras"), save_best_only=True)], False, False),
+    }
+
+
+def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> float:
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, splits, steps_per_epoch=len(data[0]))
+    if autolog:
+        mlflow.tensorflow.autolog(silent=True)
+    started = time.perf_counter()
+    if in_run:
+        with mlflow.start_run():
+            model.fit(data[0], validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=callbacks, verbose=0)
+    else:
+        model.fit(data[0], validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=callbacks, verbose=0)
+    elapsed = time.perf_counter() - started
+    if autolog:
+        mlflow.tensorflow.autolog(disable=True)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={args.epochs}"])
+    splits = load_splits(cfg.data, seed=cfg.trainer.seed)
+    data = (make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0), make_pipeline(splits.val, cfg.trainer.batch_size))
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+        mlflow.set_experiment("tracking-overhead")
+        variants = setups(Path(folder))
+        timed_fit(cfg, splits, data, [], False, False)  # warm-up: graph tracing, caches
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            for name, (callbacks, in_run, autolog) in variants.items():
+                times[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
+    baseline = statistics.median(times["no tracking"])
+    print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
+    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:<40} {median:>9.2f} {median / baseline:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
