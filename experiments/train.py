@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
+from experiments.cli import expand_quoted_option
 from experiments.data import Splits, load_splits
 from plugins.params import flatten, redact
 from plugins.provenance import git_state
@@ -151,22 +154,41 @@ def start_tracked_run(cfg: DictConfig, splits: Splits) -> mlflow.ActiveRun:
     """Open the MLflow run (or join the one `mlflow run` made) with its tags, Hydra files and data."""
     if cfg.mlflow.tracking_uri:
         mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    mlflow.set_experiment(cfg.mlflow.experiment_name)
+    if "MLFLOW_RUN_ID" not in os.environ:  # else `mlflow run` chose the run and its experiment
+        mlflow.set_experiment(cfg.mlflow.experiment_name)
     reg = regularisation_label(cfg.reg)
     commit, dirty = git_state(PROJECT_ROOT)
+    overrides = list(HydraConfig.get().overrides.task)
     tags = {
+        **cfg.mlflow.tags,
         "model": cfg.model.name,
         "reg": reg,
         "regularised": str(reg != "none").lower(),
         "data": cfg.data.name,
         "git.commit": commit or "unknown",
         "git.dirty": "unknown" if dirty is None else str(dirty).lower(),
+        "reproduce.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
     }
     run = mlflow.start_run(run_name=cfg.mlflow.run_name or f"{cfg.model.name}-{reg}", tags=tags)
     mlflow.log_text(OmegaConf.to_yaml(redact(OmegaConf.to_container(cfg, resolve=True))), "hydra/config.yaml")
-    mlflow.log_text(OmegaConf.to_yaml(list(HydraConfig.get().overrides.task)), "hydra/overrides.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(overrides), "hydra/overrides.yaml")
+    mlflow.log_text(reproduce_note(run.info.run_id, overrides, commit, dirty), "reproduce.txt")
     log_data_inputs(splits)
     return run
+
+
+def reproduce_note(run_id: str, overrides: list[str], commit: str | None, dirty: bool | None) -> str:
+    """The command lines that re-run this configuration, for reproduce.txt."""
+    state = f"git commit {commit}" + (" with uncommitted changes" if dirty else "") if commit else "no git commit recorded"
+    return "\n".join([
+        f"# Re-run this configuration (code: {state}).",
+        *([f"git checkout {commit}"] if commit else []),
+        shlex.join(["python", "-m", "experiments.train", *overrides]),
+        f"mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
+        "# Re-run it and compare the metric histories:",
+        f"python -m experiments.reproduce {run_id} --verify",
+        "",
+    ])
 
 
 def log_data_inputs(splits: Splits) -> None:
@@ -178,4 +200,5 @@ def log_data_inputs(splits: Splits) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = expand_quoted_option(sys.argv, "--overrides")
     main()

@@ -40,6 +40,7 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient(uri).search_experiments()  # creates the tables now, not inside the test
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

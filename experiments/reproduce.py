@@ -1,0 +1,139 @@
+"""Re-run a logged run's configuration and, with --verify, prove the results match.
+
+    python -m experiments.reproduce RUN_ID [--verify] [--tolerance 1e-6] [--tracking-uri URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+
+from experiments.train import PROJECT_ROOT
+from plugins.provenance import git_state
+
+# Wall-clock timings differ on every run; they are not results.
+NOT_REPRODUCIBLE = {"epoch_time_s"}
+# Overrides the re-run sets itself.
+OWN_OVERRIDES = ("mlflow.experiment_name=", "+mlflow.tags.reproduces=", "resume=")
+
+
+class ReproduceError(Exception):
+    """Something the user must fix; printed as one line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A CLI should fail in seconds on an unreachable server, not after MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = mlflow.MlflowClient(args.tracking_uri)
+    try:
+        original = fetch_run(client, args.run_id)
+        overrides = logged_overrides(client, original)
+        warn_about_code_drift(original)
+        new_run_id = rerun(client, original, overrides)
+        if not args.verify:
+            print(f"reproduced {args.run_id} as run {new_run_id}")
+            return 0
+        report = compare_histories(client, args.run_id, new_run_id)
+    except ReproduceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"run {new_run_id} reproduces {args.run_id}; largest absolute difference per metric:")
+    print(report.to_string(index=False))
+    worst = report["max_abs_diff"].max()
+    if worst <= args.tolerance:
+        print(f"verified: every metric within {args.tolerance:g}")
+        return 0
+    print(f"NOT reproduced: differences up to {worst:g} exceed the tolerance {args.tolerance:g}")
+    return 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id", help="the MLflow run to reproduce")
+    parser.add_argument("--verify", action="store_true", help="compare the metric histories of both runs")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed absolute difference")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    return parser.parse_args(argv)
+
+
+def fetch_run(client: mlflow.MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ReproduceError(f"no run {run_id} in the tracking store {client.tracking_uri}") from None
+        if str(error).startswith("API request to"):  # how MLflow's REST client reports a refused connection
+            raise ReproduceError(f"cannot reach the tracking store {client.tracking_uri}") from None
+        raise ReproduceError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
+    except Exception as error:  # DNS, TLS, a broken database file, ...
+        raise ReproduceError(f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}") from None
+
+
+def logged_overrides(client: mlflow.MlflowClient, run) -> list[str]:
+    """The Hydra overrides the run was started with (its hydra/overrides.yaml)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml", folder)
+        except Exception:
+            raise ReproduceError(f"run {run.info.run_id} has no logged config (hydra/overrides.yaml)") from None
+        overrides = yaml.safe_load(Path(path).read_text()) or []
+    return [override for override in overrides if not override.startswith(OWN_OVERRIDES)]
+
+
+def warn_about_code_drift(run) -> None:
+    logged = run.data.tags.get("git.commit", "unknown")
+    commit, dirty = git_state(PROJECT_ROOT)
+    if logged != "unknown" and commit and commit != logged:
+        print(f"warning: the run was made at commit {logged[:12]}, the working tree is at {commit[:12]}", file=sys.stderr)
+    if run.data.tags.get("git.dirty") == "true":
+        print("warning: the run was made from a working tree with uncommitted changes", file=sys.stderr)
+    if dirty:
+        print("warning: the working tree has uncommitted changes", file=sys.stderr)
+
+
+def rerun(client: mlflow.MlflowClient, original, overrides: list[str]) -> str:
+    """Train the same config into a new run tagged reproduces=<original>; return its id."""
+    experiment = client.get_experiment(original.info.experiment_id).name
+    command = [sys.executable, "-m", "experiments.train", *overrides,
+               f"mlflow.experiment_name={experiment}", f"+mlflow.tags.reproduces={original.info.run_id}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri}
+    if subprocess.run(command, env=env, cwd=os.getcwd()).returncode != 0:
+        raise ReproduceError(f"the re-run of {original.info.run_id} failed (command: {' '.join(command[1:])})")
+    if "MLFLOW_RUN_ID" in os.environ:  # under `mlflow run` the re-run went into that run
+        return os.environ["MLFLOW_RUN_ID"]
+    newest = client.search_runs([original.info.experiment_id], f"tags.reproduces = '{original.info.run_id}'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return newest[0].info.run_id
+
+
+def compare_histories(client: mlflow.MlflowClient, original_id: str, new_id: str) -> pd.DataFrame:
+    """One row per metric of the original: points compared and the largest absolute difference."""
+    rows = []
+    for key in sorted(client.get_run(original_id).data.metrics):
+        if key in NOT_REPRODUCIBLE:
+            continue
+        before = {m.step: m.value for m in client.get_metric_history(original_id, key)}
+        after = {m.step: m.value for m in client.get_metric_history(new_id, key)}
+        same_steps = before.keys() == after.keys()
+        diff = max((abs(before[step] - after[step]) for step in before), default=0.0) if same_steps else float("inf")
+        rows.append({"metric": key, "points": len(before), "points_rerun": len(after), "max_abs_diff": diff})
+    return pd.DataFrame(rows).sort_values("max_abs_diff", ascending=False, kind="stable")
+
+
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
