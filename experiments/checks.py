@@ -10,11 +10,16 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 
-class ConfigError(ValueError):
-    """A config value or input file the runner cannot use; the message is for the user."""
+class ConfigError(CompactHydraException, ValueError):
+    """A config value or input file the runner cannot use; the message is for the user.
+
+    Hydra prints a CompactHydraException as its message alone, so a bad value in one job of a
+    sweep reads as one line too.
+    """
 
 
 def _is_number(value: Any) -> bool:
@@ -59,6 +64,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.epochs", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.batch_size", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.seed", lambda v: _is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
+    ("trainer.threads", lambda v: v is None or (_is_whole(v) and v > 0), "null or a whole number > 0"),
     ("trainer.deterministic", _one_of(True, False), "true or false"),
     ("trainer.verbose", _one_of(0, 1, 2), "0, 1 or 2"),
     ("data.val_fraction", _fraction, "a number between 0 and 1"),

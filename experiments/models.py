@@ -53,10 +53,7 @@ def build_cnn(
     name: str,
 ) -> keras.Model:
     """Conv blocks (Conv2D -> [BatchNorm] -> ReLU -> MaxPool -> [Dropout]), Dense -> [Dropout] -> softmax."""
-    model = keras.Sequential(name=name)
-    model.add(keras.Input(shape=input_shape))
-    for layer in reg.augmentation_layers():
-        model.add(layer)
+    model = _input_stem(input_shape, reg, name)
     for width in filters:
         # A bias before BatchNormalization is cancelled by its mean subtraction.
         model.add(layers.Conv2D(width, kernel_size, padding="same", use_bias=not reg.batchnorm,
@@ -67,8 +64,7 @@ def build_cnn(
     model.add(layers.Flatten())
     model.add(layers.Dense(dense_units, activation="relu", kernel_regularizer=reg.kernel_regularizer()))
     _add_dropout(model, reg)
-    model.add(layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg.kernel_regularizer()))
-    return model
+    return _add_classifier(model, num_classes, reg)
 
 
 def build_mlp(
@@ -79,15 +75,25 @@ def build_mlp(
     name: str,
 ) -> keras.Model:
     """Dense blocks (Dense -> [BatchNorm] -> ReLU -> [Dropout]) on the flattened image, then softmax."""
-    model = keras.Sequential(name=name)
-    model.add(keras.Input(shape=input_shape))
-    for layer in reg.augmentation_layers():
-        model.add(layer)
+    model = _input_stem(input_shape, reg, name)
     model.add(layers.Flatten())
     for width in units:
         model.add(layers.Dense(width, use_bias=not reg.batchnorm, kernel_regularizer=reg.kernel_regularizer()))
         _add_normalised_activation(model, reg)
         _add_dropout(model, reg)
+    return _add_classifier(model, num_classes, reg)
+
+
+def _input_stem(input_shape: tuple[int, ...], reg: Regularisation, name: str) -> keras.Sequential:
+    """The input and, when asked for, the augmentation layers every model starts with."""
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=input_shape))
+    for layer in reg.augmentation_layers():
+        model.add(layer)
+    return model
+
+
+def _add_classifier(model: keras.Sequential, num_classes: int, reg: Regularisation) -> keras.Sequential:
     model.add(layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg.kernel_regularizer()))
     return model
 

@@ -24,6 +24,7 @@ from experiments.cli import expand_quoted_option
 from experiments.data import Splits, load_splits
 from plugins.params import flatten, redact
 from plugins.provenance import git_state
+from plugins.sweep import sweep_tags
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -95,10 +96,15 @@ def load_checked_input(cfg: DictConfig) -> Splits:
 
 
 def seed_everything(trainer: DictConfig) -> None:
+    """Seeds, determinism and the thread budget: everything that must precede the first TensorFlow op."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(trainer.seed)  # Python, NumPy and TensorFlow
+    if trainer.threads:
+        # Parallel jobs on one machine each get their share of the cores instead of all fighting for them.
+        tf.config.threading.set_intra_op_parallelism_threads(trainer.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(trainer.threads)
     if trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -158,13 +164,17 @@ def start_tracked_run(cfg: DictConfig, splits: Splits) -> mlflow.ActiveRun:
         mlflow.set_experiment(cfg.mlflow.experiment_name)
     reg = regularisation_label(cfg.reg)
     commit, dirty = git_state(PROJECT_ROOT)
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
     tags = {
         **cfg.mlflow.tags,
+        **sweep_tags(hydra.job.num if hydra.mode == RunMode.MULTIRUN else None),
         "model": cfg.model.name,
         "reg": reg,
         "regularised": str(reg != "none").lower(),
         "data": cfg.data.name,
+        "early_stopping": str(bool(cfg.callbacks.get("early_stopping"))).lower(),
+        "reduce_lr": str(bool(cfg.callbacks.get("reduce_lr_on_plateau"))).lower(),
         "git.commit": commit or "unknown",
         "git.dirty": "unknown" if dirty is None else str(dirty).lower(),
         "reproduce.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
@@ -196,7 +206,15 @@ def log_data_inputs(splits: Splits) -> None:
     digest = splits.digest()
     for context, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
         dataset = mlflow.data.from_numpy(split.x, targets=split.y, name=f"{splits.name}-{context}", digest=digest)
-        mlflow.log_input(dataset, context=context, tags={"samples": str(len(split))})
+        for attempt in range(3):
+            try:
+                mlflow.log_input(dataset, context=context, tags={"samples": str(len(split))})
+                break
+            except mlflow.exceptions.MlflowException as error:
+                # Parallel jobs registering the same data set race in MLflow's get-or-create
+                # (a UNIQUE constraint); the retry finds the row the other job made.
+                if attempt == 2:
+                    log.warning("could not record the %s data set in MLflow: %s", context, str(error)[:200])
 
 
 if __name__ == "__main__":

@@ -342,10 +342,15 @@ class MLflowCallback(keras.callbacks.Callback):
     # ----------------------------------------------------------------- end of training
 
     def _send_summary(self) -> None:
-        metrics: dict[str, float] = {"lr_changes": len(self._lr_changes)}
+        metrics: dict[str, float] = {"lr_changes": len(self._lr_changes), "epochs_run": len(self._history)}
         if self._best_epoch is not None:
             metrics["best_epoch"] = self._best_epoch
             metrics[f"best_{sanitize_name(self.monitor)}"] = self._best_value
+            # The other validation metrics at that epoch, so a comparison needs no metric histories.
+            best_row = next(row for row in self._history if row["epoch"] == self._best_epoch)
+            for key, value in best_row.items():
+                if key.startswith("val_") and key != sanitize_name(self.monitor):
+                    metrics[f"{key}_at_best"] = value
         tags = {"stop_reason": self._stop_reason()}
         if tags["stop_reason"] == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch

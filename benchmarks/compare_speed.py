@@ -1,0 +1,78 @@
+"""experiments.compare over 1,000 runs in one experiment: time of its own work (imports excluded).
+
+    python benchmarks/compare_speed.py [--runs 1000] [--epochs 20]
+
+Logs --runs runs under one sweep parent into a temporary SQLite store with MlflowClient.log_batch
+(tags, summary metrics and --epochs points of val_loss, gap_loss and learning_rate each), then
+times experiments.compare.main on them in this process, and the whole CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, RunTag
+
+from experiments.compare import main as compare
+
+REGS = ["none", "l1", "l2", "l1_l2", "dropout", "batchnorm", "augment", "combined"]
+
+
+def log_sweep(client: mlflow.MlflowClient, runs: int, epochs: int) -> str:
+    experiment = client.create_experiment("compare-speed")
+    parent = client.create_run(experiment, run_name="sweep").info.run_id
+    client.set_tag(parent, "sweep", "true")
+    now = int(time.time() * 1000)
+    for index in range(runs):
+        reg = REGS[index % len(REGS)]
+        run_id = client.create_run(experiment).info.run_id
+        curves = [Metric(key, scale / (epoch + 1), now, epoch) for epoch in range(epochs)
+                  for key, scale in (("val_loss", 1.0), ("gap_loss", 0.1), ("learning_rate", 1e-3))]
+        summary = [Metric(key, value, now, 0) for key, value in (
+            ("test_accuracy", 0.9 + index % 7 / 100), ("test_loss", 0.3), ("best_val_loss", 0.2), ("best_epoch", epochs - 1),
+            ("val_accuracy_at_best", 0.9), ("epochs_run", epochs), ("lr_changes", 0))]
+        tags = [RunTag(key, value) for key, value in {
+            "mlflow.parentRunId": parent, "mlflow.runName": f"cnn-{reg}-{index}", "model": "cnn", "reg": reg,
+            "regularised": str(reg != "none").lower(), "early_stopping": "false", "reduce_lr": "false"}.items()]
+        client.log_batch(run_id, metrics=curves + summary, tags=tags)
+        client.set_terminated(run_id)
+    return parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{folder}/mlflow.db"
+        client = mlflow.MlflowClient(uri)
+        started = time.perf_counter()
+        parent = log_sweep(client, args.runs, args.epochs)
+        print(f"logged {args.runs} runs x {args.epochs} epochs in {time.perf_counter() - started:.1f} s")
+        options = ["--experiment", "compare-speed", "--tracking-uri", uri, "--output", str(Path(folder) / "report")]
+        started = time.perf_counter()
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                compare(options)
+            finally:
+                sys.stdout = stdout
+        own = time.perf_counter() - started
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "experiments.compare", *options], check=True, capture_output=True)
+        whole = time.perf_counter() - started
+        uploaded = len(client.list_artifacts(parent, "comparison"))
+    print(f"experiments.compare over {args.runs} runs: {own:.2f} s of its own work, "
+          f"{whole:.2f} s as a command (with interpreter start-up and imports); {uploaded} files on the parent")
+
+
+if __name__ == "__main__":
+    main()

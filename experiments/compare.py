@@ -1,0 +1,230 @@
+"""Compare runs: did regularisation help, and by how much?
+
+    python -m experiments.compare [--experiment NAME] [--parent RUN_ID|latest|all] [--group-by TAG]
+                                  [--sort-by METRIC] [--output DIR] [--max-curves N]
+
+One row per run (from one search, no metric histories), printed as an aligned table with the plain
+run marked and every run's difference from the plain run of the same model; written as
+comparison.csv and comparison.md with four plots. When the runs belong to a sweep, it all goes onto
+the sweep's parent run under comparison/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mlflow.exceptions import MlflowException
+from omegaconf import OmegaConf
+
+from experiments.cli import expand_quoted_option
+
+DEFAULT_EXPERIMENT = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml").experiment_name
+CURVES = {"val_loss": "validation loss", "gap_loss": "generalisation gap (val_loss - loss)", "learning_rate": "learning rate"}
+
+
+class CompareError(Exception):
+    """Something the user must fix; printed as one line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(expand_quoted_option(sys.argv[1:] if argv is None else argv, "--options"))
+    client = mlflow.MlflowClient(args.tracking_uri)
+    try:
+        experiment = find_experiment(client, args.experiment)
+        parent = find_parent(client, experiment.experiment_id, args.parent)
+        runs = find_runs(client, experiment.experiment_id, parent)
+        table = comparison_table(runs, args.group_by, args.sort_by)
+    except CompareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
+    print(f"{len(table)} runs of {scope}, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it")
+    print(printable(table, args.group_by))
+    files = write_report(client, table, runs, Path(args.output), args.group_by, args.max_curves)
+    if parent is not None:
+        client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
+    print(f"wrote {', '.join(str(file) for file in files)}")
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment name (default: conf's mlflow.experiment_name)")
+    parser.add_argument("--parent", default="latest",
+                        help="a sweep's parent run id; 'latest' (the newest sweep, else all runs) or 'all'")
+    parser.add_argument("--group-by", default="reg", help="run tag that tells the variants apart")
+    parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")
+    parser.add_argument("--output", default="comparison", help="folder for the CSV, Markdown and plots")
+    parser.add_argument("--max-curves", type=int, default=20, help="runs drawn in the per-epoch plots")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    return parser.parse_args(argv)
+
+
+def report_to_parent(parent_run_id: str, tracking_uri: str | None = None) -> None:
+    """Compare a sweep's children and log the report on its parent (the sweep callback's hook)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment(client.get_run(parent_run_id).info.experiment_id)
+    with tempfile.TemporaryDirectory() as folder:
+        main(["--parent", parent_run_id, "--experiment", experiment.name, "--output", folder,
+              "--tracking-uri", client.tracking_uri])
+
+
+# ----------------------------------------------------------------------------- runs
+
+def find_experiment(client: mlflow.MlflowClient, name: str):
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as error:
+        raise CompareError(f"cannot read the tracking store {client.tracking_uri}: {str(error).splitlines()[0]}") from None
+    if experiment is None:
+        raise CompareError(f"no experiment named {name!r} in {client.tracking_uri}")
+    return experiment
+
+
+def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
+    """The sweep parent run to compare the children of; None to compare every top-level run."""
+    if parent == "all":
+        return None
+    if parent == "latest":
+        newest = client.search_runs([experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+        return newest[0] if newest else None
+    try:
+        return client.get_run(parent)
+    except MlflowException:
+        raise CompareError(f"no run {parent} in {client.tracking_uri}") from None
+
+
+def find_runs(client: mlflow.MlflowClient, experiment_id: str, parent) -> list:
+    query = f"tags.mlflow.parentRunId = '{parent.info.run_id}'" if parent else ""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=5000, page_token=token)
+        runs.extend(run for run in page if run.data.tags.get("sweep") != "true")
+        token = page.token
+        if not token:
+            break
+    if not runs:
+        where = f"sweep {parent.info.run_id}" if parent else f"experiment {experiment_id}"
+        raise CompareError(f"{where} has no runs to compare")
+    return runs
+
+
+# ----------------------------------------------------------------------------- table
+
+def at_best_epoch(metrics: dict, key: str) -> float | None:
+    """A validation metric at the best epoch: best_<monitor> for the monitored one, <key>_at_best otherwise."""
+    return metrics.get(f"best_{key}", metrics.get(f"{key}_at_best"))
+
+
+def run_row(run, group_by: str) -> dict:
+    metrics, tags = run.data.metrics, run.data.tags
+    end = run.info.end_time
+    return {
+        "run": tags.get("mlflow.runName", run.info.run_id[:8]),
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "model": tags.get("model"),
+        group_by: tags.get(group_by),
+        "regularised": tags.get("regularised"),
+        "early_stopping": tags.get("early_stopping"),
+        "reduce_lr": tags.get("reduce_lr"),
+        "epochs": metrics.get("epochs_run"),
+        "stopped_epoch": metrics.get("stopped_epoch"),
+        "best_epoch": metrics.get("best_epoch"),
+        "best_val_loss": at_best_epoch(metrics, "val_loss"),
+        "best_val_accuracy": at_best_epoch(metrics, "val_accuracy"),
+        "test_loss": metrics.get("test_loss"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "gap_loss": metrics.get("gap_loss"),
+        "gap_accuracy": metrics.get("gap_accuracy"),
+        "lr_changes": metrics.get("lr_changes"),
+        "duration_s": (end - run.info.start_time) / 1000 if end else None,
+    }
+
+
+def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
+    """One row per run, best first, with the plain run marked and the difference from it."""
+    table = pd.DataFrame([run_row(run, group_by) for run in runs])
+    table = table.loc[:, ~table.columns.duplicated()]  # group_by may be one of the fixed columns
+    numbers = ["epochs", "stopped_epoch", "best_epoch", "best_val_loss", "best_val_accuracy", "test_loss",
+               "test_accuracy", "gap_loss", "gap_accuracy", "lr_changes", "duration_s"]
+    table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
+    table["plain"] = table["regularised"].eq("false")
+    # The plain run to measure against: same model and same training callbacks, so a difference
+    # is the regulariser's alone (early stopping and plateau reduction are compared as their own rows).
+    like_for_like = ["model", "early_stopping", "reduce_lr"]
+    keys = table[like_for_like].fillna("?").astype(str).agg("|".join, axis=1)
+    for metric in ("test_accuracy", "best_val_loss"):
+        plain = table[table["plain"]].groupby(keys[table["plain"]])[metric].mean()
+        table[f"d_{metric}"] = table[metric] - keys.map(plain)
+    if sort_by not in table:
+        raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
+    descending = any(sign in sort_by for sign in ("acc", "auc"))
+    return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def printable(table: pd.DataFrame, group_by: str) -> str:
+    shown = table.drop(columns=["run_id", "regularised"]).copy()
+    shown.insert(0, "", shown.pop("plain").map({True: "*", False: ""}))
+    return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")
+
+
+# ----------------------------------------------------------------------------- report
+
+def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by: str, max_curves: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "comparison.csv", index=False)
+    (folder / "comparison.md").write_text(table.drop(columns=["run_id"]).to_markdown(index=False, floatfmt=".4g") + "\n")
+    # Per-epoch curves of the plain runs and the best others: more lines than that are unreadable.
+    drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
+    labels = {row.run_id: f"{row.run} ({row[group_by]})" for _, row in drawn.iterrows()}
+    files = [folder / "comparison.csv", folder / "comparison.md"]
+    for key, title in CURVES.items():
+        histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
+        files.append(plot_curves(histories, title, key, folder / f"{key}.png"))
+    files.append(plot_test_accuracy(drawn, labels, folder / "test_accuracy.png"))
+    return files
+
+
+def plot_curves(histories: dict[str, list], title: str, key: str, path: Path) -> Path:
+    figure = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for label, points in histories.items():
+        points = sorted(points, key=lambda point: point.step)
+        axes.plot([p.step for p in points], [p.value for p in points], marker="o", markersize=2, label=label)
+    axes.set(title=title, xlabel="epoch", ylabel=key)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if key == "learning_rate" and all(p.value > 0 for points in histories.values() for p in points):
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    if histories:
+        axes.legend(fontsize=7, ncol=2)
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+def plot_test_accuracy(drawn: pd.DataFrame, labels: dict[str, str], path: Path) -> Path:
+    figure = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    colours = ["tab:orange" if plain else "tab:blue" for plain in drawn["plain"]]
+    axes.bar([labels[run_id] for run_id in drawn["run_id"]], drawn["test_accuracy"].fillna(0), color=colours)
+    axes.set(title="test accuracy (orange: plain)", ylabel="test_accuracy")
+    axes.tick_params(axis="x", labelrotation=30, labelsize=7)
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.92)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""A Hydra callback that turns a multirun sweep into one MLflow parent run with a child run per job.
+
+Enable it in the Hydra config (``hydra.callbacks``). It works with any launcher: the parent run id
+travels to the jobs through the environment (``SWEEP_PARENT_ENV``), which joblib's worker
+processes inherit, and each job tags its own run with it (``sweep_tags``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from hydra.experimental.callback import Callback
+from mlflow.entities import Metric, Param, RunTag
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+SWEEP_PARENT_ENV = "SWEEP_PARENT_RUN_ID"
+SWEEP_TAG = "sweep"
+
+
+def sweep_tags(job_number: int | None = None) -> dict[str, str]:
+    """Tags a job's run needs to appear under the sweep's parent run (empty outside a sweep)."""
+    parent = os.environ.get(SWEEP_PARENT_ENV)
+    if not parent:
+        return {}
+    # Set as a tag, not start_run(parent_run_id=...): MLFLOW_RUN_ID would override that (mlflow#15713).
+    tags = {"mlflow.parentRunId": parent}
+    if job_number is not None:
+        tags["sweep.job"] = str(job_number)
+    return tags
+
+
+class MLflowSweepCallback(Callback):
+    """Parent run for a sweep: what was swept, how many jobs ran, finished and failed.
+
+    Args:
+        experiment_name: the experiment the jobs log to (the parent goes there too).
+        tracking_uri: None for MLflow's own resolution.
+        report: called as ``report(parent_run_id, tracking_uri)`` when the sweep ends, e.g. to
+            log a comparison of the children onto the parent.
+    """
+
+    def __init__(self, experiment_name: str, tracking_uri: str | None = None,
+                 report: Callable[[str, str | None], Any] | None = None):
+        self.experiment_name = experiment_name
+        self.tracking_uri = tracking_uri
+        self.report = report
+        self.parent_run_id: str | None = None
+        self._owns_parent = False
+        self._sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        client = mlflow.MlflowClient(self.tracking_uri)
+        swept = [override for override in config.hydra.overrides.task]
+        # Under `mlflow run`, the run it made is the parent; the jobs must not log into it.
+        self.parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+        if self.parent_run_id is None:
+            self.parent_run_id = client.create_run(self._experiment_id(client), run_name="sweep " + " ".join(swept)).info.run_id
+            self._owns_parent = True
+        os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
+        client.log_batch(self.parent_run_id, params=[Param("sweep.overrides", " ".join(swept)[:6000])],
+                         tags=[RunTag(SWEEP_TAG, "true"), RunTag("sweep.dir", str(config.hydra.sweep.dir))])
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
+        atexit.register(self._finish)
+        log.info("sweep parent run %s in experiment %s", self.parent_run_id, self.experiment_name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish()
+
+    def _experiment_id(self, client: mlflow.MlflowClient) -> str:
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        return experiment.experiment_id if experiment else client.create_experiment(self.experiment_name)
+
+    def _finish(self) -> None:
+        if self.parent_run_id is None:
+            return
+        parent, self.parent_run_id = self.parent_run_id, None
+        atexit.unregister(self._finish)
+        os.environ.pop(SWEEP_PARENT_ENV, None)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        jobs, finished = self._count_jobs(client, parent)
+        client.log_batch(parent, metrics=[Metric("jobs", jobs, 0, 0), Metric("jobs_finished", finished, 0, 0),
+                                          Metric("jobs_failed", jobs - finished, 0, 0)])
+        if self.report is not None:
+            try:
+                self.report(parent, self.tracking_uri)
+            except Exception as error:  # a failed report must not hide the sweep's own outcome
+                log.error("the sweep's comparison report failed: %s", error)
+        status = "FINISHED" if jobs and finished == jobs else "FAILED"
+        if self._owns_parent:
+            client.set_terminated(parent, status)
+        log.info("sweep %s: %d jobs, %d finished, %d failed", parent, jobs, finished, jobs - finished)
+
+    def _count_jobs(self, client: mlflow.MlflowClient, parent: str) -> tuple[int, int]:
+        """(jobs launched, jobs whose run FINISHED); a job that failed before its run started counts as failed."""
+        launched = sum(1 for folder in self._sweep_dir.iterdir() if (folder / ".hydra").is_dir()) if self._sweep_dir.is_dir() else 0
+        experiment = client.get_run(parent).info.experiment_id
+        children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+        finished = sum(child.info.status == "FINISHED" for child in children)
+        return max(launched, len(children)), finished

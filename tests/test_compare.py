@@ -1,0 +1,107 @@
+"""experiments.compare on runs logged straight into a SQLite store (no training needed)."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, RunTag
+
+from experiments.compare import main as compare
+
+
+def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, model="cnn", early_stopping="true"):
+    """A finished run shaped like the runner's: tags, summary metrics and per-epoch histories."""
+    tags = {"mlflow.runName": f"{model}-{reg}", "model": model, "reg": reg, "regularised": str(reg != "none").lower(),
+            "early_stopping": early_stopping, "reduce_lr": "false"}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(experiment_id)
+    now = int(time.time() * 1000)
+    history = [Metric(key, value * (epoch + 1), now, epoch) for epoch in range(epochs)
+               for key, value in (("val_loss", 0.5), ("gap_loss", 0.1), ("learning_rate", 0.001))]
+    summary = {"test_accuracy": test_accuracy, "test_loss": 1 - test_accuracy, "best_val_loss": 0.4,
+               "val_accuracy_at_best": test_accuracy - 0.01, "best_epoch": epochs - 1, "epochs_run": epochs, "lr_changes": 0}
+    client.log_batch(run.info.run_id, metrics=history + [Metric(k, v, now, 0) for k, v in summary.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@pytest.fixture
+def sweep(tracking_uri):
+    """A parent run with plain, l2 and dropout children, plus an unrelated top-level run."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("study")
+    parent = client.create_run(experiment, run_name="sweep reg=none,l2,dropout").info.run_id
+    client.set_tag(parent, "sweep", "true")
+    children = {reg: log_run(client, experiment, reg, accuracy, parent=parent)
+                for reg, accuracy in (("none", 0.90), ("l2", 0.93), ("dropout", 0.88))}
+    log_run(client, experiment, "none", 0.5)
+    return client, parent, children
+
+
+def test_table_values_equal_what_the_runs_logged(sweep, tmp_path, capsys):
+    client, parent, children = sweep
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert list(table["reg"]) == ["l2", "none", "dropout"]  # the latest sweep, best test accuracy first
+    for _, row in table.iterrows():
+        logged = client.get_run(row["run_id"]).data.metrics
+        assert row["test_accuracy"] == pytest.approx(logged["test_accuracy"])
+        assert row["best_val_accuracy"] == pytest.approx(logged["val_accuracy_at_best"])
+        assert row["gap_loss"] == pytest.approx(logged["gap_loss"])  # the final gap: last epoch's
+        assert row["epochs"] == 3
+    assert list(table["plain"]) == [False, True, False]
+    assert table.set_index("reg").loc["l2", "d_test_accuracy"] == pytest.approx(0.03)
+    assert table.set_index("reg").loc["dropout", "d_test_accuracy"] == pytest.approx(-0.02)
+    printed = capsys.readouterr().out
+    marked = [line.split() for line in printed.splitlines() if line.lstrip().startswith("*")]
+    assert [words[1] for words in marked] == ["cnn-none"]  # the plain run, and only it, is marked
+    assert all(f"cnn-{reg}" in printed for reg in children)
+
+
+def test_report_files_and_upload_to_the_parent(sweep, tmp_path):
+    client, parent, _ = sweep
+    assert compare(["--experiment", "study", "--parent", parent, "--output", str(tmp_path / "out")]) == 0
+    expected = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "learning_rate.png", "test_accuracy.png"}
+    assert {path.name for path in (tmp_path / "out").iterdir()} == expected
+    assert {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")} == expected
+    assert "| cnn-l2" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_all_compares_every_top_level_run(sweep, tmp_path):
+    assert compare(["--experiment", "study", "--parent", "all", "--output", str(tmp_path / "out")]) == 0
+    assert len(pd.read_csv(tmp_path / "out" / "comparison.csv")) == 4
+
+
+def test_baseline_is_the_plain_run_with_the_same_callbacks(tracking_uri, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("callbacks")
+    log_run(client, experiment, "none", 0.80, early_stopping="false")
+    log_run(client, experiment, "l2", 0.85, early_stopping="false")
+    log_run(client, experiment, "none", 0.90, early_stopping="true")
+    log_run(client, experiment, "l2", 0.91, early_stopping="true")
+    assert compare(["--experiment", "callbacks", "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv").set_index(["reg", "early_stopping"])
+    assert table.loc[("l2", False), "d_test_accuracy"] == pytest.approx(0.05)
+    assert table.loc[("l2", True), "d_test_accuracy"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--experiment", "nowhere"], "error: no experiment named 'nowhere'"),
+    (["--experiment", "empty"], "has no runs to compare"),
+    (["--experiment", "empty", "--parent", "0123456789abcdef"], "error: no run 0123456789abcdef"),
+])
+def test_clear_errors(tracking_uri, tmp_path, capsys, args, message):
+    mlflow.MlflowClient(tracking_uri).create_experiment("empty")
+    assert compare([*args, "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+def test_sort_by_must_be_a_column(sweep, tmp_path, capsys):
+    assert compare(["--experiment", "study", "--sort-by", "f1", "--output", str(tmp_path)]) == 2
+    assert "--sort-by f1: expected one of" in capsys.readouterr().err
