@@ -77,6 +77,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0),
      "null or a whole number > 0"),
     ("mlflow.log_model", _one_of(True, False), "true or false"),
+    ("mlflow.wait_for_server_s", _non_negative, "a number of seconds >= 0"),
+    ("mlflow.flush_timeout_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.checkpoint_interval_s", _non_negative, "a number of seconds >= 0"),
 ]
 

@@ -186,11 +186,21 @@ def _stratified_split(x, y, fraction: float, seed: int, label: str):
         raise ConfigError(f"{label}: cannot split {len(y)} samples with fraction {fraction}: {error}") from None
 
 
-def make_pipeline(split: Split, batch_size: int, shuffle_seed: int | None = None):
-    """A tf.data pipeline: cache, shuffle (seeded, training only), batch, prefetch."""
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    return -(-len(split) // batch_size)
+
+
+def make_pipeline(split: Split, batch_size: int, shuffle_seed: int | None = None, start_epoch: int = 0):
+    """A tf.data pipeline: cache, then batch and prefetch.
+
+    With a shuffle seed (training) it repeats for ever, one seeded order per pass: fit reads
+    steps_per_epoch batches an epoch, and a resumed run skips the passes already trained, so epoch
+    k sees the same order whether or not training stopped in between.
+    """
     import tensorflow as tf  # only here: the rest of this module must not load TensorFlow
 
     dataset = tf.data.Dataset.from_tensor_slices((split.x, split.y)).cache()
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if shuffle_seed is None:
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True).batch(batch_size).repeat()
+    return dataset.skip(start_epoch * steps_per_epoch(split, batch_size)).prefetch(tf.data.AUTOTUNE)

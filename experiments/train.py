@@ -6,10 +6,11 @@ compose -> check -> seed -> data -> model -> callbacks -> fit -> evaluate -> rec
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shlex
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -22,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
 from experiments.cli import expand_quoted_option
 from experiments.data import Splits, load_splits
-from plugins.params import flatten, redact
+from experiments.resume import BACKUP_TAG, HOST_TAG, PID_TAG, ResumePoint, prepare_resume
+from plugins.params import flatten, redact, redact_override
 from plugins.provenance import git_state
 from plugins.sweep import sweep_tags
 
@@ -33,21 +35,24 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train, evaluate the test split with the best weights, record it all; return the best monitored value."""
-    splits = load_checked_input(cfg)
+    cfg, resume, splits = load_checked_input(cfg)
     # TensorFlow loads only now (it takes seconds and is noisy), once the input is known to be good.
     import keras
 
-    from experiments.data import make_pipeline
+    from experiments.data import make_pipeline, steps_per_epoch
     from plugins import MLflowCallback
+    from plugins.interrupt import StopOnSignal, TrainingInterrupted
 
     seed_everything(cfg.trainer)
-    train_data = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=cfg.trainer.seed)
+    start_epoch = resume.next_epoch if resume else 0
+    train_data = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch)
     val_data = make_pipeline(splits.val, cfg.trainer.batch_size)
     test_data = make_pipeline(splits.test, cfg.trainer.batch_size)
-    model = build_model(cfg, splits, steps_per_epoch=math.ceil(len(splits.train) / cfg.trainer.batch_size))
+    steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
+    model = build_model(cfg, splits, steps_per_epoch=steps)
     callbacks = build_callbacks(cfg)
 
-    with start_tracked_run(cfg, splits) as run:
+    with StopOnSignal() as stopper, start_tracked_run(cfg, splits, resume) as run:
         tracker = MLflowCallback(
             monitor=cfg.mlflow.monitor,
             mode=cfg.mlflow.mode,
@@ -57,23 +62,34 @@ def main(cfg: DictConfig) -> float:
             registered_model_name=cfg.mlflow.register_model_name,
             input_example=splits.val.x[:5],
             checkpoint_interval_s=cfg.mlflow.checkpoint_interval_s,
+            flush_timeout_s=cfg.mlflow.flush_timeout_s,
             output_dir=Path(HydraConfig.get().runtime.output_dir) / "mlflow",
         )
+        restore_for_resume(model, resume)
         try:
             model.fit(
                 train_data,
                 validation_data=val_data,
                 epochs=cfg.trainer.epochs,
+                initial_epoch=start_epoch,
+                steps_per_epoch=steps,
                 class_weight=class_weights(cfg.trainer.class_weight, splits),
-                callbacks=[*callbacks, tracker],  # last: it sees what the other callbacks did
+                callbacks=[stopper, *callbacks, tracker],  # tracker last: it sees what the others did
                 shuffle=False,  # the pipeline shuffles, seeded
                 verbose=cfg.trainer.verbose,
             )
-        except BaseException:
-            tracker.end("FAILED")
+        except TrainingInterrupted as interrupt:
+            end_run_early(tracker, "KILLED", str(interrupt))
+            return stop(TrainingStopped(f"{interrupt}: run {run.info.run_id} ended KILLED; continue it with "
+                                        f"python -m experiments.train resume={run.info.run_id}"), interrupt.exit_code)
+        except Exception as error:
+            end_run_early(tracker, "FAILED", f"{type(error).__name__}: {error}")
             raise
-        if tracker.best_weights is not None:
-            model.set_weights(tracker.best_weights)
+        if tracker.stop_reason == "nan_loss":
+            end_run_early(tracker, "FAILED", "the loss became NaN (callbacks.terminate_on_nan stopped training)")
+            return stop(TrainingStopped(f"run {run.info.run_id} FAILED: the loss became NaN; try a lower "
+                                        "optimizer.learning_rate"), 1)
+        model.set_weights(best_weights(tracker, run.info.run_id, model))
         test = model.evaluate(test_data, return_dict=True, verbose=0)
         mlflow.log_metrics({f"test_{name}": float(value) for name, value in test.items()})
         log.info("run %s (%s): test_accuracy=%.4f", run.info.run_id, run.info.run_name, test.get("accuracy", float("nan")))
@@ -81,18 +97,80 @@ def main(cfg: DictConfig) -> float:
     return tracker.best_value if tracker.best_value is not None else float("nan")
 
 
-def load_checked_input(cfg: DictConfig) -> Splits:
-    """The data splits, or a one-line error (exit 2) for bad config or data; no MLflow run yet."""
+class TrainingStopped(Exception):
+    """Training ended early for a reason the user should read in one line (interrupt, NaN loss)."""
+
+
+def stop(error: Exception, exit_code: int):
+    """One line on stderr and exit_code for a single run; in a sweep, Hydra records the job as failed."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def load_checked_input(cfg: DictConfig):
+    """(config, resume point, data splits), or a one-line error (exit 2) with no MLflow run touched."""
     try:
         check_config(cfg)
+        wait_for_tracking_server(cfg.mlflow.tracking_uri or mlflow.get_tracking_uri(), cfg.mlflow.wait_for_server_s)
+        cfg, resume = prepare_resume(cfg, list(HydraConfig.get().overrides.task))
+        check_config(cfg)  # a resumed run's own config, with this command's overrides on top
         splits = load_splits(cfg.data, seed=cfg.trainer.seed)
         check_class_weight_labels(cfg.trainer.class_weight, splits.num_classes)
-        return splits
+        return cfg, resume, splits
     except ConfigError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records this job as failed and the sweep goes on
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return stop(error, 2)
+
+
+def wait_for_tracking_server(uri: str, wait_s: float) -> None:
+    """Refuse to start training into an HTTP tracking server that does not answer within wait_s."""
+    if not uri.startswith(("http://", "https://")):
+        return  # a local store (sqlite:, file:) has nothing to wait for
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5)
+            return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"the tracking server {uri} does not answer ({getattr(error, 'reason', error)}) "
+                                  f"after {wait_s:g} s (mlflow.wait_for_server_s); nothing was trained") from None
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
+def end_run_early(tracker, status: str, reason: str) -> None:
+    """Send what training produced so far (epochs, best checkpoint, history), then end the run with status."""
+    tracker.end(status)
+    mlflow.set_tag("failure.reason", reason[:5000])
+    mlflow.end_run(status)
+
+
+def restore_for_resume(model, resume: ResumePoint | None) -> None:
+    """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch);
+    when that is gone, start from the weights of the run's logged best checkpoint."""
+    if resume is not None and resume.backup_dir is None:
+        import keras
+
+        path = mlflow.MlflowClient().download_artifacts(resume.run_id, "checkpoints/best.keras", tempfile.mkdtemp())
+        model.set_weights(keras.models.load_model(path, safe_mode=True).get_weights())
+        log.warning("no local backup of run %s: continuing from its best checkpoint's weights", resume.run_id)
+
+
+def best_weights(tracker, run_id: str, model) -> list:
+    """The best epoch's weights: the tracker's, or for a resumed run that never improved, the logged checkpoint's."""
+    if tracker.best_weights is not None:
+        return tracker.best_weights
+    try:
+        import keras
+
+        path = mlflow.MlflowClient().download_artifacts(run_id, "checkpoints/best.keras", tempfile.mkdtemp())
+        return keras.models.load_model(path, safe_mode=True).get_weights()
+    except Exception:  # nothing logged (tracking was off): the weights training ended with
+        return model.get_weights()
 
 
 def seed_everything(trainer: DictConfig) -> None:
@@ -156,8 +234,9 @@ def flat_params(cfg: DictConfig) -> dict:
     return flatten(OmegaConf.to_container(cfg, resolve=True))
 
 
-def start_tracked_run(cfg: DictConfig, splits: Splits) -> mlflow.ActiveRun:
-    """Open the MLflow run (or join the one `mlflow run` made) with its tags, Hydra files and data."""
+def start_tracked_run(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> mlflow.ActiveRun:
+    """Open the MLflow run (or join the one `mlflow run` made, or reopen a resumed one) with its tags,
+    Hydra files and data."""
     if cfg.mlflow.tracking_uri:
         mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     if "MLFLOW_RUN_ID" not in os.environ:  # else `mlflow run` chose the run and its experiment
@@ -165,7 +244,9 @@ def start_tracked_run(cfg: DictConfig, splits: Splits) -> mlflow.ActiveRun:
     reg = regularisation_label(cfg.reg)
     commit, dirty = git_state(PROJECT_ROOT)
     hydra = HydraConfig.get()
-    overrides = list(hydra.overrides.task)
+    overrides = [redact_override(override) for override in hydra.overrides.task]
+    if resume is not None:
+        return reopen_run(resume, overrides)
     tags = {
         **cfg.mlflow.tags,
         **sweep_tags(hydra.job.num if hydra.mode == RunMode.MULTIRUN else None),
@@ -178,12 +259,26 @@ def start_tracked_run(cfg: DictConfig, splits: Splits) -> mlflow.ActiveRun:
         "git.commit": commit or "unknown",
         "git.dirty": "unknown" if dirty is None else str(dirty).lower(),
         "reproduce.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
+        BACKUP_TAG: str(OmegaConf.select(cfg, "callbacks.backup_and_restore.backup_dir", default="")),
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
     }
     run = mlflow.start_run(run_name=cfg.mlflow.run_name or f"{cfg.model.name}-{reg}", tags=tags)
     mlflow.log_text(OmegaConf.to_yaml(redact(OmegaConf.to_container(cfg, resolve=True))), "hydra/config.yaml")
     mlflow.log_text(OmegaConf.to_yaml(overrides), "hydra/overrides.yaml")
     mlflow.log_text(reproduce_note(run.info.run_id, overrides, commit, dirty), "reproduce.txt")
     log_data_inputs(splits)
+    return run
+
+
+def reopen_run(resume: ResumePoint, overrides: list[str]) -> mlflow.ActiveRun:
+    """The interrupted run, RUNNING again; its logged config stays as it was."""
+    run = mlflow.start_run(run_id=resume.run_id)
+    resumes = int(run.data.tags.get("resumes", "0")) + 1
+    mlflow.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "resumes": str(resumes), f"resume.{resumes}.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
+                     f"resume.{resumes}.from_epoch": str(resume.next_epoch)})
+    if "failure.reason" in run.data.tags:
+        mlflow.delete_tag("failure.reason")
     return run
 
 

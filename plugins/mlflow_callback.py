@@ -6,6 +6,7 @@ import atexit
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,8 @@ from plugins.sender import Sender
 log = logging.getLogger(__name__)
 
 _MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
+# Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
+_SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best|test_.*|batch_.*)$")
 
 
 class MLflowCallback(keras.callbacks.Callback):
@@ -51,6 +54,7 @@ class MLflowCallback(keras.callbacks.Callback):
         input_example: a few inputs stored with the MLflow Model.
         checkpoint_interval_s: least time between two background writes of checkpoints/best.keras
             (each costs CPU that training could use); the final best is always written.
+        flush_timeout_s: at the end, how long to keep retrying what the tracking server did not take.
         output_dir: where local copies of the artifacts go; None: a temporary folder.
     """
 
@@ -64,6 +68,7 @@ class MLflowCallback(keras.callbacks.Callback):
         registered_model_name: str | None = None,
         input_example: np.ndarray | None = None,
         checkpoint_interval_s: float = 10.0,
+        flush_timeout_s: float = 120.0,
         output_dir: str | Path | None = None,
     ):
         super().__init__()
@@ -79,12 +84,14 @@ class MLflowCallback(keras.callbacks.Callback):
         self.registered_model_name = registered_model_name
         self.input_example = input_example
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.flush_timeout_s = flush_timeout_s
         self.output_dir = Path(output_dir) if output_dir else None
         if log_every_n_steps:
             # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
             # asynchronously only while no callback overrides them, and epoch-only logging keeps that.
             self.on_train_batch_end = self._log_batch_metrics
         self.run_id: str | None = None
+        self.stop_reason: str | None = None
         self._active = False
 
     # ----------------------------------------------------------------- Keras hooks
@@ -96,6 +103,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = True
         self._sender = Sender()
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
+        self._continue_logged_epochs()
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
 
@@ -165,10 +173,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._sender.submit("model/", self._log_best_model)
         self._send_summary()
         self._send_history()  # renders the plot here while the sender saves the model
-        unsent = self._sender.flush()
-        if unsent:
-            self._sender.retry()  # one more try: a short outage may be over
-            unsent = self._sender.flush()
+        unsent = self._flush_with_retries()
         self._sender.close()
         if unsent:
             log.error("MLflow run %s is missing what could not be sent: %s", self.run_id, ", ".join(unsent))
@@ -177,11 +182,22 @@ class MLflowCallback(keras.callbacks.Callback):
         if self._owns_run:
             mlflow.end_run(status)
 
+    def _flush_with_retries(self) -> list[str]:
+        """Wait for everything queued; retry what failed until it is sent or flush_timeout_s passes."""
+        unsent = self._sender.flush()
+        deadline = time.monotonic() + self.flush_timeout_s
+        while unsent and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            self._sender.retry()
+            unsent = self._sender.flush()
+        return unsent
+
     # ----------------------------------------------------------------- run
 
     def _reset_state(self) -> None:
         self._active = False
         self._owns_run = False
+        self.stop_reason: str | None = None  # completed | early_stopping | nan_loss, once training ended
         self._epoch = 0
         self._last_epoch: int | None = None
         self._history: list[dict] = []
@@ -192,6 +208,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._best_epoch: int | None = None
         self._best_weights: list[np.ndarray] | None = None
         self._warned_missing_monitor = False
+        self._logged_params: dict[str, str] = {}
         self._batches_seen = 0
         self._last_checkpoint = -math.inf
 
@@ -227,6 +244,30 @@ class MLflowCallback(keras.callbacks.Callback):
             return True
         has_chief = "chief" in resolver.cluster_spec().as_dict()
         return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+    def _continue_logged_epochs(self) -> None:
+        """Joining a run that already has epochs (a resumed run): carry on its history, best and rate."""
+        try:
+            run = self._client.get_run(self.run_id)
+            self._logged_params = dict(run.data.params)
+            rows: dict[int, dict] = {}
+            for key in (key for key in run.data.metrics if not _SUMMARY.match(key)):
+                for point in self._client.get_metric_history(self.run_id, key):
+                    rows.setdefault(point.step, {"epoch": point.step})[key] = point.value
+        except Exception as error:  # an unreachable server: start afresh rather than not at all
+            log.warning("could not read the run's earlier epochs (%s)", error)
+            return
+        self._history = [rows[step] for step in sorted(rows)]
+        if not self._history:
+            return
+        self._lr_in_force = self._history[-1].get("learning_rate")
+        for before, after in zip(self._history, self._history[1:]):
+            if before.get("learning_rate") != after.get("learning_rate"):
+                self._lr_changes.append(LearningRateChange(after["epoch"], before.get("learning_rate"),
+                                                           after.get("learning_rate"), "before resume"))
+        for row in self._history:
+            if self.monitor in row and math.isfinite(row[self.monitor]) and self._is_improvement(row[self.monitor]):
+                self._best_value, self._best_epoch = row[self.monitor], row["epoch"]
 
     # ----------------------------------------------------------------- learning rate
 
@@ -292,7 +333,9 @@ class MLflowCallback(keras.callbacks.Callback):
     def _send_params(self) -> None:
         params = dict(self._model_params())
         params.update(self.extra_params)  # the caller's values win: they are the config as asked
-        for chunk in batches(to_params(params)):
+        # MLflow refuses a changed value for a logged param; a continued run keeps the ones it has.
+        new = [param for param in to_params(params) if param.key not in self._logged_params]
+        for chunk in batches(new):
             self._sender.submit("params", partial(self._client.log_batch, self.run_id, params=chunk))
 
     def _model_params(self) -> dict[str, Any]:
@@ -351,8 +394,9 @@ class MLflowCallback(keras.callbacks.Callback):
             for key, value in best_row.items():
                 if key.startswith("val_") and key != sanitize_name(self.monitor):
                     metrics[f"{key}_at_best"] = value
-        tags = {"stop_reason": self._stop_reason()}
-        if tags["stop_reason"] == "early_stopping":
+        self.stop_reason = self._stop_reason()
+        tags = {"stop_reason": self.stop_reason}
+        if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch
             tags["early_stopping.restored_best_weights"] = str(self._holds_best_weights()).lower()
         self._send_metrics(metrics, step=0, what="summary metrics")

@@ -53,6 +53,12 @@ def redact(config: Any) -> Any:
     return config
 
 
+def redact_override(override: str) -> str:
+    """`db.password=hunter2` -> `db.password=[redacted]`; other Hydra overrides unchanged."""
+    key, equals, _ = override.partition("=")
+    return f"{key}={REDACTED}" if equals and is_secret(key.lstrip("+~")) else override
+
+
 def to_params(flat: Mapping[str, Any]) -> list[Param]:
     return [Param(sanitize_name(name), REDACTED if is_secret(name) else param_value(value)) for name, value in flat.items()]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -60,6 +61,52 @@ def test_bad_input_is_refused_cleanly(run_cli, tracking_uri, tmp_path, case):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert all_runs(tracking_uri) == []
+
+
+def shaped_npz(tmp_path, name, x_train, y_train, **more):
+    return npz(tmp_path, name, x_train=x_train, y_train=y_train, **more)
+
+
+MORE_DATA_CASES = {
+    "infinite pixels": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 'inf.npz', np.full((20, 4, 4), np.inf), np.arange(20) % 2)}"],
+                        "contains NaN or infinite values"),
+    "empty data set": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 'e.npz', np.zeros((0, 4, 4)), np.zeros(0, int))}"],
+                       "with N > 0"),
+    "test images of another shape": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 's.npz', np.zeros((40, 4, 4)), np.arange(40) % 2, x_test=np.zeros((10, 5, 5)), y_test=np.arange(10) % 2)}"],
+                                     "x_test images are (5, 5, 1) but x_train images are (4, 4, 1)"),
+    "text labels": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 't.npz', np.zeros((20, 4, 4)), np.array(['a', 'b'] * 10))}"],
+                    "expected integer class labels, got dtype <U1"),
+    "negative wait": (lambda t: ["mlflow.wait_for_server_s=-1"], "mlflow.wait_for_server_s=-1"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_DATA_CASES))
+def test_more_bad_data_is_refused_cleanly(run_cli, tracking_uri, tmp_path, case):
+    overrides, message = MORE_DATA_CASES[case]
+    done = run_cli("experiments.train", *overrides(tmp_path), timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr.strip().splitlines()[-1]
+    assert all_runs(tracking_uri) == []
+
+
+def test_resume_ids_that_cannot_be_resumed(run_cli, tracking_uri):
+    client = mlflow.MlflowClient(tracking_uri)
+    running = client.create_run(client.create_experiment("keras-experiments"))
+    elsewhere = client.create_run(client.create_experiment("another"))
+    client.set_terminated(elsewhere.info.run_id, "KILLED")
+    client.log_text(elsewhere.info.run_id, "- trainer.epochs=2\n", "hydra/overrides.yaml")
+    before = {run.info.run_id: (run.info.status, run.data.metrics, run.data.tags) for run in all_runs(tracking_uri)}
+    cases = {
+        "0123456789abcdef": "resume=0123456789abcdef: no such run",
+        running.info.run_id: f"resume={running.info.run_id}: the run is RUNNING; only KILLED or FAILED runs can be resumed",
+        elsewhere.info.run_id: f"resume={elsewhere.info.run_id}: the run belongs to experiment 'another', not 'keras-experiments'",
+    }
+    for run_id, message in cases.items():
+        done = run_cli("experiments.train", f"resume={run_id}", timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), done.stderr
+    after = {run.info.run_id: (run.info.status, run.data.metrics, run.data.tags) for run in all_runs(tracking_uri)}
+    assert after == before  # nothing modified, nothing new
 
 
 @pytest.mark.parametrize(("override", "named"), [("reg=elastic", "reg/elastic"), ("model=resnet", "model/resnet"),

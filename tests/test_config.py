@@ -60,7 +60,7 @@ def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
     assert (cfg.data.name, cfg.model.name, regularisation_label(cfg.reg)) == ("digits", "cnn", "none")
     assert cfg.mlflow.tracking_uri is None
     assert set(cfg.callbacks) == {"early_stopping", "model_checkpoint", "reduce_lr_on_plateau",
-                                  "tensorboard", "csv_logger", "terminate_on_nan"}
+                                  "tensorboard", "csv_logger", "terminate_on_nan", "backup_and_restore"}
 
 
 REG_EXPECTED = {
@@ -117,7 +117,8 @@ def test_callbacks_instantiate_tune_and_remove(compose_cfg):
     callbacks = {type(callback).__name__: callback for callback in build_callbacks(cfg)}
     assert callbacks["EarlyStopping"].patience == 3
     assert "TensorBoard" not in callbacks
-    assert set(callbacks) == {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "TerminateOnNaN"}
+    assert set(callbacks) == {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "TerminateOnNaN",
+                              "BackupAndRestore"}
     assert build_callbacks(compose_cfg("callbacks=none")) == []
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.checks import ConfigError
-from experiments.data import load_splits, make_pipeline
+from experiments.data import load_splits, make_pipeline, steps_per_epoch
 
 
 def rows(x: np.ndarray) -> set[bytes]:
@@ -97,10 +97,20 @@ def test_bad_npz_contents_are_refused_with_the_file_named(compose_cfg, tmp_path,
 
 def test_pipeline_batches_and_shuffles_reproducibly(compose_cfg):
     splits = load_splits(compose_cfg().data, seed=0)
-    first = [y.numpy() for _, y in make_pipeline(splits.val, 32, shuffle_seed=5)]
-    again = [y.numpy() for _, y in make_pipeline(splits.val, 32, shuffle_seed=5)]
+    steps = steps_per_epoch(splits.val, 32)
+    passes = [np.concatenate([y.numpy() for _, y in make_pipeline(splits.val, 32, shuffle_seed=5).take(2 * steps)])
+              for _ in range(2)]
     plain = np.concatenate([y.numpy() for _, y in make_pipeline(splits.val, 32)])
-    assert len(first) == int(np.ceil(len(splits.val) / 32))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert steps == int(np.ceil(len(splits.val) / 32)) and len(plain) == len(splits.val)
     assert np.array_equal(plain, splits.val.y)  # unshuffled for validation and test
-    assert not np.array_equal(np.concatenate(first), plain)
+    first, second = passes[0][: len(plain)], passes[0][len(plain):]
+    assert np.array_equal(passes[0], passes[1])  # same seed, same orders
+    assert sorted(first) == sorted(plain) and not np.array_equal(first, second)  # a new order every pass
+
+
+def test_resumed_pipeline_sees_the_orders_it_would_have_seen(compose_cfg):
+    splits = load_splits(compose_cfg().data, seed=0)
+    steps = steps_per_epoch(splits.train, 32)
+    straight = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3).take(3 * steps)]
+    resumed = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3, start_epoch=2).take(steps)]
+    assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps:], resumed))

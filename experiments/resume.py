@@ -1,0 +1,125 @@
+"""`resume=RUN_ID`: continue a KILLED or FAILED run in place, with its own config.
+
+Checked before TensorFlow loads: the run must exist in this experiment, must not be RUNNING or
+FINISHED, and the overrides given now may change no logged param but trainer.epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import yaml
+from hydra import compose
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.checks import ConfigError
+from plugins.params import flatten, to_params
+
+# May differ between the interrupted run and its continuation: they change no result.
+CHANGEABLE = {"trainer.epochs", "fit.epochs", "trainer.verbose", "resume"}
+# Output locations (callbacks.tensorboard.log_dir, ...): a continued run writes where it wrote before.
+OUTPUT_PATHS = ("filepath", "filename", "log_dir", "backup_dir")
+RESUMABLE = {"KILLED", "FAILED"}
+BACKUP_TAG = "backup.dir"
+HOST_TAG, PID_TAG = "process.host", "process.pid"  # which process trains the run
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    run_id: str
+    next_epoch: int  # epochs already logged; training continues with this one
+    backup_dir: str | None  # Keras BackupAndRestore's folder, when it still exists
+
+
+def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictConfig, ResumePoint | None]:
+    """The config to train with and where to continue; cfg unchanged and None when not resuming."""
+    if not cfg.resume:
+        return cfg, None
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    run = _fetch(client, cfg.resume)
+    if run.info.status not in RESUMABLE and not _process_is_gone(run):
+        raise ConfigError(f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
+                          + (" (another process may still be training it)" if run.info.status == "RUNNING" else ""))
+    resumed = compose("train", overrides=_merged(_logged_overrides(client, run), given_overrides))
+    experiment = client.get_experiment(run.info.experiment_id).name
+    if experiment != resumed.mlflow.experiment_name:
+        raise ConfigError(f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, "
+                          f"not {resumed.mlflow.experiment_name!r}")
+    _keep_output_paths(resumed, run)
+    _refuse_changed_params(resumed, run)
+    return resumed, ResumePoint(run.info.run_id, _epochs_logged(client, run.info.run_id), _existing_backup(run))
+
+
+def _process_is_gone(run) -> bool:
+    """A RUNNING run whose training process on this machine no longer exists (killed with -9, or the
+    machine went down): nothing will ever end it, so it may be resumed."""
+    if run.info.status != "RUNNING" or run.data.tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(run.data.tags.get(PID_TAG, "0")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def _fetch(client: mlflow.MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError(f"resume={run_id}: no such run in {client.tracking_uri}") from None
+        raise ConfigError(f"resume={run_id}: cannot read the run from {client.tracking_uri} ({str(error)[:200]})") from None
+
+
+def _logged_overrides(client: mlflow.MlflowClient, run) -> list[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml", folder)
+        except Exception:
+            raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)") from None
+        return list(yaml.safe_load(Path(path).read_text()) or [])
+
+
+def _merged(logged: list[str], given: list[str]) -> list[str]:
+    """The run's overrides, then this command's; a key given now replaces the logged one."""
+    given_keys = {_key(override) for override in given}
+    return [o for o in logged if _key(o) not in given_keys and _key(o) != "resume"] + given
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _keep_output_paths(cfg: DictConfig, run) -> None:
+    """Point the callbacks' files at the interrupted run's: Keras restores from its backup there."""
+    for key, value in run.data.params.items():
+        if key.startswith("callbacks.") and key.rsplit(".", 1)[-1] in OUTPUT_PATHS and OmegaConf.select(cfg, key) is not None:
+            OmegaConf.update(cfg, key, value)
+
+
+def _refuse_changed_params(cfg: DictConfig, run) -> None:
+    wanted = {param.key: param.value for param in to_params(flatten(OmegaConf.to_container(cfg, resolve=True)))}
+    changed = sorted(key for key, value in wanted.items()
+                     if key not in CHANGEABLE and key in run.data.params and run.data.params[key] != value)
+    if changed:
+        shown = ", ".join(f"{key}={wanted[key]} (logged: {run.data.params[key]})" for key in changed[:5])
+        raise ConfigError(f"resume={run.info.run_id}: a resumed run keeps its params; only trainer.epochs may change, "
+                          f"not {shown}")
+
+
+def _epochs_logged(client: mlflow.MlflowClient, run_id: str) -> int:
+    steps = [metric.step for metric in client.get_metric_history(run_id, "loss")]
+    return max(steps) + 1 if steps else 0
+
+
+def _existing_backup(run) -> str | None:
+    folder = run.data.tags.get(BACKUP_TAG)
+    return folder if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) else None

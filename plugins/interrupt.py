@@ -1,0 +1,63 @@
+"""Turn SIGINT and SIGTERM into a clean stop of ``fit`` at the next batch boundary.
+
+Schedulers pre-empt jobs with SIGTERM and people press Ctrl-C. Python's default turns either into
+an exception wherever the interpreter happens to be (or kills the process outright, for SIGTERM).
+Here the current batch finishes and ``fit`` raises TrainingInterrupted before the next one, so no
+half-finished epoch is ever reported as done and the owner of the run can end it as KILLED.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import keras
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"training interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal stops at once."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+        super().__init__()
+        self.signals = signals
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise TrainingInterrupted(signum)  # asked twice: do not wait for the batch
+        self.received = signum
+
+    def _stop_if_signalled(self) -> None:
+        if self.received is not None:
+            raise TrainingInterrupted(self.received)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._stop_if_signalled()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()

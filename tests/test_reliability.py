@@ -1,0 +1,191 @@
+"""Faults injected into real training processes against a real store: nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, all_runs, free_port, start_mlflow_server, stop_mlflow_server
+
+pytestmark = pytest.mark.slow
+EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
+# A fixed budget (no early stopping) and verbose=2, which prints "Epoch k/N" as epoch k-1 begins.
+TRAIN = ["experiments.train", "callbacks=basic", "trainer.verbose=2"]
+
+
+def start_training(tmp_path, *overrides, env=None):
+    log = open(tmp_path / f"train-{time.monotonic_ns()}.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", *TRAIN, *overrides], cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return process, log
+
+
+def wait_for_epoch(log, epoch_number: int, process, limit_s: float = 300) -> None:
+    """Until the process prints "Epoch <epoch_number>/" (that epoch has begun)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        log.seek(0)
+        if f"Epoch {epoch_number}/" in log.read():
+            return
+        assert process.poll() is None, "training ended before the fault could be injected"
+        time.sleep(0.1)
+    raise AssertionError(f"epoch {epoch_number} never began")
+
+
+def steps(client, run_id, key="val_loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def artifact_names(client, run_id) -> set[str]:
+    names = set()
+    for item in client.list_artifacts(run_id):
+        names |= {sub.path for sub in client.list_artifacts(run_id, item.path)} if item.is_dir else {item.path}
+    return names
+
+
+@pytest.mark.parametrize(("signum", "trial"), [(signal.SIGTERM, 0), (signal.SIGTERM, 1), (signal.SIGINT, 0), (signal.SIGINT, 1)])
+def test_signal_at_a_random_epoch_ends_the_run_killed_with_everything_logged(tmp_path, tracking_uri, signum, trial):
+    at = random.Random(f"{signum}-{trial}").randint(2, 4)  # the epoch (from 1) during which the signal lands
+    process, log = start_training(tmp_path, "trainer.epochs=8")
+    wait_for_epoch(log, at, process)
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == 128 + signum
+    log.seek(0)
+    last_line = log.read().strip().splitlines()[-1]
+    assert last_line.startswith(f"error: training interrupted by {signal.Signals(signum).name}: run ") and "resume=" in last_line
+    run = all_runs(tracking_uri)[0]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure.reason"] == f"training interrupted by {signal.Signals(signum).name}"
+    finished = steps(client, run.info.run_id)
+    assert finished == list(range(len(finished))) and at - 1 <= len(finished) <= at  # every finished epoch, no partial one
+    for key in EPOCH_KEYS:
+        assert steps(client, run.info.run_id, key) == finished, key
+    assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "lr_changes.csv"} <= artifact_names(client, run.info.run_id)
+    history = pd.read_csv(client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path)))
+    assert list(history["epoch"]) == finished
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tracking_uri, run_cli):
+    straight = run_cli(*TRAIN, "trainer.epochs=6", "mlflow.run_name=straight")
+    assert straight.returncode == 0, straight.stdout[-2000:]
+    process, log = start_training(tmp_path, "trainer.epochs=6", "mlflow.run_name=cut")
+    wait_for_epoch(log, 3, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    runs = {run.info.run_name: run for run in all_runs(tracking_uri)}
+    cut = runs["cut"].info.run_id
+
+    refused = run_cli(*TRAIN, f"resume={cut}", "reg=l2")  # a resumed run keeps its config
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"error: resume={cut}: a resumed run keeps its params; only trainer.epochs may change, not reg.l2=0.0001")
+    untouched = mlflow.MlflowClient(tracking_uri).get_run(cut)
+    assert untouched.info.status == "KILLED" and untouched.data.metrics == runs["cut"].data.metrics
+
+    resumed = run_cli(*TRAIN, f"resume={cut}", "trainer.verbose=0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert len(all_runs(tracking_uri)) == 2  # continued in place, no new run
+    run = client.get_run(cut)
+    assert run.info.status == "FINISHED" and run.data.tags["resumes"] == "1" and "failure.reason" not in run.data.tags
+    for key in EPOCH_KEYS:
+        assert steps(client, cut, key) == list(range(6)), key  # no gap, no repeat
+    straight_id = runs["straight"].info.run_id
+    for key in ("loss", "val_loss", "val_accuracy", "learning_rate"):
+        before = [m.value for m in sorted(client.get_metric_history(straight_id, key), key=lambda m: m.step)]
+        after = [m.value for m in sorted(client.get_metric_history(cut, key), key=lambda m: m.step)]
+        assert after == before, key  # deterministic on CPU: interrupted + resumed == uninterrupted
+    assert run.data.metrics["test_accuracy"] == client.get_run(straight_id).data.metrics["test_accuracy"]
+    assert run.data.params == {k: v for k, v in client.get_run(cut).data.params.items()}
+
+
+def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
+    process, log = start_training(tmp_path, "trainer.epochs=6")
+    wait_for_epoch(log, 4, process)
+    process.kill()  # SIGKILL: no handler runs, the run is left RUNNING
+    process.wait(timeout=60)
+    run = all_runs(tracking_uri)[0]
+    assert run.info.status == "RUNNING"
+    logged = steps(mlflow.MlflowClient(tracking_uri), run.info.run_id)
+    resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", "trainer.verbose=0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert steps(client, run.info.run_id) == list(range(6)) and len(logged) >= 2
+
+
+def test_nan_loss_ends_the_run_failed_with_the_reason(tracking_uri, run_cli):
+    done = run_cli(*TRAIN, "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e12")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].endswith("FAILED: the loss became NaN; try a lower optimizer.learning_rate")
+    run = all_runs(tracking_uri)[0]
+    assert run.info.status == "FAILED" and "NaN" in run.data.tags["failure.reason"]
+    assert run.data.tags["stop_reason"] == "nan_loss"
+
+
+def test_error_inside_fit_ends_the_run_failed_with_the_best_checkpoint(tracking_uri, run_cli):
+    done = run_cli(*TRAIN, "trainer.epochs=6", "+callbacks.fault={_target_: tests.faults.RaiseAtEpoch, epoch: 3}")
+    assert done.returncode != 0 and "injected fault at epoch 3" in done.stderr
+    run = all_runs(tracking_uri)[0]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure.reason"] == "RuntimeError: injected fault at epoch 3"
+    assert steps(client, run.info.run_id) == [0, 1, 2]
+    assert "checkpoints/best.keras" in artifact_names(client, run.info.run_id)
+
+
+def test_tracking_server_stopped_and_restarted_during_training(tmp_path, run_cli):
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    uri = f"http://127.0.0.1:{port}"
+    # MLflow's own HTTP retries off: only the callback's retries (each epoch, and at the end for
+    # mlflow.flush_timeout_s) can bring the points of the outage in.
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    process, log = start_training(tmp_path, "trainer.epochs=12", "trainer.batch_size=8", env=env)
+    try:
+        wait_for_epoch(log, 3, process)
+        stop_mlflow_server(server)
+        wait_for_epoch(log, 7, process)
+        server = start_mlflow_server(tmp_path, port)
+        assert process.wait(timeout=600) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stop_mlflow_server(server)
+        server = start_mlflow_server(tmp_path, port)
+    try:
+        client = mlflow.MlflowClient(uri)
+        run = all_runs(uri)[0]
+        assert run.info.status == "FINISHED"
+        for key in EPOCH_KEYS:  # every point of every epoch, sent late or not
+            assert steps(client, run.info.run_id, key) == list(range(12)), key
+        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+    finally:
+        stop_mlflow_server(server)
+
+
+def test_unreachable_server_at_start_fails_before_training(tmp_path, run_cli):
+    done = run_cli(*TRAIN, "mlflow.wait_for_server_s=1", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() .splitlines()[-1].startswith("error: the tracking server http://127.0.0.1:9 does not answer")
+    assert "Epoch 1/" not in done.stdout
+
+
+def test_four_parallel_writers_to_one_sqlite_store(tracking_uri, run_cli):
+    done = run_cli("experiments.train", "-m", "reg=none,l2,dropout,batchnorm", "trainer.epochs=3", "trainer.verbose=0",
+                   "callbacks=basic", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.threads=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri)
+    children = [run for run in all_runs(tracking_uri) if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 4 and all(run.info.status == "FINISHED" for run in children)
+    points = sum(len(client.get_metric_history(run.info.run_id, key)) for run in children for key in EPOCH_KEYS)
+    assert points == 4 * 3 * len(EPOCH_KEYS)
