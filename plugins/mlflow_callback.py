@@ -23,7 +23,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from plugins import artifacts
+from plugins import artifacts, spool
 from plugins.artifacts import LearningRateChange
 from plugins.params import batches, flatten, sanitize_name, to_params
 from plugins.sender import Sender
@@ -92,6 +92,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self.on_train_batch_end = self._log_batch_metrics
         self.run_id: str | None = None
         self.stop_reason: str | None = None
+        self.unsent_folder: Path | None = None  # where what the server never took was kept
         self._active = False
 
     # ----------------------------------------------------------------- Keras hooks
@@ -168,15 +169,17 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = False
         atexit.unregister(self._end_unfinished)
         if self._checkpoint.pending:
-            self._sender.submit("checkpoints/best.keras", self._save_and_upload_checkpoint)
-        if status == "FINISHED" and self.log_model and self._best_epoch is not None:
-            self._sender.submit("model/", self._log_best_model)
+            self._send_checkpoint()
+        if status == "FINISHED" and self.log_model and self._best_weights is not None:
+            self._send_best_model()
         self._send_summary()
         self._send_history()  # renders the plot here while the sender saves the model
         unsent = self._flush_with_retries()
         self._sender.close()
         if unsent:
-            log.error("MLflow run %s is missing what could not be sent: %s", self.run_id, ", ".join(unsent))
+            self.unsent_folder = spool.keep(self._sender.unsent_calls(), self._spool_folder())
+            log.error("MLflow run %s: the tracking server did not take %s; kept in %s, send with: "
+                      "python -m experiments.sync %s", self.run_id, ", ".join(unsent), self.unsent_folder, self.unsent_folder)
         if self.output_dir is None:
             shutil.rmtree(self._local_dir, ignore_errors=True)
         if self._owns_run:
@@ -370,7 +373,7 @@ class MLflowCallback(keras.callbacks.Callback):
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
         if self._checkpoint.pending and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
             self._last_checkpoint = time.monotonic()
-            self._sender.submit("checkpoints/best.keras", self._save_and_upload_checkpoint)
+            self._send_checkpoint()
 
     def _is_improvement(self, value: float) -> bool:
         if self._best_value is None:
@@ -378,9 +381,11 @@ class MLflowCallback(keras.callbacks.Callback):
         maximise = self.mode == "max" or (self.mode == "auto" and any(sign in self.monitor for sign in _MAX_SIGNS))
         return value > self._best_value if maximise else value < self._best_value
 
-    def _save_and_upload_checkpoint(self) -> None:
-        self._checkpoint.save_pending()
-        self._client.log_artifact(self.run_id, str(self._checkpoint.path), "checkpoints")
+    def _send_checkpoint(self) -> None:
+        # Two steps on the sender's thread, in order: writing the file never needs the server, and
+        # an upload that fails is a plain client call that can be retried or kept on disk.
+        self._sender.submit("writing checkpoints/best.keras", self._checkpoint.save_pending)
+        self._upload(self._checkpoint.path, "checkpoints")
 
     # ----------------------------------------------------------------- end of training
 
@@ -428,22 +433,31 @@ class MLflowCallback(keras.callbacks.Callback):
     def _upload(self, path: Path, folder: str | None = None) -> None:
         self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder))
 
-    def _log_best_model(self) -> None:
-        model = self._checkpoint.best_model()
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "model"
-            target.mkdir()  # save_model writes the input example before it creates the folder
-            mlflow.keras.save_model(
-                model,
-                str(target),
-                signature=_signature(model),
-                input_example=self.input_example,
-                # Named here: inferring them starts a subprocess that loads the model (seconds).
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
-            )
-            self._client.log_artifacts(self.run_id, str(target), "model")
+    def _send_best_model(self) -> None:
+        target = self._local_dir / "model"
+        self._sender.submit("writing model/", partial(self._save_best_model, target))
+        self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"))
         if self.registered_model_name:
-            mlflow.register_model(f"runs:/{self.run_id}/model", self.registered_model_name)
+            self._sender.submit("registering model/", partial(mlflow.register_model, f"runs:/{self.run_id}/model",
+                                                              self.registered_model_name))
+
+    def _save_best_model(self, target: Path) -> None:
+        """The best model as an MLflow Model (Keras flavour) in a local folder."""
+        model = self._checkpoint.best_model()
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
+        mlflow.keras.save_model(
+            model,
+            str(target),
+            signature=_signature(model),
+            input_example=self.input_example,
+            # Named here: inferring them starts a subprocess that loads the model (seconds).
+            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+        )
+
+    def _spool_folder(self) -> Path:
+        base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"
+        return base / "unsent" / self.run_id
 
 
 class _BestCheckpoint:

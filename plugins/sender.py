@@ -46,6 +46,10 @@ class Sender:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def unsent_calls(self) -> list[tuple[str, Callable[[], object]]]:
+        with self._lock:
+            return list(self._unsent)
+
     @property
     def has_unsent(self) -> bool:
         with self._lock:

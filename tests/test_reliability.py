@@ -189,3 +189,41 @@ def test_four_parallel_writers_to_one_sqlite_store(tracking_uri, run_cli):
     assert len(children) == 4 and all(run.info.status == "FINISHED" for run in children)
     points = sum(len(client.get_metric_history(run.info.run_id, key)) for run in children for key in EPOCH_KEYS)
     assert points == 4 * 3 * len(EPOCH_KEYS)
+
+
+def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, monkeypatch):
+    import keras
+    from sklearn.datasets import load_digits
+
+    from experiments.sync import main as sync
+    from plugins import MLflowCallback
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.start_run()
+    stop_mlflow_server(server)  # gone for the whole of training and beyond flush_timeout_s
+    try:
+        x, y = load_digits(return_X_y=True)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        tracker = MLflowCallback(flush_timeout_s=0, output_dir=tmp_path / "out")
+        model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[tracker])
+        assert tracker.unsent_folder == tmp_path / "out" / "unsent" / run.info.run_id
+        assert (tracker.unsent_folder / "unsent.jsonl").is_file()
+
+        server = start_mlflow_server(tmp_path, port)
+        assert sync([str(tracker.unsent_folder), "--tracking-uri", uri]) == 0
+        client = mlflow.MlflowClient(uri)
+        for key in EPOCH_KEYS:
+            assert steps(client, run.info.run_id, key) == [0, 1, 2], key
+        synced = client.get_run(run.info.run_id)
+        assert synced.data.params["model.total_params"] == str(64 * 10 + 10)
+        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+        assert not (tracker.unsent_folder / "unsent.jsonl").exists()
+    finally:
+        mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        stop_mlflow_server(server)

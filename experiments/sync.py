@@ -1,0 +1,43 @@
+"""Send what training could not send to its tracking server (kept by MLflowCallback on disk).
+
+    python -m experiments.sync [FOLDER ...] [--tracking-uri URI]
+
+Without folders it looks for every `unsent/<run id>` folder under outputs/ and multirun/.
+Exits 0 when everything was sent, 1 when something is still unsent (run it again later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import mlflow
+
+from plugins import spool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sync", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path, help="unsent/<run id> folders (default: found under outputs/, multirun/)")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    args = parser.parse_args(argv)
+    folders = args.folders or [path.parent for root in (Path("outputs"), Path("multirun")) if root.is_dir()
+                               for path in root.rglob(f"unsent/*/{spool.SPOOL_FILE}")]
+    missing = [folder for folder in folders if not (folder / spool.SPOOL_FILE).is_file()]
+    if missing:
+        print(f"error: {missing[0]} holds nothing to send (no {spool.SPOOL_FILE})", file=sys.stderr)
+        return 2
+    client = mlflow.MlflowClient(args.tracking_uri)
+    left_total = 0
+    for folder in folders:
+        sent, left = spool.send(folder, client)
+        left_total += left
+        print(f"{folder}: sent {sent}, {left} still unsent")
+    if not folders:
+        print("nothing to send")
+    return 1 if left_total else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
