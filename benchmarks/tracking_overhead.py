@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import keras
 import mlflow
 from hydra import compose, initialize_config_dir
 
-from experiments.data import load_splits, make_pipeline
+from experiments.data import load_splits, make_pipeline, steps_per_epoch
 from experiments.train import build_model
 from plugins import MLflowCallback
 
@@ -41,15 +42,17 @@ def setups(checkpoint_dir: Path) -> dict:
 
 def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> float:
     keras.utils.set_random_seed(0)
-    model = build_model(cfg, splits, steps_per_epoch=len(data[0]))
+    steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
+    model = build_model(cfg, splits, steps_per_epoch=steps)
     if autolog:
         mlflow.tensorflow.autolog(silent=True)
     started = time.perf_counter()
+    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=callbacks, verbose=0)
     if in_run:
         with mlflow.start_run():
-            model.fit(data[0], validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=callbacks, verbose=0)
+            model.fit(data[0], **fit)
     else:
-        model.fit(data[0], validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=callbacks, verbose=0)
+        model.fit(data[0], **fit)
     elapsed = time.perf_counter() - started
     if autolog:
         mlflow.tensorflow.autolog(disable=True)
@@ -64,7 +67,9 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={args.epochs}"])
     splits = load_splits(cfg.data, seed=cfg.trainer.seed)
-    data = (make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0), make_pipeline(splits.val, cfg.trainer.batch_size))
+    # One finite pass per epoch: autolog() records the training data set and would never finish an infinite one.
+    train = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0).take(steps_per_epoch(splits.train, cfg.trainer.batch_size))
+    data = (train, make_pipeline(splits.val, cfg.trainer.batch_size))
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
         mlflow.set_experiment("tracking-overhead")
@@ -74,6 +79,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name, (callbacks, in_run, autolog) in variants.items():
                 times[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
+                print(f"  repeat {repeat + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     baseline = statistics.median(times["no tracking"])
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
     print(f"{'setup':<40} {'median s':>9} {'ratio':>7}")
