@@ -81,7 +81,8 @@ def main(cfg: DictConfig) -> float:
         except TrainingInterrupted as interrupt:
             end_run_early(tracker, "KILLED", str(interrupt))
             return stop(TrainingStopped(f"{interrupt}: run {run.info.run_id} ended KILLED; continue it with "
-                                        f"python -m experiments.train resume={run.info.run_id}"), interrupt.exit_code)
+                                        f"python -m experiments.train resume={run.info.run_id}"), interrupt.exit_code,
+                        whole_sweep=True)
         except Exception as error:
             end_run_early(tracker, "FAILED", f"{type(error).__name__}: {error}")
             raise
@@ -101,9 +102,10 @@ class TrainingStopped(Exception):
     """Training ended early for a reason the user should read in one line (interrupt, NaN loss)."""
 
 
-def stop(error: Exception, exit_code: int):
-    """One line on stderr and exit_code for a single run; in a sweep, Hydra records the job as failed."""
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+def stop(error: Exception, exit_code: int, whole_sweep: bool = False):
+    """One line on stderr and exit_code for a single run. In a sweep Hydra records the job as failed
+    and goes on with the next, unless whole_sweep (an interrupt is meant for all of it)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN and not whole_sweep:
         raise error
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(exit_code)

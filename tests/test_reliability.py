@@ -227,3 +227,16 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         mlflow.end_run()
         mlflow.set_tracking_uri(None)
         stop_mlflow_server(server)
+
+
+def test_a_signal_stops_the_whole_sweep(tmp_path, tracking_uri):
+    process, log = start_training(tmp_path, "hydra.mode=MULTIRUN", "reg=none,l2,dropout", "trainer.epochs=6")
+    wait_for_epoch(log, 3, process)  # inside the first job
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    runs = all_runs(tracking_uri)
+    parent = [run for run in runs if run.data.tags.get("sweep") == "true"][0]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [child.info.status for child in children] == ["KILLED"]  # no job started after the signal
+    assert parent.info.status == "FAILED"
+    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"]) == (1, 0)
