@@ -9,14 +9,12 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 
+from experiments.resume import logged_overrides
 from experiments.train import PROJECT_ROOT
 from plugins.provenance import git_state
 
@@ -38,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     client = mlflow.MlflowClient(args.tracking_uri)
     try:
         original = fetch_run(client, args.run_id)
-        overrides = logged_overrides(client, original)
+        overrides = overrides_to_rerun(client, original)
         warn_about_code_drift(original)
         new_run_id = rerun(client, original, overrides)
         if not args.verify:
@@ -80,14 +78,11 @@ def fetch_run(client: mlflow.MlflowClient, run_id: str):
         raise ReproduceError(f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}") from None
 
 
-def logged_overrides(client: mlflow.MlflowClient, run) -> list[str]:
-    """The Hydra overrides the run was started with (its hydra/overrides.yaml)."""
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml", folder)
-        except Exception:
-            raise ReproduceError(f"run {run.info.run_id} has no logged config (hydra/overrides.yaml)") from None
-        overrides = yaml.safe_load(Path(path).read_text()) or []
+def overrides_to_rerun(client: mlflow.MlflowClient, run) -> list[str]:
+    """The run's own Hydra overrides, less the ones the re-run sets itself."""
+    overrides = logged_overrides(client, run.info.run_id)
+    if overrides is None:
+        raise ReproduceError(f"run {run.info.run_id} has no logged config (hydra/overrides.yaml)")
     return [override for override in overrides if not override.startswith(OWN_OVERRIDES)]
 
 

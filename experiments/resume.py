@@ -46,7 +46,10 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     if run.info.status not in RESUMABLE and not _process_is_gone(run):
         raise ConfigError(f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
                           + (" (another process may still be training it)" if run.info.status == "RUNNING" else ""))
-    resumed = compose("train", overrides=_merged(_logged_overrides(client, run), given_overrides))
+    logged = logged_overrides(client, run.info.run_id)
+    if logged is None:
+        raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)")
+    resumed = compose("train", overrides=_merged(logged, given_overrides))
     experiment = client.get_experiment(run.info.experiment_id).name
     if experiment != resumed.mlflow.experiment_name:
         raise ConfigError(f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, "
@@ -79,12 +82,13 @@ def _fetch(client: mlflow.MlflowClient, run_id: str):
         raise ConfigError(f"resume={run_id}: cannot read the run from {client.tracking_uri} ({str(error)[:200]})") from None
 
 
-def _logged_overrides(client: mlflow.MlflowClient, run) -> list[str]:
+def logged_overrides(client: mlflow.MlflowClient, run_id: str) -> list[str] | None:
+    """The Hydra overrides a run was started with (its hydra/overrides.yaml); None when it has none."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml", folder)
-        except Exception:
-            raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)") from None
+            path = client.download_artifacts(run_id, "hydra/overrides.yaml", folder)
+        except Exception:  # no such artifact (MLflow raises several kinds)
+            return None
         return list(yaml.safe_load(Path(path).read_text()) or [])
 
 
