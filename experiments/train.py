@@ -155,10 +155,7 @@ def restore_for_resume(model, resume: ResumePoint | None) -> None:
     """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch);
     when that is gone, start from the weights of the run's logged best checkpoint."""
     if resume is not None and resume.backup_dir is None:
-        import keras
-
-        path = mlflow.MlflowClient().download_artifacts(resume.run_id, "checkpoints/best.keras", tempfile.mkdtemp())
-        model.set_weights(keras.models.load_model(path, safe_mode=True).get_weights())
+        model.set_weights(logged_best_weights(resume.run_id))
         log.warning("no local backup of run %s: continuing from its best checkpoint's weights", resume.run_id)
 
 
@@ -167,12 +164,18 @@ def best_weights(tracker, run_id: str, model) -> list:
     if tracker.best_weights is not None:
         return tracker.best_weights
     try:
-        import keras
-
-        path = mlflow.MlflowClient().download_artifacts(run_id, "checkpoints/best.keras", tempfile.mkdtemp())
-        return keras.models.load_model(path, safe_mode=True).get_weights()
+        return logged_best_weights(run_id)
     except Exception:  # nothing logged (tracking was off): the weights training ended with
         return model.get_weights()
+
+
+def logged_best_weights(run_id: str) -> list:
+    """The weights in the run's checkpoints/best.keras, loaded with Keras' safe mode."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow.MlflowClient().download_artifacts(run_id, "checkpoints/best.keras", folder)
+        return keras.models.load_model(path, safe_mode=True).get_weights()
 
 
 def seed_everything(trainer: DictConfig) -> None:
