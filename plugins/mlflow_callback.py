@@ -104,6 +104,9 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = True
         self._sender = Sender()
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
+        # The first background write waits checkpoint_interval_s too: a short fit writes its
+        # checkpoint once, at the end, from the same file as model/.
+        self._last_checkpoint = time.monotonic()
         self._continue_logged_epochs()
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
@@ -168,10 +171,11 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
-        if self._checkpoint.pending:
-            self._send_checkpoint()
+        checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
-            self._send_best_model()
+            self._send_best_model(checkpoint_due)
+        elif checkpoint_due:
+            self._send_checkpoint()
         self._send_summary()
         self._send_history()  # renders the plot here while the sender saves the model
         unsent = self._flush_with_retries()
@@ -328,10 +332,11 @@ class MLflowCallback(keras.callbacks.Callback):
         metrics = {f"batch_{sanitize_name(k)}": float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         self._send_metrics(metrics, step=step, what=f"metrics of step {step}")
 
-    def _send_metrics(self, metrics: dict[str, float], step: int, what: str) -> None:
+    def _send_metrics(self, metrics: dict[str, float], step: int, what: str, tags: dict[str, str] | None = None) -> None:
         timestamp = int(time.time() * 1000)
         batch = [Metric(key, value, timestamp, step) for key, value in metrics.items() if value is not None]
-        self._sender.submit(what, partial(self._client.log_batch, self.run_id, metrics=batch))
+        run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+        self._sender.submit(what, partial(self._client.log_batch, self.run_id, metrics=batch, tags=run_tags))
 
     def _send_params(self) -> None:
         params = dict(self._model_params())
@@ -404,9 +409,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch
             tags["early_stopping.restored_best_weights"] = str(self._holds_best_weights()).lower()
-        self._send_metrics(metrics, step=0, what="summary metrics")
-        run_tags = [RunTag(key, value) for key, value in tags.items()]
-        self._sender.submit("tags", partial(self._client.log_batch, self.run_id, tags=run_tags))
+        self._send_metrics(metrics, step=0, what="summary metrics and tags", tags=tags)
 
     def _stop_reason(self) -> str:
         planned = (self.params or {}).get("epochs")
@@ -433,16 +436,19 @@ class MLflowCallback(keras.callbacks.Callback):
     def _upload(self, path: Path, folder: str | None = None) -> None:
         self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder))
 
-    def _send_best_model(self) -> None:
+    def _send_best_model(self, with_checkpoint: bool) -> None:
         target = self._local_dir / "model"
         self._sender.submit("writing model/", partial(self._save_best_model, target))
+        if with_checkpoint:
+            self._upload(self._checkpoint.path, "checkpoints")
         self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"))
         if self.registered_model_name:
             self._sender.submit("registering model/", partial(mlflow.register_model, f"runs:/{self.run_id}/model",
                                                               self.registered_model_name))
 
     def _save_best_model(self, target: Path) -> None:
-        """The best model as an MLflow Model (Keras flavour) in a local folder."""
+        """The best model as an MLflow Model (Keras flavour) in a local folder; its Keras file
+        also becomes checkpoints/best.keras, so the model is saved once."""
         model = self._checkpoint.best_model()
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
@@ -454,6 +460,7 @@ class MLflowCallback(keras.callbacks.Callback):
             # Named here: inferring them starts a subprocess that loads the model (seconds).
             pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
         )
+        self._checkpoint.write_from(target / "data" / "model.keras")
 
     def _spool_folder(self) -> Path:
         base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"
@@ -473,6 +480,7 @@ class _BestCheckpoint:
         self._lock = threading.Lock()
         self._pending: list[np.ndarray] | None = None
         self._copy: keras.Model | None = None
+        self._copy_unwritten = False  # the copy holds weights that self.path does not have yet
 
     @property
     def pending(self) -> bool:
@@ -484,19 +492,27 @@ class _BestCheckpoint:
 
     def save_pending(self) -> None:
         """Write the newest offered weights (on the sender's thread)."""
+        self.best_model()
+        if self._copy_unwritten:
+            artifacts.write_atomically(self.path, self._copy.save)
+            self._copy_unwritten = False
+
+    def best_model(self) -> keras.Model | None:
+        """A copy of the model holding the newest offered weights (not necessarily written yet)."""
         with self._lock:
             weights, self._pending = self._pending, None
-        if weights is None:
-            return
-        if self._copy is None:
-            self._copy = _copy_for_saving(self._model)
-        self._copy.set_weights(weights)
-        artifacts.write_atomically(self.path, self._copy.save)
-
-    def best_model(self) -> keras.Model:
-        """The model at the best epoch (after the last save)."""
-        self.save_pending()
+        if weights is not None:
+            if self._copy is None:
+                self._copy = _copy_for_saving(self._model)
+            self._copy.set_weights(weights)
+            self._copy_unwritten = True
         return self._copy
+
+    def write_from(self, saved: Path) -> None:
+        """Make ``saved``, a file best_model() was just saved to, checkpoints/best.keras (if it is newer)."""
+        if self._copy_unwritten:
+            artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
+            self._copy_unwritten = False
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import mlflow
@@ -294,3 +295,32 @@ def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch)
     finally:
         mlflow.set_tracking_uri(None)
     assert len(model.history.history["loss"]) == 3
+
+
+class ArtifactWatch(keras.callbacks.Callback):
+    """Records, at the end of each epoch, whether the run's checkpoint has been uploaded (waiting up to 30 s)."""
+
+    def __init__(self, tracking_uri, tracker, wait_s):
+        super().__init__()
+        self.client, self.tracker, self.wait_s, self.seen = mlflow.MlflowClient(tracking_uri), tracker, wait_s, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            uploaded = bool(self.client.list_artifacts(self.tracker.run_id, "checkpoints"))
+            if uploaded or time.monotonic() >= deadline:
+                self.seen.append(uploaded)
+                return
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("interval_s", "during_training"), [(0.0, True), (3600.0, False)])
+def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_training(
+        tracking_uri, digits, interval_s, during_training):
+    tracker = MLflowCallback(log_model=False, checkpoint_interval_s=interval_s)
+    watch = ArtifactWatch(tracking_uri, tracker, wait_s=30 if during_training else 1)
+    fit(digits, [tracker, watch], epochs=2)
+    assert watch.seen == [during_training] * 2
+    run = only_run(tracking_uri)
+    assert [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/best.keras"]  # the final best always lands
