@@ -59,17 +59,23 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> floa
     return elapsed
 
 
+def prepared_data(epochs: int):
+    """The config, splits and (train, validation) pipelines of the digits CNN fit that is timed."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={epochs}"])
+    splits = load_splits(cfg.data, seed=cfg.trainer.seed)
+    steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
+    # One finite pass per epoch: autolog() records the training data set and would never finish an infinite one.
+    train = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0).take(steps)
+    return cfg, splits, (train, make_pipeline(splits.val, cfg.trainer.batch_size))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={args.epochs}"])
-    splits = load_splits(cfg.data, seed=cfg.trainer.seed)
-    # One finite pass per epoch: autolog() records the training data set and would never finish an infinite one.
-    train = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0).take(steps_per_epoch(splits.train, cfg.trainer.batch_size))
-    data = (train, make_pipeline(splits.val, cfg.trainer.batch_size))
+    cfg, splits, data = prepared_data(args.epochs)
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
         mlflow.set_experiment("tracking-overhead")
@@ -80,12 +86,18 @@ def main() -> None:
             for name, (callbacks, in_run, autolog) in variants.items():
                 times[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
                 print(f"  repeat {repeat + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
-    baseline = statistics.median(times["no tracking"])
+    print_table(times, args)
+
+
+def print_table(times: dict[str, list[float]], args) -> None:
+    """Median time and its ratio to no tracking; the spread of the ratio within each repeat shows the noise."""
+    baseline = times["no tracking"]
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
-    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}")
+    print(f"{'setup':<40} {'median s':>9} {'ratio':>7} {'per-repeat ratios, min..max':>29}")
     for name, samples in times.items():
-        median = statistics.median(samples)
-        print(f"{name:<40} {median:>9.2f} {median / baseline:>7.2f}")
+        ratio = statistics.median(samples) / statistics.median(baseline)
+        paired = [sample / base for sample, base in zip(samples, baseline)]
+        print(f"{name:<40} {statistics.median(samples):>9.2f} {ratio:>7.3f} {min(paired):>14.2f}..{max(paired):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Where MLflowCallback's cost goes: the work it adds to a real fit, part by part.
+
+    python benchmarks/callback_work.py [--repeats 5] [--epochs 15]
+
+Fits the digits CNN of conf/ (model=cnn reg=none) with MLflowCallback (everything on) and records
+the CPU time of each of its hooks on the training thread and of each job on its sender thread.
+Thread CPU time does not count the time other processes take from this machine, so these figures
+are steadier than the side-by-side ratios of tracking_overhead.py and say what those ratios are
+made of (waiting, e.g. for the GIL, is not counted). Prints the median per fit of each part and the total as a share of
+the no-tracking fit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from functools import wraps
+from pathlib import Path
+
+import mlflow
+
+from benchmarks.tracking_overhead import prepared_data, timed_fit
+from plugins import MLflowCallback
+from plugins.sender import Sender
+
+HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")
+
+
+class Ledger:
+    """Seconds per part for the fit being measured."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def timed_hook(self, name, hook):
+        @wraps(hook)
+        def timed(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                self.seconds[f"hook {name}"] += time.thread_time() - started
+        return timed
+
+    def timed_job(self, attempt):
+        @wraps(attempt)
+        def timed(sender, what, call):
+            started = time.thread_time()
+            try:
+                return attempt(sender, what, call)
+            finally:
+                self.seconds[f"sender {_part(what)}"] += time.thread_time() - started
+        return timed
+
+
+def _part(what: str) -> str:
+    """'metrics of epoch 7' -> 'metrics of each epoch'; other jobs keep their names."""
+    return re.sub(r"metrics of epoch \d+", "metrics of each epoch", what)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+    cfg, splits, data = prepared_data(args.epochs)
+    ledger = Ledger()
+    for name in HOOKS:
+        setattr(MLflowCallback, name, ledger.timed_hook(name, getattr(MLflowCallback, name)))
+    Sender._attempt = ledger.timed_job(Sender._attempt)
+    per_fit: dict[str, list[float]] = defaultdict(list)
+    baseline: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.set_tracking_uri(f"sqlite:///{Path(folder)}/mlflow.db")
+        mlflow.set_experiment("callback-work")
+        timed_fit(cfg, splits, data, [MLflowCallback()], False, False)  # warm-up: MLflow's one-off costs per process
+        for _ in range(args.repeats):
+            baseline.append(timed_fit(cfg, splits, data, [], False, False))
+            ledger.seconds.clear()
+            timed_fit(cfg, splits, data, [MLflowCallback()], False, False)
+            for part, seconds in ledger.seconds.items():
+                per_fit[part].append(seconds)
+    fit_s = statistics.median(baseline)
+    medians = {part: statistics.median(samples) for part, samples in per_fit.items()}
+    print(f"digits CNN, {args.epochs} epochs; no-tracking fit {fit_s:.2f} s (median of {args.repeats})")
+    print(f"{'part (CPU time: hooks on the training thread, sender jobs)':<58} {'ms per fit':>10} {'share':>7}")
+    for part, seconds in sorted(medians.items(), key=lambda item: -item[1]):
+        print(f"{part:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
+    total = sum(medians.values())
+    print(f"{'total':<58} {total * 1000:>10.1f} {total / fit_s:>7.1%}")
+
+
+if __name__ == "__main__":
+    main()
