@@ -324,3 +324,44 @@ def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_tr
     run = only_run(tracking_uri)
     assert [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")] == [
         "checkpoints/best.keras"]  # the final best always lands
+
+
+def test_registered_model_name_registers_the_best_model(tracking_uri, digits):
+    fit(digits, [MLflowCallback(registered_model_name="digits-classifier")], epochs=3)
+    run = only_run(tracking_uri)
+    versions = mlflow.MlflowClient(tracking_uri).search_model_versions("name='digits-classifier'")
+    assert [(v.version, v.run_id, v.status) for v in versions] == [(1, run.info.run_id, "READY")]
+    registered = mlflow.keras.load_model("models:/digits-classifier/1")
+    x_val, y_val = digits[1]
+    loss = registered.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4)
+
+
+class _ClusterModel:
+    """What MLflowCallback reads of a model under a multi-worker tf.distribute strategy: the cluster resolver."""
+
+    def __init__(self, cluster: dict, task_type: str, task_id: int):
+        import tensorflow as tf
+
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+        self.distribute_strategy = type("Strategy", (), {"cluster_resolver": resolver})()
+
+
+@pytest.mark.parametrize(("cluster", "task_type", "task_id", "chief"), [
+    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "chief", 0, True),
+    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "worker", 0, False),
+    ({"worker": ["b:1", "c:1"]}, "worker", 0, True),  # no chief: worker 0 is the chief
+    ({"worker": ["b:1", "c:1"]}, "worker", 1, False),
+])
+def test_only_the_chief_of_a_multi_worker_strategy_logs(tracking_uri, cluster, task_type, task_id, chief):
+    tracker = MLflowCallback(log_model=False)
+    tracker.set_model(_ClusterModel(cluster, task_type, task_id))
+    assert tracker._is_chief() == chief
+    if not chief:  # every hook is a no-op: no run, nothing touched
+        tracker.on_train_begin()
+        tracker.on_epoch_begin(0)
+        tracker.on_train_batch_begin(0)
+        tracker.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+        tracker.on_train_end()
+        assert all_runs(tracking_uri) == [] and tracker.run_id is None
