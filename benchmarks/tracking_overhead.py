@@ -1,6 +1,6 @@
 """Training time with and without tracking, measured side by side in one process.
 
-    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15]
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) for --epochs epochs under each setup, in
 alternating order, and prints the median wall time of each and its ratio to no tracking. Tracked
@@ -28,15 +28,16 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def setups(checkpoint_dir: Path) -> dict:
-    """name -> (callbacks factory, wrap in an active run?, autolog?)"""
+    """key -> (name, callbacks factory, wrap in an active run?, autolog?)"""
     return {
-        "no tracking": (lambda: [], False, False),
-        "MLflowCallback (everything on)": (lambda: [MLflowCallback()], False, False),
-        "MLflowCallback log_every_n_steps=1": (lambda: [MLflowCallback(log_every_n_steps=1)], False, False),
-        "mlflow.keras.MlflowCallback": (lambda: [mlflow.keras.MlflowCallback()], True, False),
-        "mlflow.tensorflow.autolog()": (lambda: [], True, True),
-        "keras ModelCheckpoint(save_best_only)": (
-            lambda: [keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.keras"), save_best_only=True)], False, False),
+        "none": ("no tracking", lambda: [], False, False),
+        "callback": ("MLflowCallback (everything on)", lambda: [MLflowCallback()], False, False),
+        "per-batch": ("MLflowCallback log_every_n_steps=1", lambda: [MLflowCallback(log_every_n_steps=1)], False, False),
+        "mlflow-callback": ("mlflow.keras.MlflowCallback", lambda: [mlflow.keras.MlflowCallback()], True, False),
+        "autolog": ("mlflow.tensorflow.autolog()", lambda: [], True, True),
+        "checkpoint": ("keras ModelCheckpoint(save_best_only)",
+                       lambda: [keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.keras"), save_best_only=True)],
+                       False, False),
     }
 
 
@@ -74,30 +75,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--setups", default="none,callback,per-batch,mlflow-callback,autolog,checkpoint",
+                        help="which to time, comma-separated; no tracking (none) is always timed")
     args = parser.parse_args()
+    chosen = ["none", *(key for key in args.setups.split(",") if key != "none")]
+    unknown = [key for key in chosen if key not in setups(Path())]
+    if unknown:
+        parser.error(f"--setups: unknown {', '.join(unknown)}; expected some of {', '.join(setups(Path()))}")
     cfg, splits, data = prepared_data(args.epochs)
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
         mlflow.set_experiment("tracking-overhead")
-        variants = setups(Path(folder))
+        known = setups(Path(folder))
         timed_fit(cfg, splits, data, [], False, False)  # warm-up: graph tracing, caches
-        times: dict[str, list[float]] = {name: [] for name in variants}
+        times: dict[str, list[float]] = {known[key][0]: [] for key in chosen}
         for repeat in range(args.repeats):
-            for name, (callbacks, in_run, autolog) in variants.items():
+            for name, callbacks, in_run, autolog in (known[key] for key in chosen):
                 times[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
                 print(f"  repeat {repeat + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     print_table(times, args)
 
 
 def print_table(times: dict[str, list[float]], args) -> None:
-    """Median time and its ratio to no tracking; the spread of the ratio within each repeat shows the noise."""
+    """Median time and its ratio to no tracking; the ratios within each repeat (median, range) show the noise."""
     baseline = times["no tracking"]
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
-    print(f"{'setup':<40} {'median s':>9} {'ratio':>7} {'per-repeat ratios, min..max':>29}")
+    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}")
     for name, samples in times.items():
         ratio = statistics.median(samples) / statistics.median(baseline)
         paired = [sample / base for sample, base in zip(samples, baseline)]
-        print(f"{name:<40} {statistics.median(samples):>9.2f} {ratio:>7.3f} {min(paired):>14.2f}..{max(paired):.2f}")
+        spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
+        print(f"{name:<40} {statistics.median(samples):>9.2f} {ratio:>7.3f}   {spread:>28}")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ class MLflowCallback(keras.callbacks.Callback):
         log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
         registered_model_name: also register ``model/`` under this name.
         input_example: a few inputs stored with the MLflow Model.
-        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras
-            (each costs CPU that training could use); the final best is always written.
+        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras,
+            and from the start of training to the first (each costs CPU that training could use);
+            the final best is always written.
         flush_timeout_s: at the end, how long to keep retrying what the tracking server did not take.
         output_dir: where local copies of the artifacts go; None: a temporary folder.
     """
