@@ -105,9 +105,6 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = True
         self._sender = Sender()
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
-        # The first background write waits checkpoint_interval_s too: a short fit writes its
-        # checkpoint once, at the end, from the same file as model/.
-        self._last_checkpoint = time.monotonic()
         self._continue_logged_epochs()
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
@@ -218,7 +215,9 @@ class MLflowCallback(keras.callbacks.Callback):
         self._warned_missing_monitor = False
         self._logged_params: dict[str, str] = {}
         self._batches_seen = 0
-        self._last_checkpoint = -math.inf
+        # The first background write waits checkpoint_interval_s too: a short fit writes its
+        # checkpoint once, at the end, from the same file as model/.
+        self._last_checkpoint = time.monotonic()
 
     def _join_or_start_run(self) -> bool:
         """Use the active run (or MLFLOW_RUN_ID's); start one otherwise. False when MLflow is unreachable."""
