@@ -4,6 +4,28 @@ from __future__ import annotations
 
 import shlex
 
+import mlflow
+
+
+class TrackingStoreError(Exception):
+    """The tracking store cannot be opened; the message names it."""
+
+
+def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:
+    """A client for the store at uri (None: MLflow's own resolution), opened now, so that a store
+    that is not one (a file that is no SQLite database, an unknown scheme) is one line, not a traceback."""
+    try:
+        return mlflow.MlflowClient(uri)
+    except Exception as error:  # SQLAlchemy, sqlite3, an unknown scheme: all mean the same to the user
+        raise TrackingStoreError(f"cannot open the tracking store {uri or mlflow.get_tracking_uri()}: "
+                                 f"{first_line(error)}") from None
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error's message (library errors run to many lines), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
 
 def expand_quoted_option(argv: list[str], option: str) -> list[str]:
     """Replace `OPTION "a b c"` by `a b c`, split with a shell's quoting rules.

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from experiments.cli import expand_quoted_option
+from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
 
 DEFAULT_EXPERIMENT = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml").experiment_name
 CURVES = {"val_loss": "validation loss", "gap_loss": "generalisation gap (val_loss - loss)", "learning_rate": "learning rate"}
@@ -36,13 +36,13 @@ class CompareError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(expand_quoted_option(sys.argv[1:] if argv is None else argv, "--options"))
-    client = mlflow.MlflowClient(args.tracking_uri)
     try:
+        client = open_tracking_store(args.tracking_uri)
         experiment = find_experiment(client, args.experiment)
         parent = find_parent(client, experiment.experiment_id, args.parent)
         runs = find_runs(client, experiment.experiment_id, parent)
         table = comparison_table(runs, args.group_by, args.sort_by)
-    except CompareError as error:
+    except (CompareError, TrackingStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"

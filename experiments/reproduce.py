@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from experiments.cli import TrackingStoreError, first_line, open_tracking_store
 from experiments.resume import logged_overrides
 from experiments.train import PROJECT_ROOT
 from plugins.provenance import git_state
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     # A CLI should fail in seconds on an unreachable server, not after MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    client = mlflow.MlflowClient(args.tracking_uri)
     try:
+        client = open_tracking_store(args.tracking_uri)
         original = fetch_run(client, args.run_id)
         overrides = overrides_to_rerun(client, original)
         warn_about_code_drift(original)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reproduced {args.run_id} as run {new_run_id}")
             return 0
         report = compare_histories(client, args.run_id, new_run_id)
-    except ReproduceError as error:
+    except (ReproduceError, TrackingStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"run {new_run_id} reproduces {args.run_id}; largest absolute difference per metric:")
@@ -124,10 +125,6 @@ def compare_histories(client: mlflow.MlflowClient, original_id: str, new_id: str
         diff = max((abs(before[step] - after[step]) for step in before), default=0.0) if same_steps else float("inf")
         rows.append({"metric": key, "points": len(before), "points_rerun": len(after), "max_abs_diff": diff})
     return pd.DataFrame(rows).sort_values("max_abs_diff", ascending=False, kind="stable")
-
-
-def first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 if __name__ == "__main__":

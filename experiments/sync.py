@@ -12,8 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import mlflow
-
+from experiments.cli import TrackingStoreError, open_tracking_store
 from plugins import spool
 
 
@@ -28,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {missing[0]} holds nothing to send (no {spool.SPOOL_FILE})", file=sys.stderr)
         return 2
-    client = mlflow.MlflowClient(args.tracking_uri)
+    try:
+        client = open_tracking_store(args.tracking_uri)
+    except TrackingStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     left_total = 0
     for folder in folders:
         sent, left = spool.send(folder, client)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
-from experiments.cli import expand_quoted_option
+from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
 from experiments.data import Splits, load_splits
 from experiments.resume import BACKUP_TAG, HOST_TAG, PID_TAG, ResumePoint, prepare_resume
 from plugins.params import flatten, redact, redact_override
@@ -116,6 +116,7 @@ def load_checked_input(cfg: DictConfig):
     try:
         check_config(cfg)
         wait_for_tracking_server(cfg.mlflow.tracking_uri or mlflow.get_tracking_uri(), cfg.mlflow.wait_for_server_s)
+        open_tracking_store(cfg.mlflow.tracking_uri)
         cfg, resume = prepare_resume(cfg, list(HydraConfig.get().overrides.task))
         check_config(cfg)  # a resumed run's own config, with this command's overrides on top
         splits = load_splits(cfg.data, seed=cfg.trainer.seed)
@@ -123,6 +124,8 @@ def load_checked_input(cfg: DictConfig):
         return cfg, resume, splits
     except ConfigError as error:
         return stop(error, 2)
+    except TrackingStoreError as error:
+        return stop(ConfigError(f"mlflow.tracking_uri: {error}"), 2)
 
 
 def wait_for_tracking_server(uri: str, wait_s: float) -> None:

@@ -76,6 +76,13 @@ def all_runs(tracking_uri: str) -> list:
     return client.search_runs(experiments) if experiments else []
 
 
+def not_a_database(folder: Path) -> Path:
+    """A file named like an SQLite store that holds no database."""
+    path = folder / "broken.db"
+    path.write_bytes(b"these bytes are no SQLite database" * 100)
+    return path
+
+
 def free_port() -> int:
     import socket
 

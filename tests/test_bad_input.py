@@ -6,7 +6,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import all_runs, not_a_database
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +77,8 @@ MORE_DATA_CASES = {
     "text labels": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 't.npz', np.zeros((20, 4, 4)), np.array(['a', 'b'] * 10))}"],
                     "expected integer class labels, got dtype <U1"),
     "negative wait": (lambda t: ["mlflow.wait_for_server_s=-1"], "mlflow.wait_for_server_s=-1"),
+    "tracking store no database": (lambda t: [f"mlflow.tracking_uri=sqlite:///{not_a_database(t)}"],
+                                   "mlflow.tracking_uri: cannot open the tracking store sqlite:///"),
 }
 
 
