@@ -92,7 +92,7 @@ def main(cfg: DictConfig) -> float:
                                         "optimizer.learning_rate"), 1)
         model.set_weights(best_weights(tracker, run.info.run_id, model))
         test = model.evaluate(test_data, return_dict=True, verbose=0)
-        mlflow.log_metrics({f"test_{name}": float(value) for name, value in test.items()})
+        tracker.finish_run("FINISHED", metrics={f"test_{name}": float(value) for name, value in test.items()})
         log.info("run %s (%s): test_accuracy=%.4f", run.info.run_id, run.info.run_name, test.get("accuracy", float("nan")))
     keras.backend.clear_session()
     return tracker.best_value if tracker.best_value is not None else float("nan")
@@ -150,8 +150,7 @@ def wait_for_tracking_server(uri: str, wait_s: float) -> None:
 def end_run_early(tracker, status: str, reason: str) -> None:
     """Send what training produced so far (epochs, best checkpoint, history), then end the run with status."""
     tracker.end(status)
-    mlflow.set_tag("failure.reason", reason[:5000])
-    mlflow.end_run(status)
+    tracker.finish_run(status, tags={"failure.reason": reason[:5000]})
 
 
 def restore_for_resume(model, resume: ResumePoint | None) -> None:

@@ -179,13 +179,41 @@ class MLflowCallback(keras.callbacks.Callback):
         unsent = self._flush_with_retries()
         self._sender.close()
         if unsent:
-            self.unsent_folder = spool.keep(self._sender.unsent_calls(), self._spool_folder())
-            log.error("MLflow run %s: the tracking server did not take %s; kept in %s, send with: "
-                      "python -m experiments.sync %s", self.run_id, ", ".join(unsent), self.unsent_folder, self.unsent_folder)
+            self._keep_unsent(self._sender.unsent_calls(), self.run_id)
         if self.output_dir is None:
             shutil.rmtree(self._local_dir, ignore_errors=True)
         if self._owns_run:
-            mlflow.end_run(status)
+            self.finish_run(status)
+
+    def finish_run(self, status: str = "FINISHED", metrics: Mapping[str, float] | None = None,
+                   tags: Mapping[str, str] | None = None) -> None:
+        """Log last metrics and tags (e.g. test results, a failure reason) and end the active run with
+        ``status``. Never raises for the tracking server: what it does not take is kept with the
+        run's other unsent calls for ``python -m experiments.sync``.
+        """
+        run = mlflow.active_run()
+        if run is None:
+            return
+        client = mlflow.MlflowClient()
+        unsent = []
+        if metrics or tags:
+            timestamp = int(time.time() * 1000)
+            last = partial(client.log_batch, run.info.run_id,
+                           metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+                           tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
+            if not _sent(last):
+                unsent.append(("last metrics and tags", last))
+        try:
+            mlflow.end_run(status)  # it takes the run off MLflow's stack first, so nothing ends it twice
+        except Exception:
+            unsent.append((f"ending the run {status}", partial(client.set_terminated, run.info.run_id, status)))
+        if unsent:
+            self._keep_unsent(unsent, run.info.run_id)
+
+    def _keep_unsent(self, calls: list, run_id: str) -> None:
+        self.unsent_folder = spool.keep(calls, self._spool_folder(run_id))
+        log.error("MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
+                  run_id, ", ".join(what for what, _ in calls), self.unsent_folder, self.unsent_folder)
 
     def _flush_with_retries(self) -> list[str]:
         """Wait for everything queued; retry what failed until it is sent or flush_timeout_s passes."""
@@ -462,9 +490,9 @@ class MLflowCallback(keras.callbacks.Callback):
         )
         self._checkpoint.write_from(target / "data" / "model.keras")
 
-    def _spool_folder(self) -> Path:
+    def _spool_folder(self, run_id: str) -> Path:
         base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"
-        return base / "unsent" / self.run_id
+        return base / "unsent" / run_id
 
 
 class _BestCheckpoint:
@@ -513,6 +541,15 @@ class _BestCheckpoint:
         if self._copy_unwritten:
             artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
             self._copy_unwritten = False
+
+
+def _sent(call) -> bool:
+    try:
+        call()
+        return True
+    except Exception as error:  # the server is down or refuses: the caller keeps the call
+        log.warning("MLflow tracking failed (%s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return False
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:

@@ -229,6 +229,69 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         stop_mlflow_server(server)
 
 
+def test_a_run_the_callback_started_is_ended_by_sync_when_the_server_is_gone(tmp_path, monkeypatch):
+    """Standalone use, the server down from the first epoch on: fit returns normally, and the run's
+    end (FINISHED) is kept with everything else until experiments.sync sends it."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    from experiments.sync import main as sync
+    from plugins import MLflowCallback
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    mlflow.set_tracking_uri(uri)
+    stop_server = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch == 0 and stop_mlflow_server(server))
+    try:
+        x, y = load_digits(return_X_y=True)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        tracker = MLflowCallback(flush_timeout_s=0, output_dir=tmp_path / "out")
+        model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[stop_server, tracker])
+        assert mlflow.active_run() is None
+        server = start_mlflow_server(tmp_path, port)
+        client = mlflow.MlflowClient(uri)
+        assert client.get_run(tracker.run_id).info.status == "RUNNING"
+        assert sync([str(tracker.unsent_folder), "--tracking-uri", uri]) == 0
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+        for key in EPOCH_KEYS:
+            assert steps(client, tracker.run_id, key) == [0, 1, 2], key
+    finally:
+        mlflow.set_tracking_uri(None)
+        stop_mlflow_server(server)
+
+
+def test_server_gone_when_training_ends_then_synced(tmp_path, run_cli):
+    """The runner's own last calls (test metrics, the run's end) are kept with the callback's, and
+    the command ends cleanly: the run becomes FINISHED with everything once synced."""
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    uri = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    try:
+        done = run_cli(*TRAIN, "trainer.epochs=2", "mlflow.flush_timeout_s=0", env=env,
+                       *[f"+callbacks.fault={{_target_: tests.faults.StopServerWhenTrainingEnds, server_pid: {server.pid}}}"])
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        said = done.stdout + done.stderr  # Hydra logs to stdout
+        assert "python -m experiments.sync" in said and "ending the run FINISHED" in said
+        server = start_mlflow_server(tmp_path, port)
+        client = mlflow.MlflowClient(uri)
+        run = all_runs(uri)[0]
+        assert run.info.status == "RUNNING" and "test_accuracy" not in run.data.metrics  # not sent yet
+        synced = run_cli("experiments.sync", "--tracking-uri", uri)  # finds outputs/**/unsent/<run id>
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        run = client.get_run(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        assert 0 <= run.data.metrics["test_accuracy"] <= 1 and run.data.metrics["best_epoch"] in (0, 1)
+        for key in EPOCH_KEYS:
+            assert steps(client, run.info.run_id, key) == [0, 1], key
+        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+    finally:
+        stop_mlflow_server(server)
+
+
 def test_a_signal_stops_the_whole_sweep(tmp_path, tracking_uri):
     process, log = start_training(tmp_path, "hydra.mode=MULTIRUN", "reg=none,l2,dropout", "trainer.epochs=6")
     wait_for_epoch(log, 3, process)  # inside the first job
