@@ -12,6 +12,7 @@ split where training ends (the first callback's on_train_end): the epochs, and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -60,10 +61,8 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> tupl
     training_end = TrainingEnd()
     started = time.perf_counter()
     fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[training_end, *callbacks], verbose=0)
-    if in_run:
-        with mlflow.start_run():
-            model.fit(data[0], **fit)
-    else:
+    # autolog() predicts with progress bars to infer a signature: kept off stdout, where the table goes.
+    with contextlib.redirect_stdout(sys.stderr), (mlflow.start_run() if in_run else contextlib.nullcontext()):
         model.fit(data[0], **fit)
     finished = time.perf_counter()
     if autolog:

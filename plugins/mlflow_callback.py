@@ -11,7 +11,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -169,12 +170,12 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
+        self._send_summary()  # first: it reads the model's weights, which the final save may swap
         checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
             self._send_best_model(checkpoint_due)
         elif checkpoint_due:
-            self._send_checkpoint()
-        self._send_summary()
+            self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()  # renders the plot here while the sender saves the model
         unsent = self._flush_with_retries()
         self._sender.close()
@@ -406,7 +407,7 @@ class MLflowCallback(keras.callbacks.Callback):
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
         if self._checkpoint.pending and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
             self._last_checkpoint = time.monotonic()
-            self._send_checkpoint()
+            self._send_checkpoint(self._checkpoint.save_pending)
 
     def _is_improvement(self, value: float) -> bool:
         if self._best_value is None:
@@ -414,10 +415,10 @@ class MLflowCallback(keras.callbacks.Callback):
         maximise = self.mode == "max" or (self.mode == "auto" and any(sign in self.monitor for sign in _MAX_SIGNS))
         return value > self._best_value if maximise else value < self._best_value
 
-    def _send_checkpoint(self) -> None:
+    def _send_checkpoint(self, write) -> None:
         # Two steps on the sender's thread, in order: writing the file never needs the server, and
         # an upload that fails is a plain client call that can be retried or kept on disk.
-        self._sender.submit("writing checkpoints/best.keras", self._checkpoint.save_pending)
+        self._sender.submit("writing checkpoints/best.keras", write)
         self._upload(self._checkpoint.path, "checkpoints")
 
     # ----------------------------------------------------------------- end of training
@@ -477,17 +478,17 @@ class MLflowCallback(keras.callbacks.Callback):
     def _save_best_model(self, target: Path) -> None:
         """The best model as an MLflow Model (Keras flavour) in a local folder; its Keras file
         also becomes checkpoints/best.keras, so the model is saved once."""
-        model = self._checkpoint.best_model()
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
-        mlflow.keras.save_model(
-            model,
-            str(target),
-            signature=_signature(model),
-            input_example=self.input_example,
-            # Named here: inferring them starts a subprocess that loads the model (seconds).
-            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
-        )
+        with self._checkpoint.final_model() as model:
+            mlflow.keras.save_model(
+                model,
+                str(target),
+                signature=_signature(model),
+                input_example=self.input_example,
+                # Named here: inferring them starts a subprocess that loads the model (seconds).
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+            )
         self._checkpoint.write_from(target / "data" / "model.keras")
 
     def _spool_folder(self, run_id: str) -> Path:
@@ -496,10 +497,11 @@ class MLflowCallback(keras.callbacks.Callback):
 
 
 class _BestCheckpoint:
-    """checkpoints/best.keras: the best epoch's model, written from a copy of the model off the training thread.
+    """checkpoints/best.keras: the best epoch's model, written off the training thread.
 
-    ``offer`` keeps the newest best weights; ``save_pending`` writes the newest one offered, so
-    however fast improvements come, the last one always lands and none is written twice.
+    ``offer`` keeps the newest best weights; ``save_pending`` (while training goes on) writes the
+    newest one offered from a copy of the model, so however fast improvements come, the last one
+    always lands and none is written twice. After training, ``final_model`` saves without a copy.
     """
 
     def __init__(self, model: keras.Model, path: Path):
@@ -508,7 +510,7 @@ class _BestCheckpoint:
         self._lock = threading.Lock()
         self._pending: list[np.ndarray] | None = None
         self._copy: keras.Model | None = None
-        self._copy_unwritten = False  # the copy holds weights that self.path does not have yet
+        self._unwritten = False  # the newest offered weights are not in self.path yet
 
     @property
     def pending(self) -> bool:
@@ -519,28 +521,57 @@ class _BestCheckpoint:
             self._pending = weights
 
     def save_pending(self) -> None:
-        """Write the newest offered weights (on the sender's thread)."""
-        self.best_model()
-        if self._copy_unwritten:
-            artifacts.write_atomically(self.path, self._copy.save)
-            self._copy_unwritten = False
-
-    def best_model(self) -> keras.Model | None:
-        """A copy of the model holding the newest offered weights (not necessarily written yet)."""
-        with self._lock:
-            weights, self._pending = self._pending, None
+        """Write the newest offered weights from the copy (on the sender's thread, during training)."""
+        weights = self._take_pending()
         if weights is not None:
             if self._copy is None:
                 self._copy = _copy_for_saving(self._model)
             self._copy.set_weights(weights)
-            self._copy_unwritten = True
-        return self._copy
+        if self._unwritten:
+            artifacts.write_atomically(self.path, self._copy.save)
+            self._unwritten = False
+
+    def save_final(self) -> None:
+        """After training: write the newest offered weights, if they are not written yet."""
+        with self.final_model() as model:
+            if self._unwritten:
+                artifacts.write_atomically(self.path, model.save)
+                self._unwritten = False
+
+    @contextmanager
+    def final_model(self) -> Iterator[keras.Model | None]:
+        """After training, while nothing else uses the model: a model holding the newest offered
+        weights. The copy if one was made; else the trained model itself, the best weights put in
+        for the time of the save and its own put back (cheaper than making a copy)."""
+        weights = self._take_pending()
+        if weights is None or self._copy is not None:
+            if weights is not None:
+                self._copy.set_weights(weights)
+            yield self._copy
+            return
+        own = self._model.get_weights()
+        # Often the model holds them already: the best epoch was the last, or EarlyStopping restored it.
+        swap = not all(np.array_equal(mine, best) for mine, best in zip(own, weights))
+        if swap:
+            self._model.set_weights(weights)
+        try:
+            yield self._model
+        finally:
+            if swap:
+                self._model.set_weights(own)
 
     def write_from(self, saved: Path) -> None:
-        """Make ``saved``, a file best_model() was just saved to, checkpoints/best.keras (if it is newer)."""
-        if self._copy_unwritten:
+        """Make ``saved``, a file final_model() was just saved to, checkpoints/best.keras (if it is newer)."""
+        if self._unwritten:
             artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
-            self._copy_unwritten = False
+            self._unwritten = False
+
+    def _take_pending(self) -> list[np.ndarray] | None:
+        with self._lock:
+            weights, self._pending = self._pending, None
+        if weights is not None:
+            self._unwritten = True
+        return weights
 
 
 def _sent(call) -> bool:

@@ -135,6 +135,28 @@ def test_best_checkpoint_reproduces_best_val_loss(tracking_uri, digits):
     assert {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"} <= artifacts
 
 
+@pytest.mark.parametrize("log_model", [True, False], ids=["with-model", "checkpoint-only"])
+def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tracking_uri, digits, log_model):
+    # mode="max" on val_loss, which falls: the first epoch is the best, so the final save needs
+    # weights that the model no longer holds.
+    model = tiny_model()
+    final = {}
+    keep_last = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: final.update(weights=model.get_weights()))
+    fit(digits, [keep_last, MLflowCallback(monitor="val_loss", mode="max", log_model=log_model)], epochs=4, model=model)
+    for after_fit, last_epoch in zip(model.get_weights(), final["weights"], strict=True):
+        np.testing.assert_array_equal(after_fit, last_epoch)
+    run = only_run(tracking_uri)
+    val_loss = history(tracking_uri, run.info.run_id, "val_loss")
+    assert run.data.metrics["best_epoch"] == 0 and val_loss[0][1] > val_loss[-1][1]
+    checkpoint = keras.models.load_model(
+        mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True)
+    x_val, y_val = digits[1]
+    assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_loss[0][1], rel=1e-4)
+    if log_model:
+        logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+        assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_loss[0][1], rel=1e-4)
+
+
 def test_mode_max_for_accuracy(tracking_uri, digits):
     fit(digits, [MLflowCallback(monitor="val_accuracy", log_model=False)], epochs=4)
     run = only_run(tracking_uri)
