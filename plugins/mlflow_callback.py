@@ -418,7 +418,7 @@ class MLflowCallback(keras.callbacks.Callback):
     def _send_checkpoint(self, write) -> None:
         # Two steps on the sender's thread, in order: writing the file never needs the server, and
         # an upload that fails is a plain client call that can be retried or kept on disk.
-        self._sender.submit("writing checkpoints/best.keras", write)
+        self._sender.submit("writing checkpoints/best.keras", write, local=True)
         self._upload(self._checkpoint.path, "checkpoints")
 
     # ----------------------------------------------------------------- end of training
@@ -467,7 +467,7 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _send_best_model(self, with_checkpoint: bool) -> None:
         target = self._local_dir / "model"
-        self._sender.submit("writing model/", partial(self._save_best_model, target))
+        self._sender.submit("writing model/", partial(self._save_best_model, target), local=True)
         if with_checkpoint:
             self._upload(self._checkpoint.path, "checkpoints")
         self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"))

@@ -1,6 +1,9 @@
 """Send tracking calls on one background thread, in order, so training never waits on MLflow.
 
-A call that fails is kept and tried again later (``retry``); the first failure warns once.
+A call that fails is kept and tried again later (``retry``); the first failure warns once. Once a
+call could not reach the server at all, the calls after it are kept without trying until the next
+``retry``, whose oldest call tries the server again: each attempt can take minutes of MLflow's own
+HTTP retries, and only one is spent per retry, however many calls are waiting.
 Nothing here raises into the training loop.
 """
 
@@ -11,6 +14,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import requests
+
 log = logging.getLogger(__name__)
 
 
@@ -19,27 +24,30 @@ class Sender:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._unsent: list[tuple[str, Callable[[], object]]] = []
+        self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
 
-    def submit(self, what: str, call: Callable[[], object]) -> Future:
-        """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent."""
+    def submit(self, what: str, call: Callable[[], object], local: bool = False) -> Future:
+        """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent.
+        ``local``: work that needs no server (writing a file), never held back for one."""
         try:
-            return self._pool.submit(self._attempt, what, call)
+            return self._pool.submit(self._attempt, what, call, local)
         except RuntimeError:  # the interpreter is exiting (atexit): no new threads, send right here
             done: Future = Future()
-            done.set_result(self._attempt(what, call))
+            done.set_result(self._attempt(what, call, local))
             return done
 
     def retry(self) -> None:
-        """Queue every call that failed so far, oldest first."""
+        """Queue every call that failed so far, oldest first; the oldest tries the server again."""
         with self._lock:
             failed, self._unsent = self._unsent, []
+            self._unreachable = False
         for what, call in failed:
             self.submit(what, call)
 
     def flush(self) -> list[str]:
         """Wait for everything queued; return what could not be sent."""
-        self.submit("flush", lambda: None).result()
+        self.submit("flush", lambda: None, local=True).result()
         with self._lock:
             return [what for what, _ in self._unsent]
 
@@ -55,15 +63,33 @@ class Sender:
         with self._lock:
             return bool(self._unsent)
 
-    def _attempt(self, what: str, call: Callable[[], object]) -> None:
+    def _attempt(self, what: str, call: Callable[[], object], local: bool) -> None:
+        with self._lock:
+            held = self._unreachable and not local
+            if held:
+                self._unsent.append((what, call))
+        if held:
+            return
         try:
             call()
         except Exception as error:  # any tracking failure: keep it, never raise into training
             with self._lock:
                 self._unsent.append((what, call))
+                self._unreachable = self._unreachable or (not local and _got_no_answer(error))
                 first = not self._warned
                 self._warned = True
             if first:
                 log.warning("MLflow tracking failed (%s: %s); training goes on and it will be retried", what, error)
             else:
                 log.debug("MLflow tracking failed again (%s: %s)", what, error)
+
+
+def _got_no_answer(error: BaseException) -> bool:
+    """The request failed in transport (refused, timed out, out of retries), not a value the server refused."""
+    for _ in range(10):  # MLflow wraps the requests error it caught: look down the chain
+        if error is None:
+            return False
+        if isinstance(error, requests.exceptions.RequestException):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import mlflow
@@ -191,12 +194,43 @@ def test_four_parallel_writers_to_one_sqlite_store(tracking_uri, run_cli):
     assert points == 4 * 3 * len(EPOCH_KEYS)
 
 
+class HangUp:
+    """Listens on a port and hangs up on every connection: a server that never answers. Counts them."""
+
+    def __init__(self, port: int):
+        self.connections = 0
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", port))
+        self._socket.listen(64)
+        threading.Thread(target=self._hang_up, daemon=True).start()
+
+    def _hang_up(self):
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() alone leaves listening
+        except OSError:  # closed already
+            pass
+        self._socket.close()
+
+
 def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, monkeypatch):
+    """The server gone for the whole of training: the callback tries it once per retry (each epoch),
+    not once per waiting call, keeps every call on disk, and experiments.sync sends them later."""
     import keras
     from sklearn.datasets import load_digits
 
     from experiments.sync import main as sync
     from plugins import MLflowCallback
+    from plugins.spool import SPOOL_FILE
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     port = free_port()
@@ -205,14 +239,20 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
     mlflow.set_tracking_uri(uri)
     run = mlflow.start_run()
     stop_mlflow_server(server)  # gone for the whole of training and beyond flush_timeout_s
+    gone = HangUp(port)
     try:
         x, y = load_digits(return_X_y=True)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         tracker = MLflowCallback(flush_timeout_s=0, output_dir=tmp_path / "out")
         model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[tracker])
+        gone.close()
         assert tracker.unsent_folder == tmp_path / "out" / "unsent" / run.info.run_id
-        assert (tracker.unsent_folder / "unsent.jsonl").is_file()
+        kept = (tracker.unsent_folder / SPOOL_FILE).read_text().splitlines()
+        # params, model summary, 3 epochs, summary, 3 end-of-training files, checkpoint, model/
+        assert len(kept) == 11
+        # reading the run's earlier epochs, the first call, then one per epoch's retry at most
+        assert 2 <= gone.connections <= 2 + 3
 
         server = start_mlflow_server(tmp_path, port)
         assert sync([str(tracker.unsent_folder), "--tracking-uri", uri]) == 0
@@ -222,9 +262,11 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         synced = client.get_run(run.info.run_id)
         assert synced.data.params["model.total_params"] == str(64 * 10 + 10)
         assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
-        assert not (tracker.unsent_folder / "unsent.jsonl").exists()
+        assert not (tracker.unsent_folder / SPOOL_FILE).exists()
     finally:
-        mlflow.end_run()
+        gone.close()
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # a failure above left no server
+            mlflow.end_run()
         mlflow.set_tracking_uri(None)
         stop_mlflow_server(server)
 

@@ -1,0 +1,57 @@
+"""Sender: tracking calls on one background thread. A server that never answers costs one attempt
+per retry, not one per waiting call; a value the store refuses holds nothing back."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import mlflow
+import pytest
+
+from plugins.sender import Sender
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def sender():
+    sender = Sender()
+    yield sender
+    sender.close()
+
+
+def test_once_the_server_does_not_answer_the_other_calls_wait_untried(tracking_uri, monkeypatch, sender):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = {"client": mlflow.MlflowClient(f"http://127.0.0.1:{free_port()}")}  # nobody listens there
+    tried = []
+
+    def request(name):
+        def call():
+            tried.append(name)
+            server["client"].search_experiments()  # a real request
+        return call
+
+    written = []
+    for name in ("a", "b", "c"):
+        sender.submit(name, request(name))
+    sender.submit("writing a file", lambda: written.append("file"), local=True)
+    assert sender.flush() == ["a", "b", "c"]
+    assert tried == ["a"] and written == ["file"]  # local work never waits for a server
+
+    sender.retry()  # the oldest call tries the server again; the others wait, in order
+    assert sender.flush() == ["a", "b", "c"]
+    assert tried == ["a", "a"]
+
+    server["client"] = mlflow.MlflowClient(tracking_uri)  # the server is back
+    sender.retry()
+    assert sender.flush() == []
+    assert tried == ["a", "a", "a", "b", "c"]
+
+
+def test_a_refused_value_holds_nothing_back(tracking_uri, sender):
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("refused")).info.run_id
+    client.log_param(run_id, "units", "32")
+    sender.submit("changed param", partial(client.log_param, run_id, "units", "64"))  # MLflow refuses a change
+    sender.submit("loss", partial(client.log_metric, run_id, "loss", 0.5))
+    assert sender.flush() == ["changed param"]
+    assert client.get_run(run_id).data.metrics == {"loss": 0.5}
