@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 
 class TrackingStoreError(Exception):
@@ -19,6 +20,21 @@ def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:
     except Exception as error:  # SQLAlchemy, sqlite3, an unknown scheme: all mean the same to the user
         raise TrackingStoreError(f"cannot open the tracking store {uri or mlflow.get_tracking_uri()}: "
                                  f"{first_line(error)}") from None
+
+
+def read_run(client: mlflow.MlflowClient, run_id: str):
+    """The run, or None when the store has no such run; TrackingStoreError when the store cannot be
+    reached or read (one line naming it, whatever MLflow, requests or SQLAlchemy raised)."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        if str(error).startswith("API request to"):  # how MLflow's REST client reports a refused connection
+            raise TrackingStoreError(f"cannot reach the tracking store {client.tracking_uri}") from None
+        raise TrackingStoreError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
+    except Exception as error:  # DNS, TLS, a broken database file, ...
+        raise TrackingStoreError(f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}") from None
 
 
 def first_line(error: Exception) -> str:

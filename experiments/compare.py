@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
+from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
 
 DEFAULT_EXPERIMENT = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml").experiment_name
 CURVES = {"val_loss": "validation loss", "gap_loss": "generalisation gap (val_loss - loss)", "learning_rate": "learning rate"}
@@ -96,10 +96,10 @@ def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
     if parent == "latest":
         newest = client.search_runs([experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
         return newest[0] if newest else None
-    try:
-        return client.get_run(parent)
-    except MlflowException:
-        raise CompareError(f"no run {parent} in {client.tracking_uri}") from None
+    run = read_run(client, parent)
+    if run is None:
+        raise CompareError(f"no run {parent} in {client.tracking_uri}")
+    return run
 
 
 def find_runs(client: mlflow.MlflowClient, experiment_id: str, parent) -> list:

@@ -12,9 +12,8 @@ import sys
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
-from experiments.cli import TrackingStoreError, first_line, open_tracking_store
+from experiments.cli import TrackingStoreError, open_tracking_store, read_run
 from experiments.resume import logged_overrides
 from experiments.train import PROJECT_ROOT
 from plugins.provenance import git_state
@@ -67,16 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fetch_run(client: mlflow.MlflowClient, run_id: str):
-    try:
-        return client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise ReproduceError(f"no run {run_id} in the tracking store {client.tracking_uri}") from None
-        if str(error).startswith("API request to"):  # how MLflow's REST client reports a refused connection
-            raise ReproduceError(f"cannot reach the tracking store {client.tracking_uri}") from None
-        raise ReproduceError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
-    except Exception as error:  # DNS, TLS, a broken database file, ...
-        raise ReproduceError(f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}") from None
+    run = read_run(client, run_id)
+    if run is None:
+        raise ReproduceError(f"no run {run_id} in the tracking store {client.tracking_uri}")
+    return run
 
 
 def overrides_to_rerun(client: mlflow.MlflowClient, run) -> list[str]:

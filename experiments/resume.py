@@ -15,10 +15,10 @@ from pathlib import Path
 import mlflow
 import yaml
 from hydra import compose
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError
+from experiments.cli import TrackingStoreError, read_run
 from plugins.params import flatten, to_params
 
 # May differ between the interrupted run and its continuation: they change no result.
@@ -75,11 +75,12 @@ def _process_is_gone(run) -> bool:
 
 def _fetch(client: mlflow.MlflowClient, run_id: str):
     try:
-        return client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise ConfigError(f"resume={run_id}: no such run in {client.tracking_uri}") from None
-        raise ConfigError(f"resume={run_id}: cannot read the run from {client.tracking_uri} ({str(error)[:200]})") from None
+        run = read_run(client, run_id)
+    except TrackingStoreError as error:
+        raise ConfigError(f"resume={run_id}: {error}") from None
+    if run is None:
+        raise ConfigError(f"resume={run_id}: no such run in {client.tracking_uri}")
+    return run
 
 
 def logged_overrides(client: mlflow.MlflowClient, run_id: str) -> list[str] | None:
