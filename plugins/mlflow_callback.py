@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.stop_reason: str | None = None
         self.unsent_folder: Path | None = None  # where what the server never took was kept
         self._active = False
+        self._server_unreachable = False  # at the end of training, the last attempt got no answer
 
     # ----------------------------------------------------------------- Keras hooks
 
@@ -178,6 +179,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()  # renders the plot here while the sender saves the model
         unsent = self._flush_with_retries()
+        self._server_unreachable = self._sender.unreachable
         self._sender.close()
         if unsent:
             self._keep_unsent(self._sender.unsent_calls(), self.run_id)
@@ -197,17 +199,19 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         client = mlflow.MlflowClient()
         unsent = []
-        if metrics or tags:
-            timestamp = int(time.time() * 1000)
-            last = partial(client.log_batch, run.info.run_id,
-                           metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
-                           tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
-            if not _sent(last):
-                unsent.append(("last metrics and tags", last))
-        try:
-            mlflow.end_run(status)  # it takes the run off MLflow's stack first, so nothing ends it twice
-        except Exception:
-            unsent.append((f"ending the run {status}", partial(client.set_terminated, run.info.run_id, status)))
+        # The server gave no answer to the last attempt moments ago: one try each, not minutes of retries.
+        with _no_http_retries() if self._server_unreachable else nullcontext():
+            if metrics or tags:
+                timestamp = int(time.time() * 1000)
+                last = partial(client.log_batch, run.info.run_id,
+                               metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+                               tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
+                if not _sent(last):
+                    unsent.append(("last metrics and tags", last))
+            try:
+                mlflow.end_run(status)  # it takes the run off MLflow's stack first, so nothing ends it twice
+            except Exception:
+                unsent.append((f"ending the run {status}", partial(client.set_terminated, run.info.run_id, status)))
         if unsent:
             self._keep_unsent(unsent, run.info.run_id)
 
@@ -230,6 +234,7 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _reset_state(self) -> None:
         self._active = False
+        self._server_unreachable = False
         self._owns_run = False
         self.stop_reason: str | None = None  # completed | early_stopping | nan_loss, once training ended
         self._epoch = 0
@@ -581,6 +586,20 @@ def _sent(call) -> bool:
     except Exception as error:  # the server is down or refuses: the caller keeps the call
         log.warning("MLflow tracking failed (%s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
         return False
+
+
+@contextmanager
+def _no_http_retries() -> Iterator[None]:
+    """MLflow's REST client reads its retry count from the environment at each request."""
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:

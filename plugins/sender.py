@@ -59,6 +59,12 @@ class Sender:
             return list(self._unsent)
 
     @property
+    def unreachable(self) -> bool:
+        """The server gave no answer to the last call that tried it."""
+        with self._lock:
+            return self._unreachable
+
+    @property
     def has_unsent(self) -> bool:
         with self._lock:
             return bool(self._unsent)

@@ -224,7 +224,8 @@ class HangUp:
 
 def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, monkeypatch):
     """The server gone for the whole of training: the callback tries it once per retry (each epoch),
-    not once per waiting call, keeps every call on disk, and experiments.sync sends them later."""
+    not once per waiting call, and the run's last calls once each; every call is kept on disk, and
+    experiments.sync sends them later."""
     import keras
     from sklearn.datasets import load_digits
 
@@ -232,7 +233,10 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
     from plugins import MLflowCallback
     from plugins.spool import SPOOL_FILE
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # MLflow's own retries on, without waits: each attempt that gets no answer is 3 connections.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
@@ -246,13 +250,18 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         tracker = MLflowCallback(flush_timeout_s=0, output_dir=tmp_path / "out")
         model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[tracker])
+        # reading the run's earlier epochs, the first call, then one per epoch's retry at most
+        assert 2 * 3 <= gone.connections <= (2 + 3) * 3
+        during_training = gone.connections
+        tracker.finish_run("FINISHED", metrics={"test_accuracy": 0.5})  # as the runner ends its run
+        assert gone.connections - during_training == 2  # one try each: no minutes of retries
+        assert mlflow.active_run() is None
         gone.close()
         assert tracker.unsent_folder == tmp_path / "out" / "unsent" / run.info.run_id
         kept = (tracker.unsent_folder / SPOOL_FILE).read_text().splitlines()
-        # params, model summary, 3 epochs, summary, 3 end-of-training files, checkpoint, model/
-        assert len(kept) == 11
-        # reading the run's earlier epochs, the first call, then one per epoch's retry at most
-        assert 2 <= gone.connections <= 2 + 3
+        # params, model summary, 3 epochs, summary, 3 end-of-training files, checkpoint, model/,
+        # then the last metrics and the run's end
+        assert len(kept) == 13
 
         server = start_mlflow_server(tmp_path, port)
         assert sync([str(tracker.unsent_folder), "--tracking-uri", uri]) == 0
@@ -260,6 +269,7 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         for key in EPOCH_KEYS:
             assert steps(client, run.info.run_id, key) == [0, 1, 2], key
         synced = client.get_run(run.info.run_id)
+        assert synced.info.status == "FINISHED" and synced.data.metrics["test_accuracy"] == 0.5
         assert synced.data.params["model.total_params"] == str(64 * 10 + 10)
         assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
         assert not (tracker.unsent_folder / SPOOL_FILE).exists()
