@@ -215,10 +215,8 @@ class HangUp:
             connection.close()
 
     def close(self):
-        try:
+        with contextlib.suppress(OSError):  # closed already
             self._socket.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() alone leaves listening
-        except OSError:  # closed already
-            pass
         self._socket.close()
 
 
