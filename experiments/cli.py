@@ -7,6 +7,8 @@ import shlex
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from plugins.sender import got_no_answer
+
 
 class TrackingStoreError(Exception):
     """The tracking store cannot be opened; the message names it."""
@@ -30,7 +32,7 @@ def read_run(client: mlflow.MlflowClient, run_id: str):
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        if str(error).startswith("API request to"):  # how MLflow's REST client reports a refused connection
+        if got_no_answer(error):  # refused, timed out, out of retries
             raise TrackingStoreError(f"cannot reach the tracking store {client.tracking_uri}") from None
         raise TrackingStoreError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
     except Exception as error:  # DNS, TLS, a broken database file, ...

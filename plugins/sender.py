@@ -81,7 +81,7 @@ class Sender:
         except Exception as error:  # any tracking failure: keep it, never raise into training
             with self._lock:
                 self._unsent.append((what, call))
-                self._unreachable = self._unreachable or (not local and _got_no_answer(error))
+                self._unreachable = self._unreachable or (not local and got_no_answer(error))
                 first = not self._warned
                 self._warned = True
             if first:
@@ -90,7 +90,7 @@ class Sender:
                 log.debug("MLflow tracking failed again (%s: %s)", what, error)
 
 
-def _got_no_answer(error: BaseException) -> bool:
+def got_no_answer(error: BaseException) -> bool:
     """The request failed in transport (refused, timed out, out of retries), not a value the server refused."""
     for _ in range(10):  # MLflow wraps the requests error it caught: look down the chain
         if error is None:
