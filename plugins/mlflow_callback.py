@@ -175,6 +175,8 @@ class MLflowCallback(keras.callbacks.Callback):
         checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
             self._send_best_model(checkpoint_due)
+        elif status == "FINISHED" and self.log_model and self._best_epoch is not None:
+            self._send_logged_best_model()
         elif checkpoint_due:
             self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()  # renders the plot here while the sender saves the model
@@ -243,6 +245,10 @@ class MLflowCallback(keras.callbacks.Callback):
         self._lr_changes: list[LearningRateChange] = []
         self._lr_in_force: float | None = None
         self._lr_unread = False
+        self._lr_at_epoch_begin: float | None = None
+        self._lr_at_epoch_end: float | None = None  # None until this fit's first epoch ends
+        self._epoch_logs: dict = {}
+        self._lr_logged_before_us = False
         self._best_value: float | None = None
         self._best_epoch: int | None = None
         self._best_weights: list[np.ndarray] | None = None
@@ -331,6 +337,8 @@ class MLflowCallback(keras.callbacks.Callback):
         schedule = getattr(self.model.optimizer, "_learning_rate", None)
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
             return "schedule"
+        if self._lr_at_epoch_end is None:
+            return "resume"  # the first epoch of a continued run trains at another rate than the last logged
         if self._lr_at_epoch_end != self._lr_in_force:
             return "plateau"  # changed in on_epoch_end, by a callback before this one
         if self._lr_at_epoch_begin != self._lr_at_epoch_end:
@@ -475,26 +483,50 @@ class MLflowCallback(keras.callbacks.Callback):
         self._sender.submit("writing model/", partial(self._save_best_model, target), local=True)
         if with_checkpoint:
             self._upload(self._checkpoint.path, "checkpoints")
+        self._send_model_folder(target)
+
+    def _send_logged_best_model(self) -> None:
+        """A resumed run whose continuation never improved: its best model is the checkpoint it
+        logged before it was interrupted."""
+        try:
+            if self._sender.unreachable:  # not minutes of MLflow's retries for a download that cannot work
+                raise ConnectionError("the tracking server gave no answer")
+            with tempfile.TemporaryDirectory() as folder:
+                path = self._client.download_artifacts(self.run_id, "checkpoints/best.keras", folder)
+                model = keras.models.load_model(path, safe_mode=True)
+        except Exception as error:  # no checkpoint was logged, or the server is gone
+            log.warning("MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
+                        self.run_id, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            return
+        target = self._local_dir / "model"
+        self._sender.submit("writing model/", partial(self._save_model, model, target), local=True)
+        self._send_model_folder(target)
+
+    def _send_model_folder(self, target: Path) -> None:
         self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"))
         if self.registered_model_name:
             self._sender.submit("registering model/", partial(mlflow.register_model, f"runs:/{self.run_id}/model",
                                                               self.registered_model_name))
 
     def _save_best_model(self, target: Path) -> None:
-        """The best model as an MLflow Model (Keras flavour) in a local folder; its Keras file
-        also becomes checkpoints/best.keras, so the model is saved once."""
+        """The best model as an MLflow Model in a local folder; its Keras file also becomes
+        checkpoints/best.keras, so the model is saved once."""
+        with self._checkpoint.final_model() as model:
+            self._save_model(model, target)
+        self._checkpoint.write_from(target / "data" / "model.keras")
+
+    def _save_model(self, model: keras.Model, target: Path) -> None:
+        """``model`` as an MLflow Model (Keras flavour) in a local folder."""
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
-        with self._checkpoint.final_model() as model:
-            mlflow.keras.save_model(
-                model,
-                str(target),
-                signature=_signature(model),
-                input_example=self.input_example,
-                # Named here: inferring them starts a subprocess that loads the model (seconds).
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
-            )
-        self._checkpoint.write_from(target / "data" / "model.keras")
+        mlflow.keras.save_model(
+            model,
+            str(target),
+            signature=_signature(model),
+            input_example=self.input_example,
+            # Named here: inferring them starts a subprocess that loads the model (seconds).
+            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+        )
 
     def _spool_folder(self, run_id: str) -> Path:
         base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"

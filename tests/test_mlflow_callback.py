@@ -273,6 +273,41 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
     assert keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
 
 
+
+def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tracking_uri, digits):
+    # The run's first part fails after 3 epochs (the runner ends it FAILED: a checkpoint, no model/).
+    # Its continuation joins the same run, as resume= does, and trains from fresh weights at a zero
+    # learning rate, so no epoch beats the earlier best.
+    class Explode(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    first = MLflowCallback()
+    with pytest.raises(RuntimeError), mlflow.start_run() as run:
+        try:
+            fit(digits, [first, Explode()], epochs=6)
+        except RuntimeError:
+            first.end("FAILED")
+            raise
+    client = mlflow.MlflowClient(tracking_uri)
+    assert "model" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    (x, y), (x_val, y_val) = digits
+    with mlflow.start_run(run_id=run.info.run_id):
+        tiny_model(learning_rate=0.0).fit(x, y, validation_data=(x_val, y_val), initial_epoch=3, epochs=5,
+                                          batch_size=64, callbacks=[MLflowCallback()], verbose=0)
+    run = client.get_run(run.info.run_id)
+    val_loss = history(tracking_uri, run.info.run_id, "val_loss")
+    assert [step for step, _ in val_loss] == [0, 1, 2, 3, 4]
+    best_step, best_value = min(val_loss, key=lambda point: point[1])
+    assert best_step <= 2 and run.data.metrics["best_epoch"] == best_step
+    assert run.info.status == "FINISHED"
+    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
+    assert changes.to_dict("records") == [
+        {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "resume"}]
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
+
 STANDALONE = textwrap.dedent("""
     import keras, numpy as np
     from sklearn.datasets import load_digits
