@@ -15,7 +15,9 @@ from pathlib import Path
 import mlflow
 import yaml
 from hydra import compose
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
@@ -35,6 +37,7 @@ class ResumePoint:
     run_id: str
     next_epoch: int  # epochs already logged; training continues with this one
     backup_dir: str | None  # Keras BackupAndRestore's folder, when it still exists
+    learning_rate: float | None = None  # the rate of the last logged epoch
 
 
 def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictConfig, ResumePoint | None]:
@@ -49,14 +52,23 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     logged = logged_overrides(client, run.info.run_id)
     if logged is None:
         raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)")
-    resumed = compose("train", overrides=_merged(logged, given_overrides))
+    resumed = _compose(run.info.run_id, _merged(logged, given_overrides))
     experiment = client.get_experiment(run.info.experiment_id).name
     if experiment != resumed.mlflow.experiment_name:
         raise ConfigError(f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, "
                           f"not {resumed.mlflow.experiment_name!r}")
     _keep_output_paths(resumed, run)
     _refuse_changed_params(resumed, run)
-    return resumed, ResumePoint(run.info.run_id, _epochs_logged(client, run.info.run_id), _existing_backup(run))
+    return resumed, ResumePoint(run.info.run_id, _epochs_logged(client, run.info.run_id), _existing_backup(run),
+                                run.data.metrics.get("learning_rate"))
+
+
+def _compose(run_id: str, overrides: list[str]) -> DictConfig:
+    try:
+        return compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:  # e.g. a group given now drops a key the run set
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(f"resume={run_id}: the run's overrides ({' '.join(overrides)}) do not compose: {reason}") from None
 
 
 def _process_is_gone(run) -> bool:

@@ -5,6 +5,7 @@ compose -> check -> seed -> data -> model -> callbacks -> fit -> evaluate -> rec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -65,7 +66,7 @@ def main(cfg: DictConfig) -> float:
             flush_timeout_s=cfg.mlflow.flush_timeout_s,
             output_dir=Path(HydraConfig.get().runtime.output_dir) / "mlflow",
         )
-        restore_for_resume(model, resume)
+        restore_for_resume(model, resume, steps_per_epoch=steps)
         try:
             model.fit(
                 train_data,
@@ -153,12 +154,22 @@ def end_run_early(tracker, status: str, reason: str) -> None:
     tracker.finish_run(status, tags={"failure.reason": reason[:5000]})
 
 
-def restore_for_resume(model, resume: ResumePoint | None) -> None:
-    """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch);
-    when that is gone, start from the weights of the run's logged best checkpoint."""
-    if resume is not None and resume.backup_dir is None:
-        model.set_weights(logged_best_weights(resume.run_id))
-        log.warning("no local backup of run %s: continuing from its best checkpoint's weights", resume.run_id)
+def restore_for_resume(model, resume: ResumePoint | None, steps_per_epoch: int) -> None:
+    """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch).
+    When that is gone: the weights of the run's logged best checkpoint, the optimizer's step count
+    (a schedule goes on where it was) and, for a plain rate, the last logged one (a plateau's cuts stay)."""
+    if resume is None or resume.backup_dir is not None:
+        return
+    import keras
+
+    model.set_weights(logged_best_weights(resume.run_id))
+    optimizer = model.optimizer
+    optimizer.iterations.assign(resume.next_epoch * steps_per_epoch)
+    if resume.learning_rate is not None:
+        with contextlib.suppress(TypeError):  # a LearningRateSchedule's rate is not settable: it follows the step count
+            optimizer.learning_rate = resume.learning_rate
+    log.warning("no local backup of run %s: continuing from its best checkpoint's weights at learning rate %.3g "
+                "(the optimizer's moments start afresh)", resume.run_id, float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
 
 
 def best_weights(tracker, run_id: str, model) -> list:

@@ -126,6 +126,34 @@ def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
     assert steps(client, run.info.run_id) == list(range(6)) and len(logged) >= 2
 
 
+
+def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, tracking_uri, run_cli):
+    # No BackupAndRestore, and a plateau that halves the rate after every epoch but the first: the
+    # continuation starts from the best checkpoint, at the rate the run had reached, not the initial one.
+    plateau = ["callbacks=[basic,reduce_lr_on_plateau]", "~callbacks.backup_and_restore",
+               "callbacks.reduce_lr_on_plateau.patience=0", "callbacks.reduce_lr_on_plateau.min_delta=10"]
+    process, log = start_training(tmp_path, "trainer.epochs=6", *plateau)
+    wait_for_epoch(log, 4, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = all_runs(tracking_uri)[0].info.run_id
+    before = [m.value for m in sorted(client.get_metric_history(run_id, "learning_rate"), key=lambda m: m.step)]
+    assert len(before) >= 3 and before[:3] == pytest.approx([1e-3, 1e-3, 5e-4], rel=1e-6)
+    clash = run_cli(*TRAIN, f"resume={run_id}")  # callbacks=basic again: the logged plateau settings lose their group
+    assert clash.returncode == 2 and "Traceback" not in clash.stderr
+    assert clash.stderr.strip().splitlines()[-1].startswith(f"error: resume={run_id}: the run's overrides (")
+    assert "do not compose: Could not override 'callbacks.reduce_lr_on_plateau.patience'" in clash.stderr
+    resumed = run_cli("experiments.train", f"resume={run_id}", "trainer.verbose=0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "no local backup of run" in resumed.stdout  # Hydra logs to stdout
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    assert steps(client, run_id, "learning_rate") == list(range(6))
+    after = [m.value for m in sorted(client.get_metric_history(run_id, "learning_rate"), key=lambda m: m.step)]
+    assert after[len(before)] == before[-1]  # not the initial 1e-3 of a fresh optimizer
+    assert "model/MLmodel" in artifact_names(client, run_id)
+
 def test_nan_loss_ends_the_run_failed_with_the_reason(tracking_uri, run_cli):
     done = run_cli(*TRAIN, "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e12")
     assert done.returncode == 1
