@@ -188,12 +188,6 @@ def test_tracking_server_stopped_and_restarted_during_training(tmp_path, run_cli
         wait_for_epoch(log, 7, process)
         server = start_mlflow_server(tmp_path, port)
         assert process.wait(timeout=600) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        stop_mlflow_server(server)
-        server = start_mlflow_server(tmp_path, port)
-    try:
         client = mlflow.MlflowClient(uri)
         run = all_runs(uri)[0]
         assert run.info.status == "FINISHED"
@@ -201,6 +195,8 @@ def test_tracking_server_stopped_and_restarted_during_training(tmp_path, run_cli
             assert steps(client, run.info.run_id, key) == list(range(12)), key
         assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
     finally:
+        if process.poll() is None:
+            process.kill()
         stop_mlflow_server(server)
 
 
