@@ -154,6 +154,36 @@ def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, track
     assert after[len(before)] == before[-1]  # not the initial 1e-3 of a fresh optimizer
     assert "model/MLmodel" in artifact_names(client, run_id)
 
+
+def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_uri):
+    import keras
+    import numpy as np
+
+    from experiments.resume import ResumePoint
+    from experiments.schedules import cosine_decay
+    from experiments.train import restore_for_resume
+    from plugins import MLflowCallback
+
+    def model():
+        keras.utils.set_random_seed(0)
+        built = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+        built.compile(keras.optimizers.Adam(cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)),
+                      "sparse_categorical_crossentropy")
+        return built
+
+    x, y = np.random.default_rng(0).random((50, 64)).astype("float32"), np.arange(50) % 10
+    trained = model()
+    with mlflow.start_run() as run:  # logs checkpoints/best.keras
+        trained.fit(x, y, validation_data=(x, y), batch_size=10, epochs=2, verbose=0, callbacks=[MLflowCallback(log_model=False)])
+    fresh = model()
+    restore_for_resume(fresh, ResumePoint(run.info.run_id, next_epoch=4, backup_dir=None, learning_rate=1e-2),
+                       steps_per_epoch=5)
+    assert int(fresh.optimizer.iterations) == 20
+    schedule = cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)
+    assert float(fresh.optimizer.learning_rate) == pytest.approx(float(schedule(20)))  # the schedule's, not 1e-2
+    for restored, best in zip(fresh.get_weights(), trained.get_weights(), strict=True):
+        np.testing.assert_allclose(restored, best)  # the last epoch was the best: val_loss falls on its own data
+
 def test_nan_loss_ends_the_run_failed_with_the_reason(tracking_uri, run_cli):
     done = run_cli(*TRAIN, "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e12")
     assert done.returncode == 1
