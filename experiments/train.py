@@ -11,7 +11,6 @@ import os
 import shlex
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 import hydra
@@ -183,12 +182,10 @@ def best_weights(tracker, run_id: str, model) -> list:
 
 
 def logged_best_weights(run_id: str) -> list:
-    """The weights in the run's checkpoints/best.keras, loaded with Keras' safe mode."""
-    import keras
+    """The weights in the run's checkpoints/best.keras."""
+    from plugins.mlflow_callback import load_logged_checkpoint
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = mlflow.MlflowClient().download_artifacts(run_id, "checkpoints/best.keras", folder)
-        return keras.models.load_model(path, safe_mode=True).get_weights()
+    return load_logged_checkpoint(mlflow.MlflowClient(), run_id).get_weights()
 
 
 def seed_everything(trainer: DictConfig) -> None:

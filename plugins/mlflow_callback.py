@@ -491,9 +491,7 @@ class MLflowCallback(keras.callbacks.Callback):
         try:
             if self._sender.unreachable:  # not minutes of MLflow's retries for a download that cannot work
                 raise ConnectionError("the tracking server gave no answer")
-            with tempfile.TemporaryDirectory() as folder:
-                path = self._client.download_artifacts(self.run_id, "checkpoints/best.keras", folder)
-                model = keras.models.load_model(path, safe_mode=True)
+            model = load_logged_checkpoint(self._client, self.run_id)
         except Exception as error:  # no checkpoint was logged, or the server is gone
             log.warning("MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
                         self.run_id, str(error).splitlines()[0] if str(error) else type(error).__name__)
@@ -609,6 +607,12 @@ class _BestCheckpoint:
         if weights is not None:
             self._unwritten = True
         return weights
+
+
+def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:
+    """A run's checkpoints/best.keras, downloaded and loaded with Keras' safe mode."""
+    with tempfile.TemporaryDirectory() as folder:
+        return keras.models.load_model(client.download_artifacts(run_id, "checkpoints/best.keras", folder), safe_mode=True)
 
 
 def _sent(call) -> bool:
