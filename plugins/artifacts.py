@@ -17,7 +17,7 @@ class LearningRateChange:
     epoch: int  # first epoch trained at the new rate
     old_learning_rate: float
     new_learning_rate: float
-    cause: str  # plateau | scheduler | schedule | resume | before resume
+    cause: str  # plateau | scheduler | schedule | new fit | earlier fit
 
 
 LR_CHANGE_COLUMNS = list(LearningRateChange.__dataclass_fields__)

@@ -114,7 +114,12 @@ class MLflowCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._active:
             return
-        self._epoch = epoch
+        if self._step_offset is None:
+            # A second fit into the same run (fine-tuning after training a head) restarts Keras'
+            # epochs at 0: its steps carry on after the run's logged ones. A resume starts past them.
+            logged = self._history[-1]["epoch"] + 1 if self._history else 0
+            self._step_offset = max(0, logged - epoch)
+        self._epoch = epoch + self._step_offset
         self._epoch_started = time.perf_counter()
         self._lr_at_epoch_begin = self._read_learning_rate()
         self._lr_unread = True
@@ -129,6 +134,7 @@ class MLflowCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
+        epoch += self._step_offset or 0
         logs = logs or {}
         if self._lr_unread:  # an epoch without batches
             self._lr_unread = False
@@ -239,7 +245,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._server_unreachable = False
         self._owns_run = False
         self.stop_reason: str | None = None  # completed | early_stopping | nan_loss, once training ended
-        self._epoch = 0
+        self._epoch = 0  # of the run: Keras' epoch + _step_offset
+        self._step_offset: int | None = None  # known at the first epoch
         self._last_epoch: int | None = None
         self._history: list[dict] = []
         self._lr_changes: list[LearningRateChange] = []
@@ -311,7 +318,7 @@ class MLflowCallback(keras.callbacks.Callback):
         for before, after in zip(self._history, self._history[1:]):
             if before.get("learning_rate") != after.get("learning_rate"):
                 self._lr_changes.append(LearningRateChange(after["epoch"], before.get("learning_rate"),
-                                                           after.get("learning_rate"), "before resume"))
+                                                           after.get("learning_rate"), "earlier fit"))
         for row in self._history:
             if self.monitor in row and math.isfinite(row[self.monitor]) and self._is_improvement(row[self.monitor]):
                 self._best_value, self._best_epoch = row[self.monitor], row["epoch"]
@@ -338,7 +345,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
             return "schedule"
         if self._lr_at_epoch_end is None:
-            return "resume"  # the first epoch of a continued run trains at another rate than the last logged
+            return "new fit"  # a fit into a run with logged epochs (a resume, a second stage) starts at another rate
         if self._lr_at_epoch_end != self._lr_in_force:
             return "plateau"  # changed in on_epoch_end, by a callback before this one
         if self._lr_at_epoch_begin != self._lr_at_epoch_end:
@@ -459,7 +466,7 @@ class MLflowCallback(keras.callbacks.Callback):
             return "completed"
         if not math.isfinite(self._history[-1].get("loss", 0.0)):
             return "nan_loss"
-        if planned is not None and self._last_epoch + 1 >= planned:
+        if planned is not None and self._last_epoch - (self._step_offset or 0) + 1 >= planned:
             return "completed"
         return "early_stopping"
 

@@ -190,6 +190,30 @@ def test_logs_into_the_active_run_and_leaves_it_open(tracking_uri, digits):
     assert int(run.data.params["model.total_params"]) == 64 * 32 + 32 + 32 * 10 + 10
 
 
+
+def test_a_second_fit_into_the_same_run_carries_on_its_steps(tracking_uri, digits):
+    # Two stages in one run, as when a head is trained and then the whole model fine-tuned at a
+    # lower rate; Keras numbers the second fit's epochs from 0 again.
+    model = tiny_model()
+    tracker = MLflowCallback(log_model=False)
+    with mlflow.start_run() as run:
+        fit(digits, [tracker], epochs=2, model=model)
+        model.optimizer.learning_rate = 1e-4
+        fit(digits, [tracker], epochs=3, model=model)
+    for key in EPOCH_KEYS:
+        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == [0, 1, 2, 3, 4], key
+    rates = [value for _, value in history(tracking_uri, run.info.run_id, "learning_rate")]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-4])
+    val_loss = history(tracking_uri, run.info.run_id, "val_loss")
+    best_step, best_value = min(val_loss, key=lambda point: point[1])
+    logged = mlflow.MlflowClient(tracking_uri).get_run(run.info.run_id)
+    assert logged.data.metrics["best_epoch"] == best_step == tracker.best_epoch
+    assert logged.data.metrics["best_val_loss"] == pytest.approx(best_value)
+    assert logged.data.tags["stop_reason"] == "completed"
+    assert artifact_csv(tracking_uri, run.info.run_id, "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
+    assert changes[["epoch", "cause"]].to_dict("records") == [{"epoch": 2, "cause": "new fit"}]
+
 def test_under_mlflow_run_id_it_never_makes_a_second_run(tracking_uri, digits, monkeypatch):
     client = mlflow.MlflowClient(tracking_uri)
     created = client.create_run(client.create_experiment("projects"))
@@ -304,7 +328,7 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
     assert run.info.status == "FINISHED"
     changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
     assert changes.to_dict("records") == [
-        {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "resume"}]
+        {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "new fit"}]
     logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
 
