@@ -12,8 +12,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
-from functools import partial
+from contextlib import contextmanager, nullcontext, suppress
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,24 @@ log = logging.getLogger(__name__)
 _MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
 # Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
 _SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best|test_.*|batch_.*)$")
+
+
+def _never_raises(hook):
+    """A Keras hook of the callback: an error of the callback's own (a bug, not a tracking failure,
+    which the sender handles) is logged once and ends tracking for this fit; training goes on."""
+
+    @wraps(hook)
+    def guarded(self, *args, **kwargs):
+        if self._broken and hook.__name__ != "on_train_begin":  # a new fit is tracked afresh
+            return None
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as error:
+            log.exception("MLflowCallback failed in %s; training goes on without tracking", hook.__name__)
+            self._stop_tracking(f"MLflowCallback failed in {hook.__name__}: {type(error).__name__}: {error}")
+            return None
+
+    return guarded
 
 
 class MLflowCallback(keras.callbacks.Callback):
@@ -96,10 +114,13 @@ class MLflowCallback(keras.callbacks.Callback):
         self.stop_reason: str | None = None
         self.unsent_folder: Path | None = None  # where what the server never took was kept
         self._active = False
+        self._broken = False  # a hook raised: tracking stopped for this fit
+        self._sender: Sender | None = None
         self._server_unreachable = False  # at the end of training, the last attempt got no answer
 
     # ----------------------------------------------------------------- Keras hooks
 
+    @_never_raises
     def on_train_begin(self, logs=None):
         self._reset_state()
         if not self._is_chief() or not self._join_or_start_run():
@@ -111,6 +132,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
 
+    @_never_raises
     def on_epoch_begin(self, epoch, logs=None):
         if not self._active:
             return
@@ -124,6 +146,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._lr_at_epoch_begin = self._read_learning_rate()
         self._lr_unread = True
 
+    @_never_raises
     def on_train_batch_begin(self, batch, logs=None):
         # The first step of an epoch runs after every on_epoch_begin (schedulers) and every
         # previous on_epoch_end (plateaus), wherever they sit in the callback list.
@@ -131,6 +154,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._lr_unread = False
             self._note_learning_rate(self._read_learning_rate())
 
+    @_never_raises
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
@@ -149,6 +173,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._track_best(epoch, logs)
         self._maybe_checkpoint()
 
+    @_never_raises
     def on_train_end(self, logs=None):
         self.end("FINISHED")
 
@@ -242,6 +267,8 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _reset_state(self) -> None:
         self._active = False
+        self._broken = False
+        self.run_id = None  # the run of this fit, once joined or started
         self._server_unreachable = False
         self._owns_run = False
         self.stop_reason: str | None = None  # completed | early_stopping | nan_loss, once training ended
@@ -287,6 +314,22 @@ class MLflowCallback(keras.callbacks.Callback):
     def _end_unfinished(self) -> None:
         # The process is exiting and on_train_end never ran: fit raised or was interrupted.
         self.end("FAILED")
+
+    def _stop_tracking(self, reason: str) -> None:
+        """After a hook raised: what was queued is still sent, the run is tagged ``tracking.error``,
+        and a run this callback started ends FAILED (one its owner started is left to the owner)."""
+        self._broken, self._active = True, False
+        atexit.unregister(self._end_unfinished)
+        # Already failing: nothing more to say than the error logged above.
+        with suppress(Exception):
+            if self._sender is not None:
+                self._sender.close()
+        with suppress(Exception):
+            if self.run_id is not None:
+                self._client.set_tag(self.run_id, "tracking.error", reason[:5000])
+        with suppress(Exception):
+            if self._owns_run:
+                self.finish_run("FAILED", tags={"failure.reason": reason[:5000]})
 
     def _is_chief(self) -> bool:
         """Under a multi-worker tf.distribute strategy only the chief logs."""
@@ -373,6 +416,7 @@ class MLflowCallback(keras.callbacks.Callback):
             metrics["gap_accuracy"] = metrics["accuracy"] - metrics["val_accuracy"]
         return metrics
 
+    @_never_raises
     def _log_batch_metrics(self, batch, logs=None):
         self._batches_seen += 1
         if not self._active or self._batches_seen % self.log_every_n_steps:

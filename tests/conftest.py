@@ -18,6 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 
+@pytest.fixture(autouse=True)
+def callback_errors_are_not_swallowed(caplog):
+    """MLflowCallback logs an error of its own instead of raising it into training: in a test, a failure."""
+    yield
+    swallowed = [record.getMessage() for record in caplog.get_records("call")
+                 if record.getMessage().startswith("MLflowCallback failed")]
+    assert not swallowed, f"MLflowCallback swallowed an error (its traceback is in the captured log): {swallowed}"
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """compose_cfg("model=mlp", "reg=[l2,dropout]") -> the config the runner would get."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -377,6 +378,36 @@ def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch)
         mlflow.set_tracking_uri(None)
     assert len(model.history.history["loss"]) == 3
 
+
+
+class BrokenAtEpoch(MLflowCallback):
+    """A bug of the callback's own, at one epoch's end: a fault injected into the real callback."""
+
+    def __init__(self, epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.broken_epoch = epoch
+
+    def _epoch_metrics(self, logs):
+        if self._epoch == self.broken_epoch:
+            raise KeyError("a bug")
+        return super()._epoch_metrics(logs)
+
+
+@pytest.mark.parametrize("own_run", [True, False], ids=["run-it-started", "run-of-its-owner"])
+def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digits, caplog, own_run):
+    tracker = BrokenAtEpoch(1, log_model=False)
+    with contextlib.nullcontext() if own_run else mlflow.start_run() as outer:
+        model = fit(digits, [tracker], epochs=4)
+        assert mlflow.active_run() is None if own_run else mlflow.active_run().info.run_id == outer.info.run_id
+    assert len(model.history.history["loss"]) == 4  # every epoch trained
+    errors = [record for record in caplog.records if record.getMessage().startswith("MLflowCallback failed")]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # logged once, with the traceback
+    caplog.clear()  # expected here: tests/conftest.py fails any other test whose callback swallowed an error
+    run = only_run(tracking_uri)
+    assert run.data.tags["tracking.error"] == "MLflowCallback failed in on_epoch_end: KeyError: 'a bug'"
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0]  # what came before it
+    if own_run:  # ended by the callback; a run of its owner is the owner's to end (here: FINISHED on leaving it)
+        assert run.info.status == "FAILED" and run.data.tags["failure.reason"] == run.data.tags["tracking.error"]
 
 class ArtifactWatch(keras.callbacks.Callback):
     """Records, at the end of each epoch, whether the run's checkpoint has been uploaded (waiting up to 30 s)."""
