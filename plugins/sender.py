@@ -23,7 +23,7 @@ class Sender:
     def __init__(self, name: str = "mlflow-sender"):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._lock = threading.Lock()
-        self._unsent: list[tuple[str, Callable[[], object]]] = []
+        self._unsent: list[tuple[str, Callable[[], object], bool]] = []  # (what, call, local)
         self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
 
@@ -42,21 +42,21 @@ class Sender:
         with self._lock:
             failed, self._unsent = self._unsent, []
             self._unreachable = False
-        for what, call in failed:
-            self.submit(what, call)
+        for what, call, local in failed:
+            self.submit(what, call, local)
 
     def flush(self) -> list[str]:
         """Wait for everything queued; return what could not be sent."""
         self.submit("flush", lambda: None, local=True).result()
         with self._lock:
-            return [what for what, _ in self._unsent]
+            return [what for what, _, _ in self._unsent]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     def unsent_calls(self) -> list[tuple[str, Callable[[], object]]]:
         with self._lock:
-            return list(self._unsent)
+            return [(what, call) for what, call, _ in self._unsent]
 
     @property
     def unreachable(self) -> bool:
@@ -73,14 +73,14 @@ class Sender:
         with self._lock:
             held = self._unreachable and not local
             if held:
-                self._unsent.append((what, call))
+                self._unsent.append((what, call, local))
         if held:
             return
         try:
             call()
         except Exception as error:  # any tracking failure: keep it, never raise into training
             with self._lock:
-                self._unsent.append((what, call))
+                self._unsent.append((what, call, local))
                 self._unreachable = self._unreachable or (not local and got_no_answer(error))
                 first = not self._warned
                 self._warned = True

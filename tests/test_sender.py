@@ -31,15 +31,24 @@ def test_once_the_server_does_not_answer_the_other_calls_wait_untried(tracking_u
         return call
 
     written = []
+    disk = {"full": True}
+
+    def write(name):
+        if disk["full"]:
+            raise OSError("No space left on device")
+        written.append(name)
+
     for name in ("a", "b", "c"):
         sender.submit(name, request(name))
     sender.submit("writing a file", lambda: written.append("file"), local=True)
-    assert sender.flush() == ["a", "b", "c"]
+    sender.submit("writing another", partial(write, "another"), local=True)
+    assert sender.flush() == ["a", "b", "c", "writing another"]
     assert tried == ["a"] and written == ["file"]  # local work never waits for a server
 
+    disk["full"] = False
     sender.retry()  # the oldest call tries the server again; the others wait, in order
     assert sender.flush() == ["a", "b", "c"]
-    assert tried == ["a", "a"]
+    assert tried == ["a", "a"] and written == ["file", "another"]  # a failed local write is retried as local
 
     server["client"] = mlflow.MlflowClient(tracking_uri)  # the server is back
     sender.retry()
