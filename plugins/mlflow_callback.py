@@ -42,8 +42,6 @@ def _never_raises(hook):
 
     @wraps(hook)
     def guarded(self, *args, **kwargs):
-        if self._broken and hook.__name__ != "on_train_begin":  # a new fit is tracked afresh
-            return None
         try:
             return hook(self, *args, **kwargs)
         except Exception as error:
@@ -114,7 +112,6 @@ class MLflowCallback(keras.callbacks.Callback):
         self.stop_reason: str | None = None
         self.unsent_folder: Path | None = None  # where what the server never took was kept
         self._active = False
-        self._broken = False  # a hook raised: tracking stopped for this fit
         self._sender: Sender | None = None
         self._server_unreachable = False  # at the end of training, the last attempt got no answer
 
@@ -267,7 +264,6 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _reset_state(self) -> None:
         self._active = False
-        self._broken = False
         self.run_id = None  # the run of this fit, once joined or started
         self._server_unreachable = False
         self._owns_run = False
@@ -318,7 +314,7 @@ class MLflowCallback(keras.callbacks.Callback):
     def _stop_tracking(self, reason: str) -> None:
         """After a hook raised: what was queued is still sent, the run is tagged ``tracking.error``,
         and a run this callback started ends FAILED (one its owner started is left to the owner)."""
-        self._broken, self._active = True, False
+        self._active = self._lr_unread = False  # every hook does nothing more until the next fit
         atexit.unregister(self._end_unfinished)
         # Already failing: nothing more to say than the error logged above.
         with suppress(Exception):
