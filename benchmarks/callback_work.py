@@ -48,10 +48,10 @@ class Ledger:
 
     def timed_job(self, attempt):
         @wraps(attempt)
-        def timed(sender, what, call):
+        def timed(sender, what, call, local):
             started = time.thread_time()
             try:
-                return attempt(sender, what, call)
+                return attempt(sender, what, call, local)
             finally:
                 self.seconds[f"sender {_part(what)}"] += time.thread_time() - started
         return timed
