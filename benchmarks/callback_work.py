@@ -48,10 +48,10 @@ class Ledger:
 
     def timed_job(self, attempt):
         @wraps(attempt)
-        def timed(sender, what, call, local):
+        def timed(sender, what, *rest, **keywords):
             started = time.thread_time()
             try:
-                return attempt(sender, what, call, local)
+                return attempt(sender, what, *rest, **keywords)
             finally:
                 self.seconds[f"sender {_part(what)}"] += time.thread_time() - started
         return timed
