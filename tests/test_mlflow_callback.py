@@ -191,7 +191,6 @@ def test_logs_into_the_active_run_and_leaves_it_open(tracking_uri, digits):
     assert int(run.data.params["model.total_params"]) == 64 * 32 + 32 + 32 * 10 + 10
 
 
-
 def test_a_second_fit_into_the_same_run_carries_on_its_steps(tracking_uri, digits):
     # Two stages in one run, as when a head is trained and then the whole model fine-tuned at a
     # lower rate; Keras numbers the second fit's epochs from 0 again.
@@ -214,6 +213,7 @@ def test_a_second_fit_into_the_same_run_carries_on_its_steps(tracking_uri, digit
     assert artifact_csv(tracking_uri, run.info.run_id, "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
     changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
     assert changes[["epoch", "cause"]].to_dict("records") == [{"epoch": 2, "cause": "new fit"}]
+
 
 def test_under_mlflow_run_id_it_never_makes_a_second_run(tracking_uri, digits, monkeypatch):
     client = mlflow.MlflowClient(tracking_uri)
@@ -298,7 +298,6 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
     assert keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
 
 
-
 def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tracking_uri, digits):
     # The run's first part fails after 3 epochs (the runner ends it FAILED: a checkpoint, no model/).
     # Its continuation joins the same run, as resume= does, and trains from fresh weights at a zero
@@ -332,6 +331,7 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
         {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "new fit"}]
     logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
+
 
 STANDALONE = textwrap.dedent("""
     import keras, numpy as np
@@ -379,7 +379,6 @@ def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch)
     assert len(model.history.history["loss"]) == 3
 
 
-
 class BrokenAtEpoch(MLflowCallback):
     """A bug of the callback's own, at one epoch's end: a fault injected into the real callback."""
 
@@ -408,6 +407,7 @@ def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digi
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0]  # what came before it
     if own_run:  # ended by the callback; a run of its owner is the owner's to end (here: FINISHED on leaving it)
         assert run.info.status == "FAILED" and run.data.tags["failure.reason"] == run.data.tags["tracking.error"]
+
 
 class ArtifactWatch(keras.callbacks.Callback):
     """Records, at the end of each epoch, whether the run's checkpoint has been uploaded (waiting up to 30 s)."""

@@ -126,7 +126,6 @@ def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
     assert steps(client, run.info.run_id) == list(range(6)) and len(logged) >= 2
 
 
-
 def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, tracking_uri, run_cli):
     # No BackupAndRestore, and a plateau that halves the rate after every epoch but the first: the
     # continuation starts from the best checkpoint, at the rate the run had reached, not the initial one.
@@ -183,6 +182,7 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
     assert float(fresh.optimizer.learning_rate) == pytest.approx(float(schedule(20)))  # the schedule's, not 1e-2
     for restored, best in zip(fresh.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_allclose(restored, best)  # the last epoch was the best: val_loss falls on its own data
+
 
 def test_nan_loss_ends_the_run_failed_with_the_reason(tracking_uri, run_cli):
     done = run_cli(*TRAIN, "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e12")
