@@ -14,7 +14,6 @@ import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 
 from experiments.checks import ConfigError
 
@@ -180,6 +179,10 @@ def _num_classes(configured: int | None, labels: tuple[np.ndarray, ...], label: 
 
 
 def _stratified_split(x, y, fraction: float, seed: int, label: str):
+    # Imported here: scikit-learn's model_selection takes most of a second to load, which a
+    # command refused for a bad config value should not wait for.
+    from sklearn.model_selection import train_test_split
+
     try:
         return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
     except ValueError as error:  # too few samples of a class, or of all
