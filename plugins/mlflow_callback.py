@@ -138,6 +138,8 @@ class MLflowCallback(keras.callbacks.Callback):
             # epochs at 0: its steps carry on after the run's logged ones. A resume starts past them.
             logged = self._history[-1]["epoch"] + 1 if self._history else 0
             self._step_offset = max(0, logged - epoch)
+            if self._history and epoch > logged:
+                self._note_missing_epochs(list(range(logged, epoch)))
         self._epoch = epoch + self._step_offset
         self._epoch_started = time.perf_counter()
         self._lr_at_epoch_begin = self._read_learning_rate()
@@ -326,6 +328,14 @@ class MLflowCallback(keras.callbacks.Callback):
         with suppress(Exception):
             if self._owns_run:
                 self.finish_run("FAILED", tags={"failure.reason": reason[:5000]})
+
+    def _note_missing_epochs(self, epochs: list[int]) -> None:
+        """A resume restored from a backup taken after epochs whose metrics never reached the store
+        (the process was killed while they were on their way): say so, in the log and the run."""
+        missing = ",".join(map(str, epochs))
+        log.warning("MLflow run %s: epochs %s were trained before the interruption but their metrics were never "
+                    "sent; training goes on from epoch %d", self.run_id, missing, epochs[-1] + 1)
+        self._sender.submit("missing_epochs tag", partial(self._client.set_tag, self.run_id, "missing_epochs", missing))
 
     def _is_chief(self) -> bool:
         """Under a multi-worker tf.distribute strategy only the chief logs."""

@@ -215,6 +215,22 @@ def test_a_second_fit_into_the_same_run_carries_on_its_steps(tracking_uri, digit
     assert changes[["epoch", "cause"]].to_dict("records") == [{"epoch": 2, "cause": "new fit"}]
 
 
+def test_epochs_whose_metrics_never_arrived_are_named_when_training_goes_on_past_them(tracking_uri, digits, caplog):
+    # kill -9 after epoch 2 ended: its backup was written, its metrics were still on their way.
+    # The resume restores the backup and starts at epoch 3.
+    model = tiny_model()
+    (x, y), validation = digits
+    with mlflow.start_run() as run:
+        fit(digits, [MLflowCallback(log_model=False)], epochs=2, model=model)
+    with mlflow.start_run(run_id=run.info.run_id):
+        model.fit(x, y, validation_data=validation, initial_epoch=3, epochs=5, batch_size=64,
+                  callbacks=[MLflowCallback(log_model=False)], verbose=0)
+    logged = mlflow.MlflowClient(tracking_uri).get_run(run.info.run_id)
+    assert logged.data.tags["missing_epochs"] == "2"
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 3, 4]
+    assert any("epochs 2 were trained before the interruption" in record.getMessage() for record in caplog.records)
+
+
 def test_under_mlflow_run_id_it_never_makes_a_second_run(tracking_uri, digits, monkeypatch):
     client = mlflow.MlflowClient(tracking_uri)
     created = client.create_run(client.create_experiment("projects"))

@@ -122,8 +122,13 @@ def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
     resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", "trainer.verbose=0")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     client = mlflow.MlflowClient(tracking_uri)
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert steps(client, run.info.run_id) == list(range(6)) and len(logged) >= 2
+    resumed_run = client.get_run(run.info.run_id)
+    assert resumed_run.info.status == "FINISHED" and len(logged) >= 2
+    # An epoch whose metrics were still on their way when the process died is lost; the backup
+    # was taken after it, so training goes on past it and the run names it.
+    missing = [int(epoch) for epoch in resumed_run.data.tags.get("missing_epochs", "").split(",") if epoch]
+    assert missing == list(range(len(logged), len(logged) + len(missing))) and len(missing) <= 1
+    assert steps(client, run.info.run_id) == [epoch for epoch in range(6) if epoch not in missing]
 
 
 def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, tracking_uri, run_cli):
