@@ -287,6 +287,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._warned_missing_monitor = False
         self._logged_params: dict[str, str] = {}
         self._batches_seen = 0
+        self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
+        self._batch_step_offset: int | None = None  # known at the first batch logged
         # The first background write waits checkpoint_interval_s too: a short fit writes its
         # checkpoint once, at the end, from the same file as model/.
         self._last_checkpoint = time.monotonic()
@@ -353,6 +355,8 @@ class MLflowCallback(keras.callbacks.Callback):
         try:
             run = self._client.get_run(self.run_id)
             self._logged_params = dict(run.data.params)
+            if self.log_every_n_steps:
+                self._logged_batch_step = self._last_batch_step(run.data.metrics)
             rows: dict[int, dict] = {}
             for key in (key for key in run.data.metrics if not _SUMMARY.match(key)):
                 for point in self._client.get_metric_history(self.run_id, key):
@@ -371,6 +375,11 @@ class MLflowCallback(keras.callbacks.Callback):
         for row in self._history:
             if self.monitor in row and math.isfinite(row[self.monitor]) and self._is_improvement(row[self.monitor]):
                 self._best_value, self._best_epoch = row[self.monitor], row["epoch"]
+
+    def _last_batch_step(self, logged_metrics: Mapping[str, float]) -> int | None:
+        """The highest step of the run's batch-level metrics (None if it has none)."""
+        key = next((key for key in logged_metrics if key.startswith("batch_")), None)
+        return None if key is None else max(point.step for point in self._client.get_metric_history(self.run_id, key))
 
     # ----------------------------------------------------------------- learning rate
 
@@ -428,6 +437,11 @@ class MLflowCallback(keras.callbacks.Callback):
         if not self._active or self._batches_seen % self.log_every_n_steps:
             return
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self._batch_step_offset is None:
+            # A recompiled optimizer (a second fit that fine-tunes) counts from 0 again: carry on the run's steps.
+            restarted = self._logged_batch_step is not None and step <= self._logged_batch_step
+            self._batch_step_offset = self._logged_batch_step if restarted else 0
+        step += self._batch_step_offset
         metrics = {f"batch_{sanitize_name(k)}": float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         self._send_metrics(metrics, step=step, what=f"metrics of step {step}")
 

@@ -261,6 +261,18 @@ def test_batch_metrics_every_n_steps(tracking_uri, digits):
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
 
 
+def test_batch_metrics_of_a_second_fit_with_a_recompiled_optimizer_carry_on_the_run_s_steps(tracking_uri, digits):
+    # Fine-tuning recompiles: the new optimizer counts its steps from 0 again.
+    model = tiny_model()
+    with mlflow.start_run() as run:
+        fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=2, model=model)
+        model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=1, model=model)
+    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
+    assert steps == list(range(5, 2 * 19 + 1, 5)) + [35 + 5, 35 + 10, 35 + 15]  # 19 batches per epoch
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1, 2]
+
+
 def test_hooks_with_synthetic_logs(tracking_uri):
     model = tiny_model()
     tracker = MLflowCallback(monitor="val_loss", log_model=False)
