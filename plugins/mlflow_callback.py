@@ -125,7 +125,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = True
         self._sender = Sender()
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
-        self._continue_logged_epochs()
+        if not self._owns_run:  # a run this callback just started has nothing to read back
+            self._continue_logged_epochs()
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
 
