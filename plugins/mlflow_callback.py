@@ -37,8 +37,8 @@ _SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best
 
 
 def _never_raises(hook):
-    """A Keras hook of the callback: an error of the callback's own (a bug, not a tracking failure,
-    which the sender handles) is logged once and ends tracking for this fit; training goes on."""
+    """A Keras hook of the callback, or end(): an error of the callback's own (a bug, not a tracking
+    failure, which the sender handles) is logged once and ends tracking for this fit; training goes on."""
 
     @wraps(hook)
     def guarded(self, *args, **kwargs):
@@ -192,6 +192,7 @@ class MLflowCallback(keras.callbacks.Callback):
         """Weights at the best epoch (a copy), e.g. to evaluate the test split with them."""
         return self._best_weights
 
+    @_never_raises
     def end(self, status: str = "FINISHED") -> None:
         """Send everything still pending; end the run with ``status`` if this callback started it.
 

@@ -437,6 +437,32 @@ def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digi
         assert run.info.status == "FAILED" and run.data.tags["failure.reason"] == run.data.tags["tracking.error"]
 
 
+def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raised(tracking_uri, digits, caplog):
+    class BrokenAtEnd(MLflowCallback):
+        def _send_history(self):
+            raise KeyError("a bug at the end")
+
+    class Explode(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("data pipeline broke")
+
+    tracker = BrokenAtEnd(log_model=False)
+    with mlflow.start_run() as run:
+        with pytest.raises(RuntimeError, match="data pipeline broke"):
+            fit(digits, [tracker, Explode()], epochs=4)
+        tracker.end("FAILED")  # the runner's way after fit raised: its own error, not the callback's, goes on
+        tracker.finish_run("FAILED", tags={"failure.reason": "RuntimeError: data pipeline broke"})
+    errors = [record for record in caplog.records if record.getMessage().startswith("MLflowCallback failed")]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    caplog.clear()  # expected here: tests/conftest.py fails any other test whose callback swallowed an error
+    logged = mlflow.MlflowClient(tracking_uri).get_run(run.info.run_id)
+    assert logged.info.status == "FAILED"
+    assert logged.data.tags["tracking.error"] == "MLflowCallback failed in end: KeyError: 'a bug at the end'"
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
+    assert logged.data.metrics["best_epoch"] in (0, 1)  # the summary, sent before the bug, still landed
+
+
 class ArtifactWatch(keras.callbacks.Callback):
     """Records, at the end of each epoch, whether the run's checkpoint has been uploaded (waiting up to 30 s)."""
 
