@@ -334,11 +334,12 @@ class MLflowCallback(keras.callbacks.Callback):
                 self.finish_run("FAILED", tags={"failure.reason": reason[:5000]})
 
     def _note_missing_epochs(self, epochs: list[int]) -> None:
-        """A resume restored from a backup taken after epochs whose metrics never reached the store
-        (the process was killed while they were on their way): say so, in the log and the run."""
+        """Training goes on past epochs the run has no metrics for: a resume from a backup taken after
+        epochs whose metrics were still on their way when the process was killed, or a fit whose
+        initial_epoch skips some. Say so, in the log and the run."""
         missing = ",".join(map(str, epochs))
-        log.warning("MLflow run %s: epochs %s were trained before the interruption but their metrics were never "
-                    "sent; training goes on from epoch %d", self.run_id, missing, epochs[-1] + 1)
+        log.warning("MLflow run %s has no metrics of epochs %s (lost on their way when the process was killed, "
+                    "or skipped by initial_epoch); training goes on from epoch %d", self.run_id, missing, epochs[-1] + 1)
         self._sender.submit("missing_epochs tag", partial(self._client.set_tag, self.run_id, "missing_epochs", missing))
 
     def _is_chief(self) -> bool:
