@@ -23,6 +23,7 @@ import numpy as np
 from mlflow.entities import Metric, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from plugins import artifacts, spool
 from plugins.artifacts import LearningRateChange
@@ -30,6 +31,9 @@ from plugins.params import batches, flatten, sanitize_name, to_params
 from plugins.sender import Sender
 
 log = logging.getLogger(__name__)
+
+# Batch-level points wait for the epoch's end, a full log_batch, or this long in a long epoch.
+_BATCH_POINTS_MAX_WAIT_S = 5.0
 
 _MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
 # Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
@@ -169,6 +173,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._last_epoch = epoch
         if self._sender.has_unsent:
             self._sender.retry()
+        self._send_batch_points()
         self._send_metrics(metrics, step=epoch, what=f"metrics of epoch {epoch}")
         self._track_best(epoch, logs)
         self._maybe_checkpoint()
@@ -203,6 +208,7 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
+        self._send_batch_points()  # of an epoch that never ended (fit raised or was interrupted)
         self._send_summary()  # first: it reads the model's weights, which the final save may swap
         checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
@@ -291,6 +297,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._batches_seen = 0
         self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
         self._batch_step_offset: int | None = None  # known at the first batch logged
+        self._batch_points: list[Metric] = []  # batch-level points not sent yet
+        self._batch_points_since = time.monotonic()
         # The first background write waits checkpoint_interval_s too: a short fit writes its
         # checkpoint once, at the end, from the same file as model/.
         self._last_checkpoint = time.monotonic()
@@ -445,8 +453,22 @@ class MLflowCallback(keras.callbacks.Callback):
             restarted = self._logged_batch_step is not None and step <= self._logged_batch_step
             self._batch_step_offset = self._logged_batch_step if restarted else 0
         step += self._batch_step_offset
-        metrics = {f"batch_{sanitize_name(k)}": float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
-        self._send_metrics(metrics, step=step, what=f"metrics of step {step}")
+        timestamp = int(time.time() * 1000)
+        points = [Metric(f"batch_{sanitize_name(key)}", float(value), timestamp, step)
+                  for key, value in (logs or {}).items() if np.ndim(value) == 0]
+        if len(self._batch_points) + len(points) > MAX_METRICS_PER_BATCH:
+            self._send_batch_points()
+        self._batch_points.extend(points)
+        if time.monotonic() - self._batch_points_since >= _BATCH_POINTS_MAX_WAIT_S:
+            self._send_batch_points()
+
+    def _send_batch_points(self) -> None:
+        """The batch-level points gathered so far, in one log_batch: one call per epoch, not per step."""
+        points, self._batch_points = self._batch_points, []
+        self._batch_points_since = time.monotonic()
+        if points:
+            self._sender.submit(f"metrics of steps {points[0].step}-{points[-1].step}",
+                                partial(self._client.log_batch, self.run_id, metrics=points))
 
     def _send_metrics(self, metrics: dict[str, float], step: int, what: str, tags: dict[str, str] | None = None) -> None:
         timestamp = int(time.time() * 1000)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from plugins import MLflowCallback
+from plugins import MLflowCallback, mlflow_callback
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 
@@ -259,6 +259,50 @@ def test_batch_metrics_every_n_steps(tracking_uri, digits):
     steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
     assert steps == list(range(5, 2 * 19 + 1, 5))  # 19 batches per epoch, optimizer steps 5, 10, ...
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
+
+
+def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
+    (x, y), validation = digits
+    model = tiny_model()
+    # 600 steps of 2 metrics each: more points than MLflow takes in one log_batch (1000).
+    model.fit(x[:600], y[:600], validation_data=validation, epochs=1, batch_size=1, verbose=0,
+              callbacks=[MLflowCallback(log_model=False, log_every_n_steps=1)])
+    run = only_run(tracking_uri)
+    for key in ("batch_loss", "batch_accuracy"):
+        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == list(range(1, 601)), key
+
+
+def test_batch_metrics_of_an_epoch_that_never_ended_land_when_the_run_is_ended(tracking_uri, digits):
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 29:  # the 10th step of the second epoch
+                raise RuntimeError("data pipeline broke")
+
+    tracker = MLflowCallback(log_model=False, log_every_n_steps=5)
+    with mlflow.start_run() as run:
+        with pytest.raises(RuntimeError, match="data pipeline broke"):
+            fit(digits, [tracker, Explode()], epochs=3)
+        tracker.end("FAILED")
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")] == [5, 10, 15, 20, 25]
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0]
+
+
+def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, digits, monkeypatch):
+    monkeypatch.setattr(mlflow_callback, "_BATCH_POINTS_MAX_WAIT_S", 0.0)  # any epoch is a long one
+    tracker = MLflowCallback(log_model=False, log_every_n_steps=5)
+    client = mlflow.MlflowClient(tracking_uri)
+    seen_during_the_epoch = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 15:  # of 19 in the epoch: steps 5 and 10 were logged before it, 15 just now
+                deadline = time.monotonic() + 30  # a bounded wait for the sender thread, not a speed check
+                while not client.get_metric_history(tracker.run_id, "batch_loss") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                seen_during_the_epoch.extend(point.step for point in client.get_metric_history(tracker.run_id, "batch_loss"))
+
+    fit(digits, [tracker, Watch()], epochs=1)
+    assert 5 in seen_during_the_epoch
 
 
 def test_batch_metrics_of_a_second_fit_with_a_recompiled_optimizer_carry_on_the_run_s_steps(tracking_uri, digits):
