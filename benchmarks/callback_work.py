@@ -23,7 +23,7 @@ from pathlib import Path
 
 import mlflow
 
-from benchmarks.tracking_overhead import prepared_data, timed_fit
+from tracking_overhead import prepared_data, timed_fit  # the script beside this one
 from plugins import MLflowCallback
 from plugins.sender import Sender
 

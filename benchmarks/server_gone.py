@@ -11,6 +11,7 @@ keeping the unsent calls for `python -m experiments.sync`. It takes minutes, as 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ import mlflow
 from sklearn.datasets import load_digits
 
 from plugins import MLflowCallback
-from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server
+
+# The tests' server helpers: tests/ is not installed, so a script beside it imports it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server  # noqa: E402
 
 
 def main() -> None:
