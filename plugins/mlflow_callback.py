@@ -69,7 +69,8 @@ class MLflowCallback(keras.callbacks.Callback):
         monitor: metric that picks the best epoch, e.g. ``val_loss``.
         mode: ``min``, ``max`` or ``auto`` (max for accuracy-like names, min otherwise).
         params: extra params to log, nested or flat (e.g. the whole Hydra config).
-        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
+        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps (sent together at
+            each epoch's end); None: epochs only.
         log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
         registered_model_name: also register ``model/`` under this name.
         input_example: a few inputs stored with the MLflow Model.
