@@ -61,6 +61,18 @@ def artifact_csv(tracking_uri, run_id, path):
     return pd.read_csv(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path))
 
 
+class ExplodeAtEpoch(keras.callbacks.Callback):
+    """Breaks fit at the end of one epoch, as a failing data pipeline would."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("data pipeline broke")
+
+
 def test_one_point_per_epoch_for_every_key(tracking_uri, digits):
     fit(digits, [MLflowCallback(log_model=False)], epochs=4)
     run = only_run(tracking_uri)
@@ -351,15 +363,10 @@ def test_constructor_refuses_bad_arguments():
 
 
 def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri, digits):
-    class Explode(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("data pipeline broke")
-
     tracker = MLflowCallback(log_model=False)
     with pytest.raises(RuntimeError), mlflow.start_run():
         try:
-            fit(digits, [tracker, Explode()], epochs=6)
+            fit(digits, [tracker, ExplodeAtEpoch(2)], epochs=6)
         except RuntimeError:
             tracker.end("FAILED")
             raise
@@ -374,15 +381,10 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
     # The run's first part fails after 3 epochs (the runner ends it FAILED: a checkpoint, no model/).
     # Its continuation joins the same run, as resume= does, and trains from fresh weights at a zero
     # learning rate, so no epoch beats the earlier best.
-    class Explode(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("interrupted")
-
     first = MLflowCallback()
     with pytest.raises(RuntimeError), mlflow.start_run() as run:
         try:
-            fit(digits, [first, Explode()], epochs=6)
+            fit(digits, [first, ExplodeAtEpoch(2)], epochs=6)
         except RuntimeError:
             first.end("FAILED")
             raise
@@ -486,15 +488,10 @@ def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raise
         def _send_history(self):
             raise KeyError("a bug at the end")
 
-    class Explode(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("data pipeline broke")
-
     tracker = BrokenAtEnd(log_model=False)
     with mlflow.start_run() as run:
         with pytest.raises(RuntimeError, match="data pipeline broke"):
-            fit(digits, [tracker, Explode()], epochs=4)
+            fit(digits, [tracker, ExplodeAtEpoch(1)], epochs=4)
         tracker.end("FAILED")  # the runner's way after fit raised: its own error, not the callback's, goes on
         tracker.finish_run("FAILED", tags={"failure.reason": "RuntimeError: data pipeline broke"})
     errors = [record for record in caplog.records if record.getMessage().startswith("MLflowCallback failed")]
