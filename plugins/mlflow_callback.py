@@ -146,6 +146,10 @@ class MLflowCallback(keras.callbacks.Callback):
             self._step_offset = max(0, logged - epoch)
             if self._history and epoch > logged:
                 self._note_missing_epochs(list(range(logged, epoch)))
+            if self._logged_batch_step is not None and self._optimizer_step() == 0:
+                # A new optimizer (recompiled to fine-tune) counts from 0 again: its batch steps carry on
+                # the run's. One that goes on (a resume restored or set it) keeps its own count.
+                self._batch_step_offset = self._logged_batch_step
         self._epoch = epoch + self._step_offset
         self._epoch_started = time.perf_counter()
         self._lr_at_epoch_begin = self._read_learning_rate()
@@ -297,7 +301,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._logged_params: dict[str, str] = {}
         self._batches_seen = 0
         self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
-        self._batch_step_offset: int | None = None  # known at the first batch logged
+        self._batch_step_offset = 0  # added to the optimizer's step count: see on_epoch_begin
         self._batch_points: list[Metric] = []  # batch-level points not sent yet
         self._batch_points_since = time.monotonic()
         # The first background write waits checkpoint_interval_s too: a short fit writes its
@@ -395,6 +399,9 @@ class MLflowCallback(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------- learning rate
 
+    def _optimizer_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def _read_learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
@@ -448,12 +455,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._batches_seen += 1
         if not self._active or self._batches_seen % self.log_every_n_steps:
             return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if self._batch_step_offset is None:
-            # A recompiled optimizer (a second fit that fine-tunes) counts from 0 again: carry on the run's steps.
-            restarted = self._logged_batch_step is not None and step <= self._logged_batch_step
-            self._batch_step_offset = self._logged_batch_step if restarted else 0
-        step += self._batch_step_offset
+        step = self._optimizer_step() + self._batch_step_offset
         timestamp = int(time.time() * 1000)
         points = [Metric(f"batch_{sanitize_name(key)}", float(value), timestamp, step)
                   for key, value in (logs or {}).items() if np.ndim(value) == 0]

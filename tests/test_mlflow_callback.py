@@ -284,19 +284,45 @@ def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
         assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == list(range(1, 601)), key
 
 
-def test_batch_metrics_of_an_epoch_that_never_ended_land_when_the_run_is_ended(tracking_uri, digits):
-    class Explode(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.model.optimizer.iterations.numpy() == 29:  # the 10th step of the second epoch
-                raise RuntimeError("data pipeline broke")
+class ExplodeAtStep(keras.callbacks.Callback):
+    """Breaks fit when the optimizer reaches a step, in the middle of an epoch."""
 
-    tracker = MLflowCallback(log_model=False, log_every_n_steps=5)
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.optimizer.iterations.numpy() == self.step:
+            raise RuntimeError("data pipeline broke")
+
+
+def fit_broken_at_step_29(digits, model, tracker):
+    """Epoch 0 (steps 1-19) ends, epoch 1 breaks at its 10th step; the tracker is ended as the runner does."""
+    with pytest.raises(RuntimeError, match="data pipeline broke"):
+        fit(digits, [tracker, ExplodeAtStep(29)], epochs=3, model=model)
+    tracker.end("FAILED")
+
+
+def test_batch_metrics_of_an_epoch_that_never_ended_land_when_the_run_is_ended(tracking_uri, digits):
     with mlflow.start_run() as run:
-        with pytest.raises(RuntimeError, match="data pipeline broke"):
-            fit(digits, [tracker, Explode()], epochs=3)
-        tracker.end("FAILED")
+        fit_broken_at_step_29(digits, tiny_model(), MLflowCallback(log_model=False, log_every_n_steps=5))
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")] == [5, 10, 15, 20, 25]
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0]
+
+
+def test_batch_metrics_of_a_resumed_optimizer_keep_its_own_step_count(tracking_uri, digits):
+    # A resume goes back to the end of the last whole epoch (step 19), below the steps the broken
+    # epoch had logged (20, 25): the re-trained steps are the optimizer's, not shifted past them.
+    model = tiny_model()
+    (x, y), validation = digits
+    with mlflow.start_run() as run:
+        fit_broken_at_step_29(digits, model, MLflowCallback(log_model=False, log_every_n_steps=5))
+        model.optimizer.iterations.assign(19)  # what the runner's resume sets without a backup
+        model.fit(x, y, validation_data=validation, initial_epoch=1, epochs=2, batch_size=64, verbose=0,
+                  callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
+    assert steps == sorted([5, 10, 15, 20, 25] + [24, 29, 34])
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
 
 
 def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, digits, monkeypatch):
