@@ -15,6 +15,18 @@ class RaiseAtEpoch(keras.callbacks.Callback):
             raise RuntimeError(f"injected fault at epoch {epoch}")
 
 
+class RaiseAtStep(keras.callbacks.Callback):
+    """The same, when the optimizer reaches a step: in the middle of an epoch."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise RuntimeError(f"injected fault at step {self.step}")
+
+
 class StopServerWhenTrainingEnds(keras.callbacks.Callback):
     """The tracking server goes down as training ends, before anything of the end is sent."""
 

@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 from plugins import MLflowCallback, mlflow_callback
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
+from tests.faults import RaiseAtEpoch, RaiseAtStep
 
 EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
 
@@ -59,18 +60,6 @@ def history(tracking_uri, run_id, key):
 
 def artifact_csv(tracking_uri, run_id, path):
     return pd.read_csv(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path))
-
-
-class ExplodeAtEpoch(keras.callbacks.Callback):
-    """Breaks fit at the end of one epoch, as a failing data pipeline would."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("data pipeline broke")
 
 
 def test_one_point_per_epoch_for_every_key(tracking_uri, digits):
@@ -284,22 +273,10 @@ def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
         assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == list(range(1, 601)), key
 
 
-class ExplodeAtStep(keras.callbacks.Callback):
-    """Breaks fit when the optimizer reaches a step, in the middle of an epoch."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.model.optimizer.iterations.numpy() == self.step:
-            raise RuntimeError("data pipeline broke")
-
-
 def fit_broken_at_step_29(digits, model, tracker):
     """Epoch 0 (steps 1-19) ends, epoch 1 breaks at its 10th step; the tracker is ended as the runner does."""
-    with pytest.raises(RuntimeError, match="data pipeline broke"):
-        fit(digits, [tracker, ExplodeAtStep(29)], epochs=3, model=model)
+    with pytest.raises(RuntimeError, match="injected fault at step 29"):
+        fit(digits, [tracker, RaiseAtStep(29)], epochs=3, model=model)
     tracker.end("FAILED")
 
 
@@ -392,7 +369,7 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
     tracker = MLflowCallback(log_model=False)
     with pytest.raises(RuntimeError), mlflow.start_run():
         try:
-            fit(digits, [tracker, ExplodeAtEpoch(2)], epochs=6)
+            fit(digits, [tracker, RaiseAtEpoch(3)], epochs=6)
         except RuntimeError:
             tracker.end("FAILED")
             raise
@@ -410,7 +387,7 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
     first = MLflowCallback()
     with pytest.raises(RuntimeError), mlflow.start_run() as run:
         try:
-            fit(digits, [first, ExplodeAtEpoch(2)], epochs=6)
+            fit(digits, [first, RaiseAtEpoch(3)], epochs=6)
         except RuntimeError:
             first.end("FAILED")
             raise
@@ -516,10 +493,10 @@ def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raise
 
     tracker = BrokenAtEnd(log_model=False)
     with mlflow.start_run() as run:
-        with pytest.raises(RuntimeError, match="data pipeline broke"):
-            fit(digits, [tracker, ExplodeAtEpoch(1)], epochs=4)
+        with pytest.raises(RuntimeError, match="injected fault at epoch 2"):
+            fit(digits, [tracker, RaiseAtEpoch(2)], epochs=4)
         tracker.end("FAILED")  # the runner's way after fit raised: its own error, not the callback's, goes on
-        tracker.finish_run("FAILED", tags={"failure.reason": "RuntimeError: data pipeline broke"})
+        tracker.finish_run("FAILED", tags={"failure.reason": "RuntimeError: injected fault at epoch 2"})
     errors = [record for record in caplog.records if record.getMessage().startswith("MLflowCallback failed")]
     assert len(errors) == 1 and errors[0].exc_info is not None
     caplog.clear()  # expected here: tests/conftest.py fails any other test whose callback swallowed an error
