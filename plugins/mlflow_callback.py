@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
-from plugins import artifacts, spool
+from plugins import artifacts, keras_saving, spool
 from plugins.artifacts import LearningRateChange
 from plugins.params import batches, flatten, sanitize_name, to_params
 from plugins.sender import Sender
@@ -616,14 +616,15 @@ class MLflowCallback(keras.callbacks.Callback):
         """``model`` as an MLflow Model (Keras flavour) in a local folder."""
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
-        mlflow.keras.save_model(
-            model,
-            str(target),
-            signature=_signature(model),
-            input_example=self.input_example,
-            # Named here: inferring them starts a subprocess that loads the model (seconds).
-            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
-        )
+        with keras_saving.known_skipsets():
+            mlflow.keras.save_model(
+                model,
+                str(target),
+                signature=_signature(model),
+                input_example=self.input_example,
+                # Named here: inferring them starts a subprocess that loads the model (seconds).
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+            )
 
     def _spool_folder(self, run_id: str) -> Path:
         base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"
@@ -662,14 +663,16 @@ class _BestCheckpoint:
                 self._copy = _copy_for_saving(self._model)
             self._copy.set_weights(weights)
         if self._unwritten:
-            artifacts.write_atomically(self.path, self._copy.save)
+            with keras_saving.known_skipsets():
+                artifacts.write_atomically(self.path, self._copy.save)
             self._unwritten = False
 
     def save_final(self) -> None:
         """After training: write the newest offered weights, if they are not written yet."""
         with self.final_model() as model:
             if self._unwritten:
-                artifacts.write_atomically(self.path, model.save)
+                with keras_saving.known_skipsets():
+                    artifacts.write_atomically(self.path, model.save)
                 self._unwritten = False
 
     @contextmanager

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import keras
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from plugins import MLflowCallback, mlflow_callback
+from plugins import MLflowCallback, keras_saving, mlflow_callback
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
@@ -534,6 +535,37 @@ def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_tr
     run = only_run(tracking_uri)
     assert [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")] == [
         "checkpoints/best.keras"]  # the final best always lands
+
+
+def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_the_same_model(tmp_path, digits, monkeypatch):
+    model = fit(digits, [], epochs=1)
+    built = []  # reference optimizers Keras builds to learn which attributes a save skips
+    real_init = keras.optimizers.Optimizer.__init__
+
+    def counted_init(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(keras.optimizers.Optimizer, "__init__", counted_init)
+
+    def save_on_a_new_thread(path):
+        def save():
+            with keras_saving.known_skipsets():
+                model.save(path)
+        thread = threading.Thread(target=save)
+        thread.start()
+        thread.join()
+        return path
+
+    first = save_on_a_new_thread(tmp_path / "first.keras")
+    built.clear()
+    second = save_on_a_new_thread(tmp_path / "second.keras")
+    assert built == []
+    first, second = keras.saving.load_model(first), keras.saving.load_model(second)
+    assert second.get_config() == first.get_config()
+    assert all(np.array_equal(a, b) for a, b in zip(second.get_weights(), first.get_weights()))
+    saved_states = [[v.numpy() for v in each.optimizer.variables] for each in (model, first, second)]
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(*saved_states))
+    assert len(saved_states[2]) == len(model.optimizer.variables) > 2  # the optimizer's state is saved too
 
 
 def test_registered_model_name_registers_the_best_model(tracking_uri, digits):
