@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
-from plugins import artifacts, keras_saving, spool
+from plugins import artifacts, curves, keras_saving, spool
 from plugins.artifacts import LearningRateChange
 from plugins.params import batches, flatten, sanitize_name, to_params
 from plugins.sender import Sender
@@ -132,6 +132,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
         if not self._owns_run:  # a run this callback just started has nothing to read back
             self._continue_logged_epochs()
+        curves.HELPER.start()  # ready by the end of training
         self._send_params()
         self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
 
@@ -222,7 +223,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._send_logged_best_model()
         elif checkpoint_due:
             self._send_checkpoint(self._checkpoint.save_final)
-        self._send_history()  # renders the plot here while the sender saves the model
+        self._send_history()
         unsent = self._flush_with_retries()
         self._server_unreachable = self._sender.unreachable
         self._sender.close()
@@ -572,7 +573,8 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._upload(artifacts.write_history(self._history, self._local_dir / "history.csv"))
         self._upload(artifacts.write_lr_changes(self._lr_changes, self._local_dir / "lr_changes.csv"))
-        self._upload(artifacts.plot_learning_curves(self._history, self._local_dir / "learning_curves.png"))
+        # Drawn by a helper process while this process saves the model on the sender's thread.
+        self._upload(curves.plot_learning_curves(self._history, self._local_dir / "learning_curves.png"))
 
     def _upload(self, path: Path, folder: str | None = None) -> None:
         self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder))

@@ -1,0 +1,199 @@
+"""learning_curves.png, drawn in a helper process while the training process saves the model.
+
+Drawing the three panels takes about 0.1 s of CPU. In the training process it would hold the GIL at
+the end of training, one after the other with the model save. A helper Python process (matplotlib
+only) is started when training starts, kept for the life of the process and shared by its fits; it
+draws on another core. Where there is one core, or the helper cannot start, is drawing another fit's
+plot, fails or gives no answer in time, the plot is drawn in this process: the same function writes
+the same file.
+
+    python -m plugins.curves    the helper: one JSON request a line on stdin, one JSON answer a line on stdout
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as AnswerTimeout
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+log = logging.getLogger(__name__)
+
+PANELS = [["loss", "val_loss"], ["accuracy", "val_accuracy"], ["learning_rate"]]
+ANSWER_TIMEOUT_S = 30.0  # a plot takes 0.1 s; far past that the helper is stuck, not slow
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def draw_learning_curves(rows: list[dict], path: Path, figures: dict | None = None) -> Path:
+    """Train vs validation loss and accuracy, and the learning rate, per epoch; written atomically.
+
+    ``figures`` keeps the figure of each set of columns for the next call (the helper's, single
+    threaded): redrawn with new data, it skips building axes and ticks, a third of the cost.
+    """
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    learning_curves_figure(rows, figures).savefig(temporary, dpi=80, format="png")
+    os.replace(temporary, path)
+    return path
+
+
+def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Figure:
+    """The plot's figure, given ``rows``' data (``figures``: see draw_learning_curves)."""
+    columns = tuple(column for panel in PANELS for column in panel if any(column in row for row in rows))
+    figure, lines = figures[columns] if figures and columns in figures else _figure(columns)
+    if figures is not None:
+        figures[columns] = figure, lines
+    epochs = [row["epoch"] for row in rows]
+    for column, line in lines.items():
+        line.set_data(epochs, [row.get(column, math.nan) for row in rows])
+    for axes in figure.axes:
+        axes.relim()
+        axes.autoscale_view()
+    return figure
+
+
+def _figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
+    """The three panels with an empty line per column, to be given data."""
+    # A Figure without pyplot keeps no global state, so this is safe off the main thread.
+    figure = Figure(figsize=(13, 3.6))
+    FigureCanvasAgg(figure)
+    lines = {}
+    for axes, panel in zip(figure.subplots(1, len(PANELS)), PANELS):
+        for column in (c for c in panel if c in columns):
+            lines[column], = axes.plot([], [], marker="o", markersize=3, label=column)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend()
+    # Plain to keep it cheap: the legends name the panels (titles cost a layout pass), one shared x
+    # label, a linear rate axis (log tick labels need mathtext) and fixed margins (constrained
+    # layout doubles the cost).
+    figure.supxlabel("epoch", fontsize=10)
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.97, wspace=0.2)
+    return figure, lines
+
+
+def plot_learning_curves(rows: list[dict], path: Path) -> Path:
+    """Draw the plot in the helper process, or here where the helper cannot; waits for the file.
+
+    The wait holds no GIL, so the training process's other threads (the model save) go on meanwhile.
+    """
+    answer = HELPER.draw(rows, path)
+    if answer.get("path") == str(path):
+        return path
+    log.info("learning_curves.png: drawn in this process (the helper process: %s)", answer["error"])
+    return draw_learning_curves(rows, path)
+
+
+class HelperProcess:
+    """The helper process of this Python process, started once and shared by its fits."""
+
+    def __init__(self):
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one request in flight
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learning-curves")
+
+    def start(self) -> None:
+        """Start it if it is not running, so it is ready (matplotlib loaded) by the end of training."""
+        if _cores() > 1 and self._lock.acquire(blocking=False):  # else it is drawing, so running
+            try:
+                self._start()
+            except OSError as error:
+                log.info("learning_curves.png: no helper process (%s); plots are drawn in this process", error)
+            finally:
+                self._lock.release()
+
+    def draw(self, rows: list[dict], path: Path) -> dict:
+        """The helper's answer: {"path", "cpu_s"} once it wrote the file, or {"error"}."""
+        if _cores() < 2:  # it would take its start-up and its drawing from training's one core
+            return {"error": "one CPU core, none to draw on beside training"}
+        if not self._lock.acquire(blocking=False):
+            return {"error": "drawing another fit's plot"}
+        try:
+            self._start()
+            self._process.stdin.write(json.dumps({"rows": rows, "path": str(path)}) + "\n")
+            self._process.stdin.flush()
+            answer = self._reader.submit(self._process.stdout.readline)
+            return json.loads(answer.result(timeout=ANSWER_TIMEOUT_S) or '{"error": "it ended"}')
+        except Exception as error:  # it could not start, died, hung or answered nonsense
+            self._end_broken()
+            return {"error": f"no answer in {ANSWER_TIMEOUT_S:.0f} s" if isinstance(error, AnswerTimeout)
+                    else f"{type(error).__name__}: {error}"}
+        finally:
+            self._lock.release()
+
+    def stop(self) -> None:
+        """End it (at exit): it reads the end of its input and returns."""
+        with self._lock:
+            if self._process is None:
+                return
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+
+    def _end_broken(self) -> None:
+        """Kill a helper that failed once (its readline returns), so the next request starts a new one."""
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def _start(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "plugins.curves"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, env=environment)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+HELPER = HelperProcess()
+atexit.register(HELPER.stop)
+
+
+def _serve() -> None:
+    """The helper's loop: draw each requested plot, answer with its path or the error."""
+    answers, sys.stdout = sys.stdout, sys.stderr  # stdout carries answers only, whatever else prints
+    # Ctrl-C in a terminal reaches the whole process group: the training process stops after its epoch
+    # and still wants its plot. The helper ends when that process closes its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    figures: dict = {}
+    # The usual plot drawn once first, so fonts, caches and its figure are ready before training ends.
+    sample = [{"epoch": epoch, **{column: 1.0 for panel in PANELS for column in panel}} for epoch in range(2)]
+    learning_curves_figure(sample, figures).savefig(io.BytesIO(), dpi=80, format="png")
+    for line in sys.stdin:
+        started = time.process_time()
+        try:
+            request = json.loads(line)
+            answer = {"path": str(draw_learning_curves(request["rows"], Path(request["path"]), figures))}
+        except Exception as error:
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        answer["cpu_s"] = time.process_time() - started
+        print(json.dumps(answer), file=answers, flush=True)
+
+
+if __name__ == "__main__":
+    _serve()

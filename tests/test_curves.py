@@ -1,0 +1,112 @@
+"""learning_curves.png: drawn by a helper process, or in this process where the helper cannot."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from plugins import curves
+
+
+def history(epochs: int, validation: bool = True) -> list[dict]:
+    rows = [{"epoch": epoch, "loss": 1.0 / (epoch + 1), "accuracy": epoch / epochs,
+             "learning_rate": 1e-3 * 0.5 ** (epoch // 3)} for epoch in range(epochs)]
+    if validation:
+        for row in rows:
+            row.update(val_loss=1.2 * row["loss"], val_accuracy=0.9 * row["accuracy"])
+        rows[1]["val_loss"] = math.nan  # a diverged epoch
+        del rows[2]["accuracy"]  # a key missing from one epoch
+    return rows
+
+
+@pytest.fixture
+def helper(monkeypatch):
+    """A helper process of the test's own, ended after it."""
+    process = curves.HelperProcess()
+    monkeypatch.setattr(curves, "HELPER", process)
+    yield process
+    process.stop()
+
+
+def drawn_here(rows: list[dict], path):
+    return imread(curves.draw_learning_curves(rows, path))
+
+
+def test_the_helper_draws_the_same_picture_as_this_process_and_reuses_its_figure(helper, tmp_path):
+    # Two fits of different lengths, then one without validation: the second redraws the first's figure.
+    for number, rows in enumerate([history(15), history(4), history(6, validation=False)]):
+        answer = helper.draw(rows, tmp_path / f"helper-{number}.png")
+        assert answer["path"] == str(tmp_path / f"helper-{number}.png") and answer["cpu_s"] > 0
+        picture = imread(tmp_path / f"helper-{number}.png")
+        assert picture.shape == (288, 1040, 4)
+        assert np.array_equal(picture, drawn_here(rows, tmp_path / f"here-{number}.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary files left behind
+        [f"helper-{n}.png" for n in range(3)] + [f"here-{n}.png" for n in range(3)])
+
+
+def test_every_point_lies_inside_its_panel_also_when_a_figure_is_redrawn():
+    figures: dict = {}
+    for rows in [history(15), history(4), history(30)]:  # a long fit, then a shorter, then a longer one
+        figure = curves.learning_curves_figure(rows, figures)
+        panels = {line.get_label(): axes for axes in figure.axes for line in axes.lines}
+        assert set(panels) == {"loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"}
+        for name, axes in panels.items():
+            points = [(row["epoch"], row[name]) for row in rows if not math.isnan(row.get(name, math.nan))]
+            (left, right), (bottom, top) = axes.get_xlim(), axes.get_ylim()
+            assert all(left < x < right and bottom < y < top for x, y in points), name
+    assert len(figures) == 1  # the three fits shared one figure
+
+
+def test_without_a_helper_process_the_plot_is_drawn_here(helper, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    rows = history(5)
+    with caplog.at_level(logging.INFO, logger="plugins.curves"):
+        path = curves.plot_learning_curves(rows, tmp_path / "learning_curves.png")
+    assert np.array_equal(imread(path), drawn_here(rows, tmp_path / "here.png"))
+    assert "drawn in this process" in caplog.text and "no-python-here" in caplog.text
+
+
+def test_on_one_core_no_helper_is_started_and_the_plot_is_drawn_here(helper, tmp_path, monkeypatch):
+    monkeypatch.setattr(curves, "_cores", lambda: 1)
+    helper.start()
+    path = curves.plot_learning_curves(history(5), tmp_path / "learning_curves.png")
+    assert imread(path).shape == (288, 1040, 4)
+    assert helper._process is None
+
+
+def test_a_helper_that_gives_no_answer_in_time_is_replaced(helper, tmp_path, monkeypatch):
+    helper.start()
+    first = helper._process
+    monkeypatch.setattr(curves, "ANSWER_TIMEOUT_S", 0.0)  # a plot takes tens of ms: no answer within 0 s
+    path = curves.plot_learning_curves(history(5), tmp_path / "late.png")
+    assert imread(path).shape == (288, 1040, 4)  # drawn here instead
+    assert first.wait(timeout=10) != 0  # the helper that missed its time was killed
+    monkeypatch.setattr(curves, "ANSWER_TIMEOUT_S", 30.0)
+    assert helper.draw(history(5), tmp_path / "next.png")["path"] == str(tmp_path / "next.png")  # by a new helper
+    assert helper._process.pid != first.pid
+
+
+def test_a_helper_that_died_between_fits_is_started_again(helper, tmp_path):
+    helper.start()
+    helper._process.kill()
+    helper._process.wait(timeout=10)
+    assert helper.draw(history(5), tmp_path / "after.png")["path"] == str(tmp_path / "after.png")
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_helper_drawing(helper, tmp_path):
+    helper.draw(history(3), tmp_path / "before.png")  # the helper is up and past its start
+    helper._process.send_signal(signal.SIGINT)  # as a terminal sends it to the whole process group
+    assert helper.draw(history(5), tmp_path / "after.png")["path"] == str(tmp_path / "after.png")
+
+
+def test_a_plot_asked_for_while_the_helper_draws_another_is_drawn_here_without_waiting(helper, tmp_path):
+    with helper._lock:  # what another fit's request holds while the helper draws its plot
+        assert helper.draw(history(5), tmp_path / "busy.png") == {"error": "drawing another fit's plot"}
+        path = curves.plot_learning_curves(history(5), tmp_path / "busy.png")
+    assert imread(path).shape == (288, 1040, 4)
