@@ -3,7 +3,8 @@
     python benchmarks/callback_work.py [--repeats 5] [--epochs 15]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) with MLflowCallback (everything on) and records
-the CPU time of each of its hooks on the training thread and of each job on its sender thread.
+the CPU time of each of its hooks on the training thread, of each job on its sender thread and of
+the helper process that draws learning_curves.png.
 Thread CPU time does not count the time other processes take from this machine, so these figures
 are steadier than the side-by-side ratios of tracking_overhead.py and say what those ratios are
 made of (waiting, e.g. for the GIL, is not counted). Prints the median per fit of each part and the total as a share of
@@ -24,7 +25,7 @@ from pathlib import Path
 import mlflow
 
 from tracking_overhead import prepared_data, timed_fit  # the script beside this one
-from plugins import MLflowCallback
+from plugins import MLflowCallback, curves
 from plugins.sender import Sender
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")
@@ -56,6 +57,15 @@ class Ledger:
                 self.seconds[f"sender {_part(what)}"] += time.thread_time() - started
         return timed
 
+    def counted_helper(self, draw):
+        """The helper process's own CPU time for the plot, which it reports in its answer."""
+        @wraps(draw)
+        def counted(*args, **kwargs):
+            answer = draw(*args, **kwargs)
+            self.seconds["helper process drawing learning_curves.png"] += answer.get("cpu_s", 0.0)
+            return answer
+        return counted
+
 
 def _part(what: str) -> str:
     """'metrics of epoch 7' -> 'metrics of each epoch'; other jobs keep their names."""
@@ -72,6 +82,7 @@ def main() -> None:
     for name in HOOKS:
         setattr(MLflowCallback, name, ledger.timed_hook(name, getattr(MLflowCallback, name)))
     Sender._attempt = ledger.timed_job(Sender._attempt)
+    curves.HELPER.draw = ledger.counted_helper(curves.HELPER.draw)
     per_fit: dict[str, list[float]] = defaultdict(list)
     baseline: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -90,7 +101,7 @@ def main() -> None:
     fit_s = statistics.median(baseline)
     medians = {part: statistics.median(samples) for part, samples in per_fit.items()}
     print(f"digits CNN, {args.epochs} epochs; no-tracking fit {fit_s:.2f} s (median of {args.repeats})")
-    print(f"{'part (CPU time: hooks on the training thread, sender jobs)':<58} {'ms per fit':>10} {'share':>7}")
+    print(f"{'part (CPU time: hooks, sender jobs, plot helper)':<58} {'ms per fit':>10} {'share':>7}")
     for part, seconds in sorted(medians.items(), key=lambda item: -item[1]):
         print(f"{part:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
     total = sum(medians.values())
