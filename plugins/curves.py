@@ -149,6 +149,14 @@ class HelperProcess:
                 self._process.kill()
             self._process = None
 
+    def forget_in_forked_child(self) -> None:
+        """A forked child holds copies of the parent's pipes and lock (held, if a thread was drawing):
+        it closes the pipes, takes a new lock and starts a helper of its own when it needs one."""
+        if self._process is not None:
+            self._process.stdin.close()
+            self._process.stdout.close()
+        self.__init__()
+
     def _end_broken(self) -> None:
         """Kill a helper that failed once (its readline returns), so the next request starts a new one."""
         if self._process is not None:
@@ -172,6 +180,8 @@ def _cores() -> int:
 
 HELPER = HelperProcess()
 atexit.register(HELPER.stop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: HELPER.forget_in_forked_child())
 
 
 def _serve() -> None:

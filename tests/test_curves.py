@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +105,22 @@ def test_ctrl_c_in_the_terminal_leaves_the_helper_drawing(helper, tmp_path):
     helper.draw(history(3), tmp_path / "before.png")  # the helper is up and past its start
     helper._process.send_signal(signal.SIGINT)  # as a terminal sends it to the whole process group
     assert helper.draw(history(5), tmp_path / "after.png")["path"] == str(tmp_path / "after.png")
+
+
+def draw_in_forked_child(path: str) -> tuple[dict, int]:
+    answer = curves.HELPER.draw(history(4), Path(path))
+    return answer, curves.HELPER._process.pid
+
+
+def test_a_child_forked_while_the_helper_draws_gets_a_helper_of_its_own(helper, tmp_path):
+    helper.start()
+    parents_helper = helper._process.pid
+    with helper._lock:  # as while another thread's plot is being drawn
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            answer, childs_helper = pool.apply(draw_in_forked_child, (str(tmp_path / "child.png"),))
+    assert answer["path"] == str(tmp_path / "child.png") and childs_helper != parents_helper
+    assert helper.draw(history(5), tmp_path / "parent.png")["path"] == str(tmp_path / "parent.png")
+    assert helper._process.pid == parents_helper
 
 
 def test_a_plot_asked_for_while_the_helper_draws_another_is_drawn_here_without_waiting(helper, tmp_path):
