@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as AnswerTimeout
+from contextlib import suppress
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,7 +95,7 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path:
     The wait holds no GIL, so the training process's other threads (the model save) go on meanwhile.
     """
     answer = HELPER.draw(rows, path)
-    if answer.get("path") == str(path):
+    if "path" in answer:
         return path
     log.info("learning_curves.png: drawn in this process (the helper process: %s)", answer["error"])
     return draw_learning_curves(rows, path)
@@ -125,17 +126,25 @@ class HelperProcess:
         if not self._lock.acquire(blocking=False):
             return {"error": "drawing another fit's plot"}
         try:
-            self._start()
-            self._process.stdin.write(json.dumps({"rows": rows, "path": str(path)}) + "\n")
-            self._process.stdin.flush()
-            answer = self._reader.submit(self._process.stdout.readline)
-            return json.loads(answer.result(timeout=ANSWER_TIMEOUT_S) or '{"error": "it ended"}')
+            return self._ask(rows, path)
         except Exception as error:  # it could not start, died, hung or answered nonsense
             self._end_broken()
             return {"error": f"no answer in {ANSWER_TIMEOUT_S:.0f} s" if isinstance(error, AnswerTimeout)
                     else f"{type(error).__name__}: {error}"}
         finally:
             self._lock.release()
+
+    def _ask(self, rows: list[dict], path: Path) -> dict:
+        self._start()
+        self._process.stdin.write(json.dumps({"rows": rows, "path": str(path)}) + "\n")
+        self._process.stdin.flush()
+        line = self._reader.submit(self._process.stdout.readline).result(timeout=ANSWER_TIMEOUT_S)
+        if not line:
+            raise EOFError("it ended")
+        answer = json.loads(line)
+        if not _answers(answer, path):
+            raise ValueError(f"an answer out of step: {line.strip()[:80]}")
+        return answer
 
     def stop(self) -> None:
         """End it (at exit): it reads the end of its input and returns."""
@@ -161,6 +170,8 @@ class HelperProcess:
         """Kill a helper that failed once (its readline returns), so the next request starts a new one."""
         if self._process is not None:
             self._process.kill()
+            with suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)  # gone before this process draws the same file
             self._process = None
 
     def _start(self) -> None:
@@ -171,6 +182,11 @@ class HelperProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "plugins.curves"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, env=environment)
+
+
+def _answers(answer, path: Path) -> bool:
+    """Whether ``answer`` is the helper's answer to a request for ``path`` (the file, or an error)."""
+    return isinstance(answer, dict) and (answer.get("path") == str(path) or "path" not in answer and "error" in answer)
 
 
 def _cores() -> int:

@@ -94,6 +94,18 @@ def test_a_helper_that_gives_no_answer_in_time_is_replaced(helper, tmp_path, mon
     assert helper._process.pid != first.pid
 
 
+def test_a_helper_whose_output_is_out_of_step_is_replaced(helper, tmp_path, monkeypatch, caplog):
+    # Something in the helper's start-up prints to stdout (here a sitecustomize), before its answers.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text('print(\'{"path": "elsewhere.png"}\')\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    rows = history(5)
+    with caplog.at_level(logging.INFO, logger="plugins.curves"):
+        path = curves.plot_learning_curves(rows, tmp_path / "learning_curves.png")
+    assert np.array_equal(imread(path), drawn_here(rows, tmp_path / "here.png"))
+    assert "out of step" in caplog.text and helper._process is None  # killed; the next request starts another
+
+
 def test_a_helper_that_died_between_fits_is_started_again(helper, tmp_path):
     helper.start()
     helper._process.kill()
