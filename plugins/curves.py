@@ -33,6 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from plugins.artifacts import write_atomically
+
 log = logging.getLogger(__name__)
 
 PANELS = [["loss", "val_loss"], ["accuracy", "val_accuracy"], ["learning_rate"]]
@@ -46,16 +48,14 @@ def draw_learning_curves(rows: list[dict], path: Path, figures: dict | None = No
     ``figures`` keeps the figure of each set of columns for the next call (the helper's, single
     threaded): redrawn with new data, it skips building axes and ticks, a third of the cost.
     """
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    learning_curves_figure(rows, figures).savefig(temporary, dpi=80, format="png")
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: learning_curves_figure(rows, figures).savefig(
+        temporary, dpi=80, format="png"))
 
 
 def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Figure:
     """The plot's figure, given ``rows``' data (``figures``: see draw_learning_curves)."""
     columns = tuple(column for panel in PANELS for column in panel if any(column in row for row in rows))
-    figure, lines = figures[columns] if figures and columns in figures else _figure(columns)
+    figure, lines = figures[columns] if figures and columns in figures else _empty_figure(columns)
     if figures is not None:
         figures[columns] = figure, lines
     epochs = [row["epoch"] for row in rows]
@@ -67,7 +67,7 @@ def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Fig
     return figure
 
 
-def _figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
+def _empty_figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
     """The three panels with an empty line per column, to be given data."""
     # A Figure without pyplot keeps no global state, so this is safe off the main thread.
     figure = Figure(figsize=(13, 3.6))
