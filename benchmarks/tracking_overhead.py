@@ -3,21 +3,25 @@
     python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) for --epochs epochs under each setup, in
-alternating order, and prints the median wall time of each and its ratio to no tracking. Tracked
-setups are timed from run start to run end, so end-of-training uploads count. Each time is also
-split where training ends (the first callback's on_train_end): the epochs, and the end of training
-(saving models, drawing plots, uploads, ending the run).
+alternating order (rotated each repeat, so no setup always runs first), and prints the median wall
+time of each and its ratio to no tracking. Tracked setups are timed from run start to run end, so
+end-of-training uploads count. Each time is also split where training ends (the first callback's
+on_train_end): the epochs, and the end of training (saving models, drawing plots, uploads, ending
+the run), and the median time of an epoch after the first. Each fit starts after a full garbage
+collection.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import mlflow
@@ -44,30 +48,50 @@ def setups(checkpoint_dir: Path) -> dict:
     }
 
 
-class TrainingEnd(keras.callbacks.Callback):
-    """First in the list: notes when the epochs are over, before any callback's end-of-training work."""
+class Timeline(keras.callbacks.Callback):
+    """First in the list: notes when each epoch starts and when the epochs are over, before any
+    callback's work for that moment, so an epoch's time holds every callback's per-epoch work."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch_starts: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_starts.append(time.perf_counter())
 
     def on_train_end(self, logs=None):
         self.at = time.perf_counter()
 
+    def later_epochs(self) -> list[float]:
+        """Seconds of each epoch after the first (the first traces the new model's graph)."""
+        bounds = [*self.epoch_starts[1:], self.at]
+        return [end - start for start, end in zip(bounds, bounds[1:])]
 
-def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> tuple[float, float]:
-    """(seconds of the whole fit, seconds of it after the epochs: the end of training)."""
+
+class FitTimes(NamedTuple):
+    total: float  # seconds of the whole fit
+    end: float  # seconds of it after the epochs: the end of training
+    later_epochs: list[float]  # seconds of each epoch after the first
+
+
+def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitTimes:
     keras.utils.set_random_seed(0)
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
     model = build_model(cfg, splits, steps_per_epoch=steps)
     if autolog:
         mlflow.tensorflow.autolog(silent=True)
-    training_end = TrainingEnd()
+    timeline = Timeline()
+    # A full collection of the TensorFlow-sized heap takes about 0.3 s. Started clean, each fit pays
+    # for its own garbage only, not for what an earlier fit (of another setup) left to collect.
+    gc.collect()
     started = time.perf_counter()
-    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[training_end, *callbacks], verbose=0)
+    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks], verbose=0)
     # autolog() predicts with progress bars to infer a signature: kept off stdout, where the table goes.
     with contextlib.redirect_stdout(sys.stderr), (mlflow.start_run() if in_run else contextlib.nullcontext()):
         model.fit(data[0], **fit)
     finished = time.perf_counter()
     if autolog:
         mlflow.tensorflow.autolog(disable=True)
-    return finished - started, finished - training_end.at
+    return FitTimes(finished - started, finished - timeline.at, timeline.later_epochs())
 
 
 def prepared_data(epochs: int):
@@ -88,6 +112,8 @@ def main() -> None:
     parser.add_argument("--setups", default="none,callback,per-batch,mlflow-callback,autolog,checkpoint",
                         help="which to time, comma-separated; no tracking (none) is always timed")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs: expected 2 or more (the first epoch traces the graph; the table shows a later one)")
     chosen = ["none", *(key for key in args.setups.split(",") if key != "none")]
     unknown = [key for key in chosen if key not in setups(Path())]
     if unknown:
@@ -98,32 +124,40 @@ def main() -> None:
         mlflow.set_experiment("tracking-overhead")
         known = setups(Path(folder))
         timed_fit(cfg, splits, data, [], False, False)  # warm-up: graph tracing, caches
-        times: dict[str, list[float]] = {known[key][0]: [] for key in chosen}
-        end_times: dict[str, list[float]] = {known[key][0]: [] for key in chosen}
+        fits: dict[str, list[FitTimes]] = {known[key][0]: [] for key in chosen}
         for repeat in range(args.repeats):
-            for name, callbacks, in_run, autolog in (known[key] for key in chosen):
-                total, end = timed_fit(cfg, splits, data, callbacks(), in_run, autolog)
-                times[name].append(total)
-                end_times[name].append(end)
-                print(f"  repeat {repeat + 1}: {name}: {total:.2f} s", file=sys.stderr, flush=True)
-    print_table(times, end_times, args)
+            for name, callbacks, in_run, autolog in (known[key] for key in rotated(chosen, repeat)):
+                fits[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
+                print(f"  repeat {repeat + 1}: {name}: {fits[name][-1].total:.2f} s", file=sys.stderr, flush=True)
+    print_table(fits, args)
 
 
-def print_table(times: dict[str, list[float]], end_times: dict[str, list[float]], args) -> None:
+def rotated(keys: list[str], repeat: int) -> list[str]:
+    """The setups in this repeat's order: each starts a round as often as the others."""
+    shift = repeat % len(keys)
+    return keys[shift:] + keys[:shift]
+
+
+def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     """Median time and its ratio to no tracking; the ratios within each repeat (median, range) show
-    the noise; the epochs' ratio and the end of training show where the time goes."""
-    baseline = times["no tracking"]
-    epochs_baseline = statistics.median(t - e for t, e in zip(baseline, end_times["no tracking"]))
+    the noise; the epochs' ratio, the end of training and a later epoch show where the time goes.
+    A later epoch's median pools every repeat's epochs, so it is the steadiest figure here."""
+    baseline = fits["no tracking"]
+    total_baseline = statistics.median(fit.total for fit in baseline)
+    epochs_baseline = statistics.median(fit.total - fit.end for fit in baseline)
+    epoch_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
     print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}"
-          f" {'epochs ratio':>13} {'end of training s':>18}")
-    for name, samples in times.items():
-        ratio = statistics.median(samples) / statistics.median(baseline)
-        paired = [sample / base for sample, base in zip(samples, baseline)]
+          f" {'epochs ratio':>13} {'end of training s':>18} {'later epoch ms (+ms)':>21}")
+    for name, samples in fits.items():
+        total = statistics.median(fit.total for fit in samples)
+        paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
         spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
-        epochs = statistics.median(t - e for t, e in zip(samples, end_times[name]))
-        print(f"{name:<40} {statistics.median(samples):>9.2f} {ratio:>7.3f}   {spread:>28}"
-              f" {epochs / epochs_baseline:>13.3f} {statistics.median(end_times[name]):>18.3f}")
+        epochs = statistics.median(fit.total - fit.end for fit in samples)
+        epoch = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
+        print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>28}"
+              f" {epochs / epochs_baseline:>13.3f} {statistics.median(fit.end for fit in samples):>18.3f}"
+              f" {f'{epoch * 1000:.1f} ({(epoch - epoch_baseline) * 1000:+.1f})':>21}")
 
 
 if __name__ == "__main__":
