@@ -332,13 +332,15 @@ class MLflowCallback(keras.callbacks.Callback):
         self.end("FAILED")
 
     def _stop_tracking(self, reason: str) -> None:
-        """After a hook raised: what was queued is still sent, the run is tagged ``tracking.error``,
-        and a run this callback started ends FAILED (one its owner started is left to the owner)."""
+        """After a hook raised: what was queued or gathered is still sent, the run is tagged
+        ``tracking.error``, and a run this callback started ends FAILED (one its owner started is
+        left to the owner)."""
         self._active = self._lr_unread = False  # every hook does nothing more until the next fit
         atexit.unregister(self._end_unfinished)
         # Already failing: nothing more to say than the error logged above.
         with suppress(Exception):
             if self._sender is not None:
+                self._send_batch_points()  # the broken epoch's, gathered before the error
                 self._sender.close()
         with suppress(Exception):
             if self.run_id is not None:

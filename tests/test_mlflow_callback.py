@@ -487,6 +487,15 @@ def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digi
         assert run.info.status == "FAILED" and run.data.tags["failure.reason"] == run.data.tags["tracking.error"]
 
 
+def test_batch_metrics_gathered_before_an_error_of_the_callback_itself_still_land(tracking_uri, digits, caplog):
+    fit(digits, [BrokenAtEpoch(1, log_model=False, log_every_n_steps=5)], epochs=2)
+    caplog.clear()  # the error is expected: tests/conftest.py fails any other test whose callback swallowed one
+    run = only_run(tracking_uri)
+    assert run.info.status == "FAILED"
+    # 19 batches per epoch: steps 20-35 were gathered in epoch 1, whose on_epoch_end broke before sending them.
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")] == [5, 10, 15, 20, 25, 30, 35]
+
+
 def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raised(tracking_uri, digits, caplog):
     class BrokenAtEnd(MLflowCallback):
         def _send_history(self):
