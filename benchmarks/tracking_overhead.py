@@ -74,6 +74,7 @@ class FitTimes(NamedTuple):
 
 
 def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitTimes:
+    """Fit a new digits CNN with ``callbacks`` (in a run of its own if ``in_run``) and time it."""
     keras.utils.set_random_seed(0)
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
     model = build_model(cfg, splits, steps_per_epoch=steps)
@@ -145,7 +146,7 @@ def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     baseline = fits["no tracking"]
     total_baseline = statistics.median(fit.total for fit in baseline)
     epochs_baseline = statistics.median(fit.total - fit.end for fit in baseline)
-    epoch_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
+    later_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
     print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}"
           f" {'epochs ratio':>13} {'end of training s':>18} {'later epoch ms (+ms)':>21}")
@@ -154,10 +155,10 @@ def print_table(fits: dict[str, list[FitTimes]], args) -> None:
         paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
         spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
         epochs = statistics.median(fit.total - fit.end for fit in samples)
-        epoch = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
+        later = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
         print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>28}"
               f" {epochs / epochs_baseline:>13.3f} {statistics.median(fit.end for fit in samples):>18.3f}"
-              f" {f'{epoch * 1000:.1f} ({(epoch - epoch_baseline) * 1000:+.1f})':>21}")
+              f" {f'{later * 1000:.1f} ({(later - later_baseline) * 1000:+.1f})':>21}")
 
 
 if __name__ == "__main__":
