@@ -14,7 +14,6 @@ the no-tracking fit time.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import tempfile
 import time
@@ -68,8 +67,9 @@ class Ledger:
 
 
 def _part(what: str) -> str:
-    """'metrics of epoch 7' -> 'metrics of each epoch'; other jobs keep their names."""
-    return re.sub(r"metrics of epoch \d+", "metrics of each epoch", what)
+    """Every log_batch of metrics ('metrics of epochs 3-9', ..., the summary's) is one part; other jobs
+    keep their names."""
+    return "log_batch of metrics" if "metrics" in what else what
 
 
 def main() -> None:

@@ -76,6 +76,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mlflow.mode", _one_of("auto", "min", "max"), "auto, min or max"),
     ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0),
      "null or a whole number > 0"),
+    ("mlflow.metrics_interval_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.log_model", _one_of(True, False), "true or false"),
     ("mlflow.wait_for_server_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.flush_timeout_s", _non_negative, "a number of seconds >= 0"),

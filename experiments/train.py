@@ -58,6 +58,7 @@ def main(cfg: DictConfig) -> float:
             mode=cfg.mlflow.mode,
             params=flat_params(cfg),
             log_every_n_steps=cfg.mlflow.log_every_n_steps,
+            metrics_interval_s=cfg.mlflow.metrics_interval_s,
             log_model=cfg.mlflow.log_model,
             registered_model_name=cfg.mlflow.register_model_name,
             input_example=splits.val.x[:5],

@@ -23,7 +23,7 @@ import numpy as np
 from mlflow.entities import Metric, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
-from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH
 
 from plugins import artifacts, curves, keras_saving, spool
 from plugins.artifacts import LearningRateChange
@@ -31,9 +31,6 @@ from plugins.params import batches, flatten, sanitize_name, to_params
 from plugins.sender import Sender
 
 log = logging.getLogger(__name__)
-
-# Batch-level points wait for the epoch's end, a full log_batch, or this long in a long epoch.
-_BATCH_POINTS_MAX_WAIT_S = 5.0
 
 _MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
 # Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
@@ -69,8 +66,10 @@ class MLflowCallback(keras.callbacks.Callback):
         monitor: metric that picks the best epoch, e.g. ``val_loss``.
         mode: ``min``, ``max`` or ``auto`` (max for accuracy-like names, min otherwise).
         params: extra params to log, nested or flat (e.g. the whole Hydra config).
-        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps (sent together at
-            each epoch's end); None: epochs only.
+        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
+        metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
+            steps) that end sooner wait and go in the next call, each point with its own step; 0:
+            one call per epoch. Everything waiting is sent before the run ends.
         log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
         registered_model_name: also register ``model/`` under this name.
         input_example: a few inputs stored with the MLflow Model.
@@ -90,6 +89,7 @@ class MLflowCallback(keras.callbacks.Callback):
         log_model: bool = True,
         registered_model_name: str | None = None,
         input_example: np.ndarray | None = None,
+        metrics_interval_s: float = 1.0,
         checkpoint_interval_s: float = 10.0,
         flush_timeout_s: float = 120.0,
         output_dir: str | Path | None = None,
@@ -106,6 +106,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.log_model = log_model
         self.registered_model_name = registered_model_name
         self.input_example = input_example
+        self.metrics_interval_s = metrics_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.flush_timeout_s = flush_timeout_s
         self.output_dir = Path(output_dir) if output_dir else None
@@ -179,8 +180,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._last_epoch = epoch
         if self._sender.has_unsent:
             self._sender.retry()
-        self._send_batch_points()
-        self._send_metrics(metrics, step=epoch, what=f"metrics of epoch {epoch}")
+        self._gather(_points(metrics, step=epoch))
+        self._send_points_if_due()
         self._track_best(epoch, logs)
         self._maybe_checkpoint()
 
@@ -214,8 +215,9 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
-        self._send_batch_points()  # of an epoch that never ended (fit raised or was interrupted)
-        self._send_summary()  # first: it reads the model's weights, which the final save may swap
+        # First: it reads the model's weights, which the final save may swap. The points still
+        # gathered (of short epochs, or of an epoch that never ended) go with it.
+        self._send_summary()
         checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
             self._send_best_model(checkpoint_due)
@@ -303,8 +305,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._batches_seen = 0
         self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
         self._batch_step_offset = 0  # added to the optimizer's step count: see on_epoch_begin
-        self._batch_points: list[Metric] = []  # batch-level points not sent yet
-        self._batch_points_since = time.monotonic()
+        self._points: list[Metric] = []  # metric points gathered for the next log_batch
+        self._points_sent_at = time.monotonic()
         # The first background write waits checkpoint_interval_s too: a short fit writes its
         # checkpoint once, at the end, from the same file as model/.
         self._last_checkpoint = time.monotonic()
@@ -340,7 +342,7 @@ class MLflowCallback(keras.callbacks.Callback):
         # Already failing: nothing more to say than the error logged above.
         with suppress(Exception):
             if self._sender is not None:
-                self._send_batch_points()  # the broken epoch's, gathered before the error
+                self._send_points()  # gathered before the error
                 self._sender.close()
         with suppress(Exception):
             if self.run_id is not None:
@@ -462,25 +464,30 @@ class MLflowCallback(keras.callbacks.Callback):
         timestamp = int(time.time() * 1000)
         points = [Metric(f"batch_{sanitize_name(key)}", float(value), timestamp, step)
                   for key, value in (logs or {}).items() if np.ndim(value) == 0]
-        if len(self._batch_points) + len(points) > MAX_METRICS_PER_BATCH:
-            self._send_batch_points()
-        self._batch_points.extend(points)
-        if time.monotonic() - self._batch_points_since >= _BATCH_POINTS_MAX_WAIT_S:
-            self._send_batch_points()
+        self._gather(points)
+        self._send_points_if_due()
 
-    def _send_batch_points(self) -> None:
-        """The batch-level points gathered so far, in one log_batch: one call per epoch, not per step."""
-        points, self._batch_points = self._batch_points, []
-        self._batch_points_since = time.monotonic()
-        if points:
-            self._sender.submit(f"metrics of steps {points[0].step}-{points[-1].step}",
-                                partial(self._client.log_batch, self.run_id, metrics=points))
+    def _gather(self, points: list[Metric], room: int = 0) -> None:
+        """Keep ``points`` for the next log_batch, sending the kept ones first if all would not fit
+        in one call with ``room`` more entities."""
+        if len(self._points) + len(points) + room > MAX_ENTITIES_PER_BATCH:
+            self._send_points()
+        self._points.extend(points)
 
-    def _send_metrics(self, metrics: dict[str, float], step: int, what: str, tags: dict[str, str] | None = None) -> None:
-        timestamp = int(time.time() * 1000)
-        batch = [Metric(key, value, timestamp, step) for key, value in metrics.items() if value is not None]
-        run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
-        self._sender.submit(what, partial(self._client.log_batch, self.run_id, metrics=batch, tags=run_tags))
+    def _send_points_if_due(self) -> None:
+        # Short epochs share a call: each log_batch is a store transaction (or an HTTP request)
+        # whose CPU time and GIL hold the training loop feels.
+        if time.monotonic() - self._points_sent_at >= self.metrics_interval_s:
+            self._send_points()
+
+    def _send_points(self, tags: Mapping[str, str] | None = None) -> None:
+        """The points gathered so far, and ``tags``, in one log_batch."""
+        points, self._points = self._points, []
+        self._points_sent_at = time.monotonic()
+        if points or tags:
+            run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+            self._sender.submit(_describe_points(points, tags),
+                                partial(self._client.log_batch, self.run_id, metrics=points, tags=run_tags))
 
     def _send_params(self) -> None:
         params = dict(self._model_params())
@@ -553,7 +560,8 @@ class MLflowCallback(keras.callbacks.Callback):
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch
             tags["early_stopping.restored_best_weights"] = str(self._holds_best_weights()).lower()
-        self._send_metrics(metrics, step=0, what="summary metrics and tags", tags=tags)
+        self._gather(_points(metrics, step=0), room=len(tags))
+        self._send_points(tags)
 
     def _stop_reason(self) -> str:
         planned = (self.params or {}).get("epochs")
@@ -749,6 +757,25 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def _points(metrics: Mapping[str, float | None], step: int) -> list[Metric]:
+    timestamp = int(time.time() * 1000)
+    return [Metric(key, value, timestamp, step) for key, value in metrics.items() if value is not None]
+
+
+def _describe_points(points: list[Metric], tags: Mapping[str, str] | None) -> str:
+    """What one log_batch holds, as warnings and the list of what was not sent name it."""
+    epochs = sorted({point.step for point in points if not _SUMMARY.match(point.key)})
+    steps = sorted({point.step for point in points if point.key.startswith("batch_")})
+    parts = []
+    if epochs:
+        parts.append(f"metrics of epoch {epochs[0]}" if len(epochs) == 1 else f"metrics of epochs {epochs[0]}-{epochs[-1]}")
+    if steps:
+        parts.append(f"metrics of steps {steps[0]}-{steps[-1]}")
+    if tags:
+        parts.append("summary metrics and tags")
+    return ", ".join(parts) or "metrics"
 
 
 def _model_summary(model: keras.Model) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from plugins import MLflowCallback, keras_saving, mlflow_callback
+from plugins import MLflowCallback, keras_saving
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
@@ -303,9 +303,8 @@ def test_batch_metrics_of_a_resumed_optimizer_keep_its_own_step_count(tracking_u
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
 
 
-def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, digits, monkeypatch):
-    monkeypatch.setattr(mlflow_callback, "_BATCH_POINTS_MAX_WAIT_S", 0.0)  # any epoch is a long one
-    tracker = MLflowCallback(log_model=False, log_every_n_steps=5)
+def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, digits):
+    tracker = MLflowCallback(log_model=False, log_every_n_steps=5, metrics_interval_s=0)  # any epoch is a long one
     client = mlflow.MlflowClient(tracking_uri)
     seen_during_the_epoch = []
 
@@ -319,6 +318,24 @@ def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, dig
 
     fit(digits, [tracker, Watch()], epochs=1)
     assert 5 in seen_during_the_epoch
+
+
+@pytest.mark.parametrize("interval_s, epochs_per_call", [(3600, [[0, 1, 2, 3]]), (0, [[0], [1], [2], [3]])])
+def test_epochs_shorter_than_the_metrics_interval_share_one_log_batch(
+        tracking_uri, digits, monkeypatch, interval_s, epochs_per_call):
+    calls = []  # the epochs of each log_batch the store got, counted on the real client
+    log_batch = mlflow.MlflowClient.log_batch
+
+    def counted(self, run_id, *args, metrics=(), **kwargs):
+        calls.append(sorted({point.step for point in metrics if point.key == "loss"}))
+        return log_batch(self, run_id, *args, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counted)
+    with mlflow.start_run() as run:
+        fit(digits, [MLflowCallback(log_model=False, metrics_interval_s=interval_s)], epochs=4)
+    assert [epochs for epochs in calls if epochs] == epochs_per_call
+    for key in EPOCH_KEYS:
+        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == [0, 1, 2, 3], key
 
 
 def test_batch_metrics_of_a_second_fit_with_a_recompiled_optimizer_carry_on_the_run_s_steps(tracking_uri, digits):
