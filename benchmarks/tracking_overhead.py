@@ -39,6 +39,7 @@ def setups(checkpoint_dir: Path) -> dict:
     return {
         "none": ("no tracking", lambda: [], False, False),
         "callback": ("MLflowCallback (everything on)", lambda: [MLflowCallback()], False, False),
+        "each-epoch": ("MLflowCallback metrics_interval_s=0", lambda: [MLflowCallback(metrics_interval_s=0)], False, False),
         "per-batch": ("MLflowCallback log_every_n_steps=1", lambda: [MLflowCallback(log_every_n_steps=1)], False, False),
         "mlflow-callback": ("mlflow.keras.MlflowCallback", lambda: [mlflow.keras.MlflowCallback()], True, False),
         "autolog": ("mlflow.tensorflow.autolog()", lambda: [], True, True),
@@ -110,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--setups", default="none,callback,per-batch,mlflow-callback,autolog,checkpoint",
+    parser.add_argument("--setups", default="none,callback,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
                         help="which to time, comma-separated; no tracking (none) is always timed")
     args = parser.parse_args()
     if args.epochs < 2:
