@@ -8,7 +8,7 @@ import keras
 import pytest
 from hydra.utils import instantiate
 
-from experiments.checks import check_config
+from experiments.checks import ConfigError, check_config
 from experiments.train import build_callbacks, build_model, regularisation_label
 from tests.conftest import CONF
 
@@ -53,6 +53,14 @@ def test_every_option_composes(compose_cfg, group, option):
         # a schedule switches plateau reduction off: they would fight over the rate
         assert cfg.callbacks.reduce_lr_on_plateau is None
     check_config(cfg)  # every shipped option is valid as it stands
+
+
+@pytest.mark.parametrize("key", ["mlflow.metrics_interval_s", "mlflow.checkpoint_interval_s", "mlflow.flush_timeout_s"])
+def test_the_tracking_intervals_refuse_negative_seconds_and_take_zero(compose_cfg, key):
+    check_config(compose_cfg(f"{key}=0"))
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_cfg(f"{key}=-1"))
+    assert str(refused.value) == f"{key}=-1: expected a number of seconds >= 0"
 
 
 def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
