@@ -180,7 +180,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._last_epoch = epoch
         if self._sender.has_unsent:
             self._sender.retry()
-        self._gather(_points(metrics, step=epoch))
+        self._gather(_as_points(metrics, step=epoch))
         self._send_points_if_due()
         self._track_best(epoch, logs)
         self._maybe_checkpoint()
@@ -560,7 +560,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch
             tags["early_stopping.restored_best_weights"] = str(self._holds_best_weights()).lower()
-        self._gather(_points(metrics, step=0), room=len(tags))
+        self._gather(_as_points(metrics, step=0), room=len(tags))
         self._send_points(tags)
 
     def _stop_reason(self) -> str:
@@ -759,7 +759,7 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _points(metrics: Mapping[str, float | None], step: int) -> list[Metric]:
+def _as_points(metrics: Mapping[str, float | None], step: int) -> list[Metric]:
     timestamp = int(time.time() * 1000)
     return [Metric(key, value, timestamp, step) for key, value in metrics.items() if value is not None]
 
