@@ -92,6 +92,9 @@ def load_npz(path: str) -> RawData:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"data.path={path}: no such file")
+    if not zipfile.is_zipfile(file):  # np.load would read a .npy array, or call anything else pickled data
+        raise ConfigError(f"data.path={path}: not a readable .npz file (expected a zip archive of arrays, "
+                          "as np.savez writes; a .npy file holds one array)")
     try:
         with np.load(file, allow_pickle=False) as arrays:
             found = {name: arrays[name] for name in arrays.files}

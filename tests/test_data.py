@@ -95,6 +95,16 @@ def test_bad_npz_contents_are_refused_with_the_file_named(compose_cfg, tmp_path,
     assert "bad.npz" in str(refused.value)  # the file is named
 
 
+@pytest.mark.parametrize(("name", "write"), [
+    ("one_array.npz", lambda path: np.save(open(path, "wb"), np.zeros((10, 4, 4)))),
+    ("notes.npz", lambda path: path.write_text("x_train,y_train\n")),
+])
+def test_a_file_that_is_no_npz_archive_is_refused_with_the_file_named(compose_cfg, tmp_path, name, write):
+    write(tmp_path / name)
+    with pytest.raises(ConfigError, match=f"data.path=.*{name}: not a readable .npz file \\(expected a zip archive"):
+        load_splits(compose_cfg("data=npz", f"data.path={tmp_path / name}").data, seed=0)
+
+
 def test_pipeline_batches_and_shuffles_reproducibly(compose_cfg):
     splits = load_splits(compose_cfg().data, seed=0)
     steps = steps_per_epoch(splits.val, 32)
