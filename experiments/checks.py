@@ -83,6 +83,19 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mlflow.checkpoint_interval_s", _non_negative, "a number of seconds >= 0"),
 ]
 
+# Arguments of the callbacks in conf/callbacks/, checked wherever a switched-on callback sets them:
+# Keras takes most of them unchecked and fails mid-training, or falls back to mode=auto with a warning.
+CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "mode": (_one_of("auto", "min", "max"), "auto, min or max"),
+    "patience": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "min_delta": (_non_negative, "a number >= 0"),
+    "factor": (_fraction, "a number between 0 and 1"),
+    "cooldown": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "min_lr": (_non_negative, "a number >= 0"),
+    "start_from_epoch": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "restore_best_weights": (_one_of(True, False), "true or false"),
+}
+
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the runner cannot use."""
@@ -109,6 +122,9 @@ def _check_callbacks(cfg: DictConfig) -> None:
         monitor = callback.get("monitor")
         if monitor is not None and monitor not in MONITORABLE:
             raise ConfigError(f"callbacks.{name}.monitor={monitor!r}: expected one of {', '.join(MONITORABLE)}")
+        for arg, (is_allowed, expected) in CALLBACK_ARG_RULES.items():
+            if arg in callback and not is_allowed(callback[arg]):
+                raise ConfigError(f"callbacks.{name}.{arg}={callback[arg]!r}: expected {expected}")
     schedule = cfg.schedule
     if (schedule.get("learning_rate") or schedule.get("callback")) and cfg.callbacks.get("reduce_lr_on_plateau"):
         raise ConfigError(

@@ -16,12 +16,13 @@ from pathlib import Path
 import hydra
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
-from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
+from experiments.cli import TrackingStoreError, expand_quoted_option, first_line, open_tracking_store
 from experiments.data import Splits, load_splits
 from experiments.resume import BACKUP_TAG, HOST_TAG, PID_TAG, ResumePoint, prepare_resume
 from plugins.params import flatten, redact, redact_override
@@ -49,8 +50,11 @@ def main(cfg: DictConfig) -> float:
     val_data = make_pipeline(splits.val, cfg.trainer.batch_size)
     test_data = make_pipeline(splits.test, cfg.trainer.batch_size)
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
-    model = build_model(cfg, splits, steps_per_epoch=steps)
-    callbacks = build_callbacks(cfg)
+    try:
+        model = build_model(cfg, splits, steps_per_epoch=steps)
+        callbacks = build_callbacks(cfg)
+    except ConfigError as error:  # an argument the class itself refused, e.g. one EarlyStopping does not take
+        return stop(error, 2)
 
     with StopOnSignal() as stopper, start_tracked_run(cfg, splits, resume) as run:
         tracker = MLflowCallback(
@@ -205,13 +209,13 @@ def seed_everything(trainer: DictConfig) -> None:
 
 def build_model(cfg: DictConfig, splits: Splits, steps_per_epoch: int):
     # _convert_="object" hands the builder the Regularisation object itself, not a config copy of it.
-    model = instantiate(cfg.model, input_shape=splits.input_shape, num_classes=splits.num_classes,
-                        reg=instantiate(cfg.reg), _convert_="object")
+    model = instantiate_at(cfg, "model", input_shape=splits.input_shape, num_classes=splits.num_classes,
+                           reg=instantiate_at(cfg, "reg"), _convert_="object")
     learning_rate = cfg.optimizer.learning_rate
     if cfg.schedule.get("learning_rate"):
-        learning_rate = instantiate(cfg.schedule.learning_rate, steps_per_epoch=steps_per_epoch)
+        learning_rate = instantiate_at(cfg, "schedule.learning_rate", steps_per_epoch=steps_per_epoch)
     model.compile(
-        optimizer=instantiate(cfg.optimizer, learning_rate=learning_rate),
+        optimizer=instantiate_at(cfg, "optimizer", learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -220,10 +224,20 @@ def build_model(cfg: DictConfig, splits: Splits, steps_per_epoch: int):
 
 def build_callbacks(cfg: DictConfig) -> list:
     """The Keras callbacks conf/callbacks/ lists (null ones are switched off), plus the schedule's."""
-    configs = [callback for callback in cfg.callbacks.values() if callback is not None]
+    keys = [f"callbacks.{name}" for name, callback in cfg.callbacks.items() if callback is not None]
     if cfg.schedule.get("callback"):
-        configs.append(cfg.schedule.callback)
-    return [instantiate(callback) for callback in configs]
+        keys.append("schedule.callback")
+    return [instantiate_at(cfg, key) for key in keys]
+
+
+def instantiate_at(cfg: DictConfig, key: str, **kwargs):
+    """instantiate() the config at key; a value its class refuses is a ConfigError naming the key."""
+    try:
+        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (TypeError, ValueError)):
+            raise  # not a refused value: a fault, with its traceback
+        raise ConfigError(f"{key}: {first_line(error.__cause__)}") from None
 
 
 def class_weights(setting, splits: Splits) -> dict[int, float] | None:

@@ -47,6 +47,8 @@ CASES = {
     "class_weight negative": (lambda t: ["trainer.class_weight={0:1.0,1:-2.0}"], "trainer.class_weight: 1: -2.0"),
     "class_weight unknown class": (lambda t: ["trainer.class_weight={0:1.0,12:2.0}"], "names classes [12]"),
     "monitor typo": (lambda t: ["mlflow.monitor=val_los"], "mlflow.monitor='val_los'"),
+    "plateau factor above 1": (lambda t: ["callbacks.reduce_lr_on_plateau.factor=2"],
+                               "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1"),
     "plateau with cosine": (lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
                             "callbacks.reduce_lr_on_plateau and schedule=cosine"),
 }
@@ -109,6 +111,15 @@ def test_resume_ids_that_cannot_be_resumed(run_cli, tracking_uri):
         assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), done.stderr
     after = {run.info.run_id: (run.info.status, run.data.metrics, run.data.tags) for run in all_runs(tracking_uri)}
     assert after == before  # nothing modified, nothing new
+
+
+def test_an_argument_the_callback_refuses_is_one_line_and_no_run(run_cli, tracking_uri):
+    # Caught once TensorFlow is loaded, when the callbacks are built: still before any run exists.
+    done = run_cli("experiments.train", "+callbacks.early_stopping.wait=3", timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'")
+    assert all_runs(tracking_uri) == []
 
 
 @pytest.mark.parametrize(("override", "named"), [("reg=elastic", "reg/elastic"), ("model=resnet", "model/resnet"),

@@ -130,6 +130,41 @@ def test_callbacks_instantiate_tune_and_remove(compose_cfg):
     assert build_callbacks(compose_cfg("callbacks=none")) == []
 
 
+CALLBACK_VALUES_REFUSED = [
+    ("callbacks.reduce_lr_on_plateau.factor=2", "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1"),
+    ("callbacks.reduce_lr_on_plateau.min_lr=-1e-6", "callbacks.reduce_lr_on_plateau.min_lr=-1e-06: expected a number >= 0"),
+    ("callbacks.reduce_lr_on_plateau.cooldown=1.5", "callbacks.reduce_lr_on_plateau.cooldown=1.5: expected a whole number of epochs >= 0"),
+    ("callbacks.early_stopping.patience=soon", "callbacks.early_stopping.patience='soon': expected a whole number of epochs >= 0"),
+    ("callbacks.early_stopping.min_delta=-0.1", "callbacks.early_stopping.min_delta=-0.1: expected a number >= 0"),
+    ("callbacks.early_stopping.mode=maximum", "callbacks.early_stopping.mode='maximum': expected auto, min or max"),
+    ("callbacks.early_stopping.restore_best_weights=maybe",
+     "callbacks.early_stopping.restore_best_weights='maybe': expected true or false"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CALLBACK_VALUES_REFUSED)
+def test_callback_arguments_keras_would_take_unchecked_are_refused(compose_cfg, override, message):
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_cfg(override))
+    assert str(refused.value) == message
+
+
+def test_a_switched_off_callback_is_not_checked(compose_cfg):
+    check_config(compose_cfg("callbacks.reduce_lr_on_plateau=null", "callbacks.early_stopping=null"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+callbacks.early_stopping.wait=3", "callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'"),
+    ("+optimizer.momentum=0.9", "optimizer: Argument(s) not recognized: {'momentum': 0.9}"),
+])
+def test_an_argument_the_class_refuses_is_a_config_error_naming_its_key(compose_cfg, override, message):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError) as refused:
+        build_callbacks(cfg)
+        build_model(cfg, FakeSplits(), steps_per_epoch=10)
+    assert str(refused.value) == message
+
+
 def test_step_schedule_drops_the_rate_tenfold_at_each_boundary(compose_cfg):
     cfg = compose_cfg("schedule=step", "schedule.callback.schedule.boundaries=[2,4]")
     scheduler = [c for c in build_callbacks(cfg) if isinstance(c, keras.callbacks.LearningRateScheduler)][0]
