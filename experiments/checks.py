@@ -72,6 +72,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
     ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
     ("mlflow.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+    ("mlflow.tags", lambda v: isinstance(v, Mapping), "a mapping of tag names to values, e.g. +mlflow.tags.team=vision"),
     ("mlflow.monitor", _one_of(*MONITORABLE), ", ".join(MONITORABLE)),
     ("mlflow.mode", _one_of("auto", "min", "max"), "auto, min or max"),
     ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0),

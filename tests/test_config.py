@@ -63,6 +63,13 @@ def test_the_tracking_intervals_refuse_negative_seconds_and_take_zero(compose_cf
     assert str(refused.value) == f"{key}=-1: expected a number of seconds >= 0"
 
 
+def test_run_tags_must_be_a_mapping(compose_cfg):
+    check_config(compose_cfg("+mlflow.tags.team=vision"))
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_cfg("mlflow.tags=vision"))
+    assert str(refused.value) == "mlflow.tags='vision': expected a mapping of tag names to values, e.g. +mlflow.tags.team=vision"
+
+
 def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
     cfg = compose_cfg()
     assert (cfg.data.name, cfg.model.name, regularisation_label(cfg.reg)) == ("digits", "cnn", "none")
