@@ -63,9 +63,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--group-by", default="reg", help="run tag that tells the variants apart")
     parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")
     parser.add_argument("--output", default="comparison", help="folder for the CSV, Markdown and plots")
-    parser.add_argument("--max-curves", type=int, default=20, help="runs drawn in the per-epoch plots")
+    parser.add_argument("--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots")
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
     return parser.parse_args(argv)
+
+
+def positive_whole_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
 
 
 def report_to_parent(parent_run_id: str, tracking_uri: str | None = None) -> None:
@@ -152,6 +158,7 @@ def run_row(run, group_by: str) -> dict:
 
 def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     """One row per run, best first, with the plain run marked and the difference from it."""
+    check_group_by(runs, group_by)
     table = pd.DataFrame([run_row(run, group_by) for run in runs])
     table = table.loc[:, ~table.columns.duplicated()]  # group_by may be one of the fixed columns
     numbers = ["epochs", "stopped_epoch", "best_epoch", "best_val_loss", "best_val_accuracy", "test_loss",
@@ -169,6 +176,14 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
         raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
     descending = any(sign in sort_by for sign in ("acc", "auc"))
     return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def check_group_by(runs: list, group_by: str) -> None:
+    """A tag no run has would make a column of blanks: a typo, most likely."""
+    if any(group_by in run.data.tags for run in runs):
+        return
+    tags = sorted({key for run in runs for key in run.data.tags if not key.startswith("mlflow.")})
+    raise CompareError(f"--group-by {group_by}: no run has that tag; the runs' tags: {', '.join(tags)}")
 
 
 def printable(table: pd.DataFrame, group_by: str) -> str:

@@ -105,3 +105,20 @@ def test_clear_errors(tracking_uri, tmp_path, capsys, args, message):
 def test_sort_by_must_be_a_column(sweep, tmp_path, capsys):
     assert compare(["--experiment", "study", "--sort-by", "f1", "--output", str(tmp_path)]) == 2
     assert "--sort-by f1: expected one of" in capsys.readouterr().err
+
+
+def test_group_by_must_be_a_tag_of_the_runs(sweep, tmp_path, capsys):
+    assert compare(["--experiment", "study", "--group-by", "regs", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: --group-by regs: no run has that tag; the runs' tags: ")
+    assert "reg" in error.split("tags: ")[1].split(", ") and "\n" not in error
+    assert not (tmp_path / "out").exists()  # no report of blank variants
+    assert compare(["--experiment", "study", "--group-by", "model", "--output", str(tmp_path / "out")]) == 0
+
+
+@pytest.mark.parametrize("given", ["0", "-1", "two"])
+def test_max_curves_must_be_a_whole_number_of_runs(sweep, tmp_path, capsys, given):
+    with pytest.raises(SystemExit) as exited:
+        compare(["--experiment", "study", "--max-curves", given, "--output", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert f"argument --max-curves: '{given}': expected a whole number >= 1" in capsys.readouterr().err
