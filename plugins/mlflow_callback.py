@@ -99,6 +99,11 @@ class MLflowCallback(keras.callbacks.Callback):
             raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
         if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
             raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
+        for name, seconds in (("metrics_interval_s", metrics_interval_s), ("checkpoint_interval_s", checkpoint_interval_s),
+                              ("flush_timeout_s", flush_timeout_s)):
+            # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+                raise ValueError(f"{name}={seconds!r}: expected a number of seconds >= 0")
         self.monitor = monitor
         self.mode = mode
         self.extra_params = flatten(params or {})

@@ -381,6 +381,12 @@ def test_constructor_refuses_bad_arguments():
         MLflowCallback(mode="best")
     with pytest.raises(ValueError, match="log_every_n_steps=0"):
         MLflowCallback(log_every_n_steps=0)
+    with pytest.raises(ValueError, match=r"metrics_interval_s='1': expected a number of seconds >= 0"):
+        MLflowCallback(metrics_interval_s="1")
+    with pytest.raises(ValueError, match=r"checkpoint_interval_s=-5: expected a number of seconds >= 0"):
+        MLflowCallback(checkpoint_interval_s=-5)
+    with pytest.raises(ValueError, match=r"flush_timeout_s=nan: expected a number of seconds >= 0"):
+        MLflowCallback(flush_timeout_s=float("nan"))
 
 
 def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri, digits):
