@@ -139,8 +139,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if not self._owns_run:  # a run this callback just started has nothing to read back
             self._continue_logged_epochs()
         curves.HELPER.start()  # ready by the end of training
-        self._send_params()
-        self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
+        self._send_model_facts_once()
 
     @_never_raises
     def on_epoch_begin(self, epoch, logs=None):
@@ -179,6 +178,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if self._lr_unread:  # an epoch without batches
             self._lr_unread = False
             self._note_learning_rate(self._read_learning_rate())
+        self._send_model_facts_once()
         self._remember_epoch_end(logs)
         metrics = self._epoch_metrics(logs)
         self._history.append({"epoch": epoch, **metrics})
@@ -220,6 +220,7 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._active = False
         atexit.unregister(self._end_unfinished)
+        self._send_model_facts_once()  # a model first built by an epoch that never ended
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
         self._send_summary()
@@ -307,6 +308,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._best_weights: list[np.ndarray] | None = None
         self._warned_missing_monitor = False
         self._logged_params: dict[str, str] = {}
+        self._model_facts_sent = False  # params and model summary
         self._batches_seen = 0
         self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
         self._batch_step_offset = 0  # added to the optimizer's step count: see on_epoch_begin
@@ -493,6 +495,15 @@ class MLflowCallback(keras.callbacks.Callback):
             run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
             self._sender.submit(_describe_points(points, tags),
                                 partial(self._client.log_batch, self.run_id, metrics=points, tags=run_tags))
+
+    def _send_model_facts_once(self) -> None:
+        """Params and model_summary.txt, once the model is built: a subclassed model is built by
+        its first batch, after on_train_begin."""
+        if self._model_facts_sent or not self.model.built:
+            return
+        self._model_facts_sent = True
+        self._send_params()
+        self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
 
     def _send_params(self) -> None:
         params = dict(self._model_params())
@@ -789,10 +800,22 @@ def _model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def _signature(model: keras.Model) -> ModelSignature:
-    inputs = Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))])
-    outputs = Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+def _signature(model: keras.Model) -> ModelSignature | None:
+    """Each input and output tensor with its own dtype and shape, read from the model's graph (no
+    predict); named when there are several. None for a subclassed model, which has no graph."""
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        return None
+    output_names = getattr(model, "output_names", None) or [tensor.name for tensor in outputs]
+    return ModelSignature(inputs=_tensor_schema(inputs, [tensor.name for tensor in inputs]),
+                          outputs=_tensor_schema(outputs, output_names))
+
+
+def _tensor_schema(tensors: list, names: list[str]) -> Schema:
+    several = len(tensors) > 1
+    return Schema([TensorSpec(np.dtype(tensor.dtype), (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
+                              name if several else None)
+                   for tensor, name in zip(tensors, names)])
 
 
 def _tensorflow_version() -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from plugins import MLflowCallback, keras_saving
+from plugins import MLflowCallback, keras_saving, mlflow_callback
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
@@ -374,6 +374,59 @@ def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, ca
     fit(digits, [MLflowCallback(monitor="val_f1", log_model=False)], epochs=1)
     assert "val_f1" in caplog.text and "val_loss" in caplog.text
     assert "best_epoch" not in only_run(tracking_uri).data.metrics
+
+
+class SubclassedModel(keras.Model):
+    """Built by its first batch, after on_train_begin: it has no weights to count before that."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.scores = keras.layers.Dense(10, activation="softmax")
+
+    def call(self, inputs):
+        return self.scores(self.hidden(inputs))
+
+
+def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_uri, digits):
+    keras.utils.set_random_seed(0)
+    model = SubclassedModel()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit(digits, [MLflowCallback()], epochs=2, model=model)
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.total_params"] == str(model.count_params()) == str(64 * 16 + 16 + 16 * 10 + 10)
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert {"model", "checkpoints", "history.csv", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
+    assert f"Trainable params: {model.count_params():,}" in summary
+
+
+def test_the_logged_model_takes_each_input_with_its_own_name_and_dtype(tracking_uri):
+    rng = np.random.default_rng(0)
+    tokens, scale = keras.Input((5,), dtype="int32", name="tokens"), keras.Input((2,), name="scale")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(tokens))
+    scores = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([pooled, scale]))
+    model = keras.Model([tokens, scale], scores)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = {"tokens": rng.integers(0, 20, (64, 5)).astype("int32"), "scale": rng.random((64, 2)).astype("float32")}
+    y = rng.integers(0, 3, 64)
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[MLflowCallback()])
+    logged = mlflow.pyfunc.load_model(f"runs:/{only_run(tracking_uri).info.run_id}/model")
+    signature = logged.metadata.signature
+    assert [(spec.name, spec.type, spec.shape) for spec in signature.inputs.inputs] == [
+        ("tokens", np.dtype("int32"), (-1, 5)), ("scale", np.dtype("float32"), (-1, 2))]
+    assert [(spec.type, spec.shape) for spec in signature.outputs.inputs] == [(np.dtype("float32"), (-1, 3))]
+    given = {"tokens": x["tokens"][:4], "scale": x["scale"][:4]}
+    np.testing.assert_allclose(logged.predict(given), model.predict(given, verbose=0), rtol=1e-5)
+
+
+def test_a_signature_names_each_output_of_a_model_with_several():
+    features = keras.Input((4,), name="features")
+    model = keras.Model(features, [keras.layers.Dense(3, name="kind")(features), keras.layers.Dense(1, name="size")(features)])
+    outputs = mlflow_callback._signature(model).outputs.inputs
+    assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
 
 def test_constructor_refuses_bad_arguments():
