@@ -229,6 +229,8 @@ class MLflowCallback(keras.callbacks.Callback):
             self._send_best_model(checkpoint_due)
         elif status == "FINISHED" and self.log_model and self._best_epoch is not None:
             self._send_logged_best_model()
+        elif status == "FINISHED" and self.log_model and self._warned_missing_monitor:
+            self._send_last_model()  # no monitored metric to pick a best epoch by, e.g. no validation data
         elif checkpoint_due:
             self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()
@@ -533,7 +535,8 @@ class MLflowCallback(keras.callbacks.Callback):
         if value is None:
             if not self._warned_missing_monitor:
                 self._warned_missing_monitor = True
-                log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
+                log.warning("MLflowCallback monitors %r, which is not in the logs: %s; no best epoch or checkpoint is "
+                            "tracked%s", self.monitor, ", ".join(logs), "; model/ gets the last epoch's model" if self.log_model else "")
             return
         if not math.isfinite(value) or not self._is_improvement(value):
             return
@@ -625,6 +628,11 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         target = self._local_dir / "model"
         self._sender.submit("writing model/", partial(self._save_model, model, target), local=True)
+        self._send_model_folder(target)
+
+    def _send_last_model(self) -> None:
+        target = self._local_dir / "model"
+        self._sender.submit("writing model/", partial(self._save_model, self.model, target), local=True)
         self._send_model_folder(target)
 
     def _send_model_folder(self, target: Path) -> None:

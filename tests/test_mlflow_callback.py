@@ -376,6 +376,20 @@ def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, ca
     assert "best_epoch" not in only_run(tracking_uri).data.metrics
 
 
+def test_without_validation_data_model_is_the_last_epochs_model(tracking_uri, digits, caplog):
+    (x, y), _ = digits
+    model = tiny_model()
+    model.fit(x, y, epochs=2, batch_size=64, callbacks=[MLflowCallback()], verbose=0)
+    assert "model/ gets the last epoch's model" in caplog.text
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED" and "best_epoch" not in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
+    assert "model" in artifacts and "checkpoints" not in artifacts  # no best epoch, so no best checkpoint
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    for mine, theirs in zip(model.get_weights(), logged.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 class SubclassedModel(keras.Model):
     """Built by its first batch, after on_train_begin: it has no weights to count before that."""
 
