@@ -535,8 +535,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if value is None:
             if not self._warned_missing_monitor:
                 self._warned_missing_monitor = True
-                log.warning("MLflowCallback monitors %r, which is not in the logs: %s; no best epoch or checkpoint is "
-                            "tracked%s", self.monitor, ", ".join(logs), "; model/ gets the last epoch's model" if self.log_model else "")
+                log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
             return
         if not math.isfinite(value) or not self._is_improvement(value):
             return
@@ -631,6 +630,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._send_model_folder(target)
 
     def _send_last_model(self) -> None:
+        log.warning("MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
+                    self.run_id, self.monitor)
         target = self._local_dir / "model"
         self._sender.submit("writing model/", partial(self._save_model, self.model, target), local=True)
         self._send_model_folder(target)
