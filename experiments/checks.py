@@ -38,6 +38,10 @@ def _positive(value: Any) -> bool:
     return _is_number(value) and value > 0
 
 
+def _whole_non_negative(value: Any) -> bool:
+    return _is_whole(value) and value >= 0
+
+
 def _fraction(value: Any) -> bool:
     return _is_number(value) and 0 < value < 1
 
@@ -88,12 +92,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 # Keras takes most of them unchecked and fails mid-training, or falls back to mode=auto with a warning.
 CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mode": (_one_of("auto", "min", "max"), "auto, min or max"),
-    "patience": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "patience": (_whole_non_negative, "a whole number of epochs >= 0"),
     "min_delta": (_non_negative, "a number >= 0"),
     "factor": (_fraction, "a number between 0 and 1"),
-    "cooldown": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "cooldown": (_whole_non_negative, "a whole number of epochs >= 0"),
     "min_lr": (_non_negative, "a number >= 0"),
-    "start_from_epoch": (lambda v: _is_whole(v) and v >= 0, "a whole number of epochs >= 0"),
+    "start_from_epoch": (_whole_non_negative, "a whole number of epochs >= 0"),
     "restore_best_weights": (_one_of(True, False), "true or false"),
 }
 

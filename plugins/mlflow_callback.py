@@ -625,15 +625,17 @@ class MLflowCallback(keras.callbacks.Callback):
             log.warning("MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
                         self.run_id, str(error).splitlines()[0] if str(error) else type(error).__name__)
             return
-        target = self._local_dir / "model"
-        self._sender.submit("writing model/", partial(self._save_model, model, target), local=True)
-        self._send_model_folder(target)
+        self._send_model(model)
 
     def _send_last_model(self) -> None:
         log.warning("MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
                     self.run_id, self.monitor)
+        self._send_model(self.model)
+
+    def _send_model(self, model: keras.Model) -> None:
+        """``model`` as model/: saved on the sender's thread, then uploaded (and registered)."""
         target = self._local_dir / "model"
-        self._sender.submit("writing model/", partial(self._save_model, self.model, target), local=True)
+        self._sender.submit("writing model/", partial(self._save_model, model, target), local=True)
         self._send_model_folder(target)
 
     def _send_model_folder(self, target: Path) -> None:
