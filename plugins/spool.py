@@ -27,7 +27,11 @@ def keep(calls: list[tuple[str, Callable[[], object]]], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / SPOOL_FILE, "a") as spool:
         for number, (what, call) in enumerate(calls):
-            record = _encode(call, folder / "files" / f"{number:05d}")
+            try:
+                record = _encode(call, folder / "files" / f"{number:05d}")
+            except FileNotFoundError as error:  # an upload whose file was never written (a full disk)
+                log.error("cannot keep %r for later: its file %s is not there", what, error.filename)
+                continue
             if record is None:
                 log.error("cannot keep %r for later: it is not a plain MlflowClient call", what)
                 continue

@@ -339,6 +339,30 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         stop_mlflow_server(server)
 
 
+def test_an_upload_whose_file_was_never_written_is_named_and_the_rest_is_kept(tmp_path, tracking_uri, caplog):
+    """A full disk at the end of training: the checkpoint was never written, so its upload cannot be
+    kept for later; the calls beside it still are, and sync sends them."""
+    from functools import partial
+
+    from mlflow.entities import Metric
+
+    from plugins import spool
+
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("full-disk")).info.run_id
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,0.5\n")
+    calls = [("best.keras", partial(client.log_artifact, run_id, str(tmp_path / "never" / "best.keras"), "checkpoints")),
+             ("metrics of epoch 0", partial(client.log_batch, run_id, metrics=[Metric("loss", 0.5, 0, 0)])),
+             ("history.csv", partial(client.log_artifact, run_id, str(history)))]
+    folder = spool.keep(calls, tmp_path / "unsent" / run_id)
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        f"cannot keep 'best.keras' for later: its file {tmp_path / 'never' / 'best.keras'} is not there"]
+    assert spool.send(folder, client) == (2, 0)
+    assert client.get_run(run_id).data.metrics == {"loss": 0.5}
+    assert [a.path for a in client.list_artifacts(run_id)] == ["history.csv"]
+
+
 def test_a_run_the_callback_started_is_ended_by_sync_when_the_server_is_gone(tmp_path, monkeypatch):
     """Standalone use, the server down from the first epoch on: fit returns normally, and the run's
     end (FINISHED) is kept with everything else until experiments.sync sends it."""
