@@ -33,6 +33,9 @@ from plugins.sender import Sender
 log = logging.getLogger(__name__)
 
 _MAX_SIGNS = ("acc", "auc", "precision", "recall", "f1")
+# Local work on the sender's thread that the uploads of its files wait for.
+_WRITING_CHECKPOINT = "writing checkpoints/best.keras"
+_WRITING_MODEL = "writing model/"  # and checkpoints/best.keras from the same save, at the end
 # Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
 _SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best|test_.*|batch_.*)$")
 
@@ -235,6 +238,7 @@ class MLflowCallback(keras.callbacks.Callback):
             self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()
         unsent = self._flush_with_retries()
+        self._report_not_written()
         self._server_unreachable = self._sender.unreachable
         self._sender.close()
         if unsent:
@@ -270,6 +274,10 @@ class MLflowCallback(keras.callbacks.Callback):
                 unsent.append((f"ending the run {status}", partial(client.set_terminated, run.info.run_id, status)))
         if unsent:
             self._keep_unsent(unsent, run.info.run_id)
+
+    def _report_not_written(self) -> None:
+        for what, reason in self._sender.not_written.items():
+            log.error("MLflow run %s: %s failed (%s), so its files are not in the run", self.run_id, what, reason)
 
     def _keep_unsent(self, calls: list, run_id: str) -> None:
         self.unsent_folder = spool.keep(calls, self._spool_folder(run_id))
@@ -520,7 +528,7 @@ class MLflowCallback(keras.callbacks.Callback):
         trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
         fit = self.params or {}
         return {
-            **flatten(optimizer.get_config(), prefix="optimizer."),
+            **_optimizer_settings(optimizer),
             "optimizer.class": type(optimizer).__name__,
             "model.total_params": self.model.count_params(),
             "model.trainable_params": trainable,
@@ -558,8 +566,8 @@ class MLflowCallback(keras.callbacks.Callback):
     def _send_checkpoint(self, write) -> None:
         # Two steps on the sender's thread, in order: writing the file never needs the server, and
         # an upload that fails is a plain client call that can be retried or kept on disk.
-        self._sender.submit("writing checkpoints/best.keras", write, local=True)
-        self._upload(self._checkpoint.path, "checkpoints")
+        self._sender.submit(_WRITING_CHECKPOINT, write, local=True)
+        self._upload(self._checkpoint.path, "checkpoints", needs=_WRITING_CHECKPOINT)
 
     # ----------------------------------------------------------------- end of training
 
@@ -604,14 +612,14 @@ class MLflowCallback(keras.callbacks.Callback):
         # Drawn by a helper process while this process saves the model on the sender's thread.
         self._upload(curves.plot_learning_curves(self._history, self._local_dir / "learning_curves.png"))
 
-    def _upload(self, path: Path, folder: str | None = None) -> None:
-        self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder))
+    def _upload(self, path: Path, folder: str | None = None, needs: str | None = None) -> None:
+        self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder), needs=needs)
 
     def _send_best_model(self, with_checkpoint: bool) -> None:
         target = self._local_dir / "model"
-        self._sender.submit("writing model/", partial(self._save_best_model, target), local=True)
+        self._sender.submit(_WRITING_MODEL, partial(self._save_best_model, target), local=True)
         if with_checkpoint:
-            self._upload(self._checkpoint.path, "checkpoints")
+            self._upload(self._checkpoint.path, "checkpoints", needs=_WRITING_MODEL)
         self._send_model_folder(target)
 
     def _send_logged_best_model(self) -> None:
@@ -635,14 +643,15 @@ class MLflowCallback(keras.callbacks.Callback):
     def _send_model(self, model: keras.Model) -> None:
         """``model`` as model/: saved on the sender's thread, then uploaded (and registered)."""
         target = self._local_dir / "model"
-        self._sender.submit("writing model/", partial(self._save_model, model, target), local=True)
+        self._sender.submit(_WRITING_MODEL, partial(self._save_model, model, target), local=True)
         self._send_model_folder(target)
 
     def _send_model_folder(self, target: Path) -> None:
-        self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"))
+        self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"),
+                            needs=_WRITING_MODEL)
         if self.registered_model_name:
             self._sender.submit("registering model/", partial(mlflow.register_model, f"runs:/{self.run_id}/model",
-                                                              self.registered_model_name))
+                                                              self.registered_model_name), needs=_WRITING_MODEL)
 
     def _save_best_model(self, target: Path) -> None:
         """The best model as an MLflow Model in a local folder; its Keras file also becomes
@@ -655,15 +664,19 @@ class MLflowCallback(keras.callbacks.Callback):
         """``model`` as an MLflow Model (Keras flavour) in a local folder."""
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
-        with keras_saving.known_skipsets():
-            mlflow.keras.save_model(
-                model,
-                str(target),
-                signature=_signature(model),
-                input_example=self.input_example,
-                # Named here: inferring them starts a subprocess that loads the model (seconds).
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
-            )
+        try:
+            with keras_saving.known_skipsets():
+                mlflow.keras.save_model(
+                    model,
+                    str(target),
+                    signature=_signature(model),
+                    input_example=self.input_example,
+                    # Named here: inferring them starts a subprocess that loads the model (seconds).
+                    pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+                )
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # never a half-written model/ to upload
+            raise
 
     def _spool_folder(self, run_id: str) -> Path:
         base = self.output_dir if self.output_dir is not None else Path.cwd() / "mlflow-unsent"
@@ -696,10 +709,11 @@ class _BestCheckpoint:
 
     def save_pending(self) -> None:
         """Write the newest offered weights from the copy (on the sender's thread, during training)."""
+        if self._copy is None and self.pending:
+            # Made before the weights are taken: if it fails, they stay pending for the final save.
+            self._copy = _copy_for_saving(self._model)
         weights = self._take_pending()
         if weights is not None:
-            if self._copy is None:
-                self._copy = _copy_for_saving(self._model)
             self._copy.set_weights(weights)
         if self._unwritten:
             with keras_saving.known_skipsets():
@@ -803,6 +817,17 @@ def _describe_points(points: list[Metric], tags: Mapping[str, str] | None) -> st
     if tags:
         parts.append("summary metrics and tags")
     return ", ".join(parts) or "metrics"
+
+
+def _optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
+    """The optimizer's config as ``optimizer.*`` params. Keras cannot serialize a custom
+    LearningRateSchedule without get_config: then the schedule's class stands for the config."""
+    try:
+        return flatten(optimizer.get_config(), prefix="optimizer.")
+    except NotImplementedError as error:
+        rate = getattr(optimizer, "_learning_rate", None)
+        log.warning("optimizer params: only its class and learning-rate schedule are logged (%s)", error)
+        return {"optimizer.learning_rate": type(rate).__name__}
 
 
 def _model_summary(model: keras.Model) -> str:

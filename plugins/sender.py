@@ -4,6 +4,8 @@ A call that fails is kept and tried again later (``retry``); the first failure w
 call could not reach the server at all, the calls after it are kept without trying until the next
 ``retry``, whose oldest call tries the server again: each attempt can take minutes of MLflow's own
 HTTP retries, and only one is spent per retry, however many calls are waiting.
+Local work (writing a file) that fails for another reason than the disk (Keras cannot serialize
+the model) would fail again: it is not kept, and the calls that need its file are skipped.
 Nothing here raises into the training loop.
 """
 
@@ -26,15 +28,17 @@ class Sender:
         self._unsent: list[tuple[str, Callable[[], object], bool]] = []  # (what, call, local)
         self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
+        self._not_written: dict[str, str] = {}  # local work that failed for good -> why
 
-    def submit(self, what: str, call: Callable[[], object], local: bool = False) -> Future:
+    def submit(self, what: str, call: Callable[[], object], local: bool = False, needs: str | None = None) -> Future:
         """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent.
-        ``local``: work that needs no server (writing a file), never held back for one."""
+        ``local``: work that needs no server (writing a file), never held back for one.
+        ``needs``: the ``what`` of the local work that writes this call's file; skipped if it failed for good."""
         try:
-            return self._pool.submit(self._attempt, what, call, local)
+            return self._pool.submit(self._attempt_unless_unwritten, what, call, local, needs)
         except RuntimeError:  # the interpreter is exiting (atexit): no new threads, send right here
             done: Future = Future()
-            done.set_result(self._attempt(what, call, local))
+            done.set_result(self._attempt_unless_unwritten(what, call, local, needs))
             return done
 
     def retry(self) -> None:
@@ -69,6 +73,18 @@ class Sender:
         with self._lock:
             return bool(self._unsent)
 
+    @property
+    def not_written(self) -> dict[str, str]:
+        """Local work that failed for good (not retried), and why."""
+        with self._lock:
+            return dict(self._not_written)
+
+    def _attempt_unless_unwritten(self, what: str, call: Callable[[], object], local: bool, needs: str | None) -> None:
+        with self._lock:
+            unwritten = needs in self._not_written
+        if not unwritten:
+            self._attempt(what, call, local)
+
     def _attempt(self, what: str, call: Callable[[], object], local: bool) -> None:
         with self._lock:
             held = self._unreachable and not local
@@ -78,16 +94,36 @@ class Sender:
             return
         try:
             call()
-        except Exception as error:  # any tracking failure: keep it, never raise into training
-            with self._lock:
-                self._unsent.append((what, call, local))
-                self._unreachable = self._unreachable or (not local and got_no_answer(error))
-                first = not self._warned
-                self._warned = True
-            if first:
-                log.warning("MLflow tracking failed (%s: %s); training goes on and it will be retried", what, error)
+        except Exception as error:
+            if local and not isinstance(error, OSError):  # not the disk: writing again would fail again
+                self._give_up(what, error)
             else:
-                log.debug("MLflow tracking failed again (%s: %s)", what, error)
+                self._keep(what, call, local, error)
+        else:
+            if local:
+                with self._lock:
+                    self._not_written.pop(what, None)
+
+    def _give_up(self, what: str, error: Exception) -> None:
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        reason = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+        with self._lock:
+            first = what not in self._not_written
+            self._not_written[what] = reason
+        if first:
+            log.warning("MLflow tracking: %s failed (%s); training goes on without it", what, reason)
+
+    def _keep(self, what: str, call: Callable[[], object], local: bool, error: Exception) -> None:
+        """Any other tracking failure: keep the call for the next retry, never raise into training."""
+        with self._lock:
+            self._unsent.append((what, call, local))
+            self._unreachable = self._unreachable or (not local and got_no_answer(error))
+            first = not self._warned
+            self._warned = True
+        if first:
+            log.warning("MLflow tracking failed (%s: %s); training goes on and it will be retried", what, error)
+        else:
+            log.debug("MLflow tracking failed again (%s: %s)", what, error)
 
 
 def got_no_answer(error: BaseException) -> bool:

@@ -636,6 +636,33 @@ def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_tr
         "checkpoints/best.keras"]  # the final best always lands
 
 
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule as users write them, without get_config: Keras can train with it but not save it."""
+
+    def __call__(self, step):
+        return 1e-3 * keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / 10.0)
+
+
+@pytest.mark.parametrize("checkpoint_interval_s", [0.0, 3600.0], ids=["during-training", "at-the-end"])
+def test_a_model_keras_cannot_save_is_tracked_without_its_files(tracking_uri, digits, caplog, checkpoint_interval_s):
+    model = tiny_model()
+    model.compile(keras.optimizers.Adam(WarmUp()), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    tracker = MLflowCallback(checkpoint_interval_s=checkpoint_interval_s, flush_timeout_s=0)
+    fit(digits, [tracker], epochs=3, model=model)
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED" and "tracking.error" not in run.data.tags
+    assert run.data.params["optimizer.learning_rate"] == "WarmUp" and run.data.params["optimizer.class"] == "Adam"
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 2]
+    artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
+    assert artifacts == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}  # nothing half-written
+    assert tracker.unsent_folder is None  # not kept for a later sync: writing it again would fail again
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    failed = ["writing checkpoints/best.keras", "writing model/"] if checkpoint_interval_s == 0 else ["writing model/"]
+    assert len(errors) == len(failed)
+    for what, error in zip(failed, errors):  # one line each, at the end, with Keras' reason
+        assert f"{what} failed (NotImplementedError: Learning rate schedule 'WarmUp' must override" in error
+
+
 def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_the_same_model(tmp_path, digits, monkeypatch):
     model = fit(digits, [], epochs=1)
     built = []  # reference optimizers Keras builds to learn which attributes a save skips

@@ -64,3 +64,23 @@ def test_a_refused_value_holds_nothing_back(tracking_uri, sender):
     sender.submit("loss", partial(client.log_metric, run_id, "loss", 0.5))
     assert sender.flush() == ["changed param"]
     assert client.get_run(run_id).data.metrics == {"loss": 0.5}
+
+
+def test_a_local_write_that_fails_for_another_reason_than_the_disk_is_not_retried_and_its_upload_is_skipped(sender):
+    done = []
+
+    def unserializable():
+        done.append("write")
+        raise NotImplementedError("must override get_config()")
+
+    sender.submit("writing model/", unserializable, local=True)
+    sender.submit("model/", lambda: done.append("upload"), needs="writing model/")
+    sender.submit("history.csv", lambda: done.append("history"))
+    assert sender.flush() == []  # nothing kept for a retry
+    assert sender.not_written == {"writing model/": "NotImplementedError: must override get_config()"}
+    sender.retry()
+    assert sender.flush() == [] and done == ["write", "history"]
+
+    sender.submit("writing model/", lambda: done.append("write"), local=True)  # written after all (a fixed model)
+    sender.submit("model/", lambda: done.append("upload"), needs="writing model/")
+    assert sender.flush() == [] and sender.not_written == {} and done[-2:] == ["write", "upload"]
