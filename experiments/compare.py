@@ -133,12 +133,13 @@ def at_best_epoch(metrics: dict, key: str) -> float | None:
 def run_row(run, group_by: str) -> dict:
     metrics, tags = run.data.metrics, run.data.tags
     end = run.info.end_time
+    described = {"model": tags.get("model"), "reg": tags.get("reg")}
+    described.setdefault(group_by, tags.get(group_by))  # a tag of its own gets a column beside them
     return {
         "run": tags.get("mlflow.runName", run.info.run_id[:8]),
         "run_id": run.info.run_id,
         "status": run.info.status,
-        "model": tags.get("model"),
-        group_by: tags.get(group_by),
+        **described,
         "regularised": tags.get("regularised"),
         "early_stopping": tags.get("early_stopping"),
         "reduce_lr": tags.get("reduce_lr"),
@@ -160,7 +161,6 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     """One row per run, best first, with the plain run marked and the difference from it."""
     check_group_by(runs, group_by)
     table = pd.DataFrame([run_row(run, group_by) for run in runs])
-    table = table.loc[:, ~table.columns.duplicated()]  # group_by may be one of the fixed columns
     numbers = ["epochs", "stopped_epoch", "best_epoch", "best_val_loss", "best_val_accuracy", "test_loss",
                "test_accuracy", "gap_loss", "gap_accuracy", "lr_changes", "duration_s"]
     table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
@@ -197,7 +197,10 @@ def printable(table: pd.DataFrame, group_by: str) -> str:
 def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by: str, max_curves: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "comparison.csv", index=False)
-    (folder / "comparison.md").write_text(table.drop(columns=["run_id"]).to_markdown(index=False, floatfmt=".4g") + "\n")
+    shown = table.drop(columns=["run_id"])
+    # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
+    shown = shown.astype(object).where(shown.notna(), None)
+    (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")
     # Per-epoch curves of the plain runs and the best others: more lines than that are unreadable.
     drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
     labels = {row.run_id: f"{row.run} ({row[group_by]})" for _, row in drawn.iterrows()}

@@ -116,6 +116,27 @@ def test_group_by_must_be_a_tag_of_the_runs(sweep, tmp_path, capsys):
     assert compare(["--experiment", "study", "--group-by", "model", "--output", str(tmp_path / "out")]) == 0
 
 
+def test_group_by_another_tag_adds_its_column_and_keeps_model_and_reg(sweep, tmp_path, capsys):
+    client, _, children = sweep
+    for reg, run_id in children.items():
+        client.set_tag(run_id, "optimizer", "sgd" if reg == "l2" else "adam")
+    assert compare(["--experiment", "study", "--group-by", "optimizer", "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert list(table.columns[2:6]) == ["status", "model", "reg", "optimizer"]
+    assert table.set_index("reg")["optimizer"].to_dict() == {"l2": "sgd", "none": "adam", "dropout": "adam"}
+    header = capsys.readouterr().out.splitlines()[1].split()
+    assert header[:5] == ["run", "status", "model", "reg", "optimizer"]
+
+
+def test_the_markdown_report_shows_a_missing_value_as_a_dash(sweep, tmp_path):
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
+    lines = (tmp_path / "out" / "comparison.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    l2 = [cell.strip() for cell in next(line for line in lines if "cnn-l2" in line).strip("|").split("|")]
+    assert dict(zip(header, l2))["stopped_epoch"] == "-"  # no early stop logged
+    assert "nan" not in "\n".join(lines)
+
+
 @pytest.mark.parametrize("given", ["0", "-1", "two"])
 def test_max_curves_must_be_a_whole_number_of_runs(sweep, tmp_path, capsys, given):
     with pytest.raises(SystemExit) as exited:
