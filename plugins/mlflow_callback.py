@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from functools import partial, wraps
@@ -38,6 +39,9 @@ _WRITING_CHECKPOINT = "writing checkpoints/best.keras"
 _WRITING_MODEL = "writing model/"  # and checkpoints/best.keras from the same save, at the end
 # Metrics this callback logs once per run, at the end; every other metric has one point per epoch.
 _SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best|test_.*|batch_.*)$")
+_UNFINISHED_REASON = "fit never reached its end: it raised or was interrupted"
+# By run id: the runs MLflowCallbacks started for fits that have not ended (see _end_fit_left_open).
+_UNFINISHED: dict[str, MLflowCallback] = {}
 
 
 def _never_raises(hook):
@@ -133,6 +137,7 @@ class MLflowCallback(keras.callbacks.Callback):
 
     @_never_raises
     def on_train_begin(self, logs=None):
+        self._end_fit_left_open()  # first: it may be this callback's own last fit, whose state goes next
         self._reset_state()
         if not self._is_chief() or not self._join_or_start_run():
             return
@@ -222,7 +227,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if not self._active:
             return
         self._active = False
-        atexit.unregister(self._end_unfinished)
+        self._unwatch_unfinished()
         self._send_model_facts_once()  # a model first built by an epoch that never ended
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
@@ -343,19 +348,39 @@ class MLflowCallback(keras.callbacks.Callback):
             return False
         if self._owns_run:
             atexit.register(self._end_unfinished)
+            _UNFINISHED[self.run_id] = self
         self._local_dir = self.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
         return True
 
     def _end_unfinished(self) -> None:
-        # The process is exiting and on_train_end never ran: fit raised or was interrupted.
+        """End FAILED the run of a fit that never reached on_train_end (it raised or was interrupted):
+        at the process's exit, or when the next fit on this thread begins."""
+        self._sender.submit("failure.reason tag",
+                            partial(self._client.set_tag, self.run_id, "failure.reason", _UNFINISHED_REASON))
         self.end("FAILED")
+
+    def _unwatch_unfinished(self) -> None:
+        atexit.unregister(self._end_unfinished)
+        _UNFINISHED.pop(self.run_id, None)
+
+    def _end_fit_left_open(self) -> None:
+        """The active run is one an MLflowCallback started for a fit that raised or was interrupted,
+        and the process went on (a notebook, a loop that catches errors): end it FAILED with what that
+        fit gathered, so this fit gets a run of its own instead of logging into it."""
+        active = mlflow.active_run()
+        earlier = _UNFINISHED.get(active.info.run_id) if active else None
+        if earlier is None or _inside_another_fit():  # a fit run by another's callback: that one goes on
+            return
+        log.warning("MLflow run %s of an earlier fit that raised or was interrupted was still open; it ends FAILED "
+                    "and this fit gets a run of its own", earlier.run_id)
+        earlier._end_unfinished()
 
     def _stop_tracking(self, reason: str) -> None:
         """After a hook raised: what was queued or gathered is still sent, the run is tagged
         ``tracking.error``, and a run this callback started ends FAILED (one its owner started is
         left to the owner)."""
         self._active = self._lr_unread = False  # every hook does nothing more until the next fit
-        atexit.unregister(self._end_unfinished)
+        self._unwatch_unfinished()
         # Already failing: nothing more to say than the error logged above.
         with suppress(Exception):
             if self._sender is not None:
@@ -798,6 +823,12 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def _inside_another_fit() -> bool:
+    """Whether this fit runs inside another fit on this thread (called from one of its callbacks)."""
+    fits = [frame.f_code for frame, _ in traceback.walk_stack(None) if frame.f_code.co_name == "fit"]
+    return bool(fits) and fits[0] in fits[1:]
 
 
 def _as_points(metrics: Mapping[str, float | None], step: int) -> list[Metric]:

@@ -471,6 +471,41 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
     assert keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
 
 
+@pytest.mark.parametrize("same_callback", [False, True])
+def test_a_fit_that_raised_ends_its_run_failed_when_the_next_fit_in_the_process_begins(
+        tracking_uri, digits, caplog, same_callback):
+    # A notebook, or a loop that catches each fit's error: no process exit comes to end the first run.
+    first = MLflowCallback(log_model=False)
+    with pytest.raises(RuntimeError):
+        fit(digits, [first, RaiseAtEpoch(2)], epochs=4)
+    failed_id = first.run_id
+    second = first if same_callback else MLflowCallback(log_model=False)
+    fit(digits, [second], epochs=3)
+    client = mlflow.MlflowClient(tracking_uri)
+    failed, finished = client.get_run(failed_id), client.get_run(second.run_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure.reason"] == "fit never reached its end: it raised or was interrupted"
+    assert [step for step, _ in history(tracking_uri, failed_id, "val_loss")] == [0, 1]
+    assert {a.path for a in client.list_artifacts(failed_id)} >= {"checkpoints", "history.csv", "learning_curves.png"}
+    assert finished.info.status == "FINISHED" and second.run_id != failed_id
+    assert [step for step, _ in history(tracking_uri, second.run_id, "val_loss")] == [0, 1, 2]
+    assert mlflow.active_run() is None
+    assert f"MLflow run {failed_id} of an earlier fit that raised or was interrupted was still open" in caplog.text
+
+
+def test_a_fit_run_by_another_fit_s_callback_leaves_that_fit_s_run_open(tracking_uri, digits, caplog):
+    class FitAnotherModel(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                fit(digits, [MLflowCallback(log_model=False)], epochs=1)
+
+    outer = MLflowCallback(log_model=False)
+    fit(digits, [outer, FitAnotherModel()], epochs=2)
+    run = only_run(tracking_uri)
+    assert run.info.run_id == outer.run_id and run.info.status == "FINISHED"
+    assert "was still open" not in caplog.text
+
+
 def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tracking_uri, digits):
     # The run's first part fails after 3 epochs (the runner ends it FAILED: a checkpoint, no model/).
     # Its continuation joins the same run, as resume= does, and trains from fresh weights at a zero
@@ -529,6 +564,7 @@ def test_plain_keras_script(tmp_path, tracking_uri, explode_at, status, epochs):
     assert (done.returncode == 0) == (explode_at is None), done.stderr[-2000:]
     run = only_run(tracking_uri)
     assert run.info.status == status
+    assert ("failure.reason" in run.data.tags) == (explode_at is not None)
     assert len(history(tracking_uri, run.info.run_id, "val_loss")) == epochs
     artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")}
     assert artifacts == {"checkpoints/best.keras"}
