@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import mlflow
@@ -203,13 +204,22 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
     (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")
     # Per-epoch curves of the plain runs and the best others: more lines than that are unreadable.
     drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
-    labels = {row.run_id: f"{row.run} ({row[group_by]})" for _, row in drawn.iterrows()}
+    labels = curve_labels(drawn, group_by)
     files = [folder / "comparison.csv", folder / "comparison.md"]
     for key, title in CURVES.items():
         histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
         files.append(plot_curves(histories, title, key, folder / f"{key}.png"))
     files.append(plot_test_accuracy(drawn, labels, folder / "test_accuracy.png"))
     return files
+
+
+def curve_labels(drawn: pd.DataFrame, group_by: str) -> dict[str, str]:
+    """Each drawn run's legend label, by run id: its name and group; runs that share both (the
+    seeds of one config) get the start of their run id too, so none hides another's curve or bar."""
+    labels = {row.run_id: row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})"
+              for _, row in drawn.iterrows()}
+    shared = {label for label, count in Counter(labels.values()).items() if count > 1}
+    return {run_id: f"{label} {run_id[:8]}" if label in shared else label for run_id, label in labels.items()}
 
 
 def plot_curves(histories: dict[str, list], title: str, key: str, path: Path) -> Path:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, RunTag
 
+from experiments.compare import comparison_table, curve_labels
 from experiments.compare import main as compare
 
 
@@ -135,6 +136,22 @@ def test_the_markdown_report_shows_a_missing_value_as_a_dash(sweep, tmp_path):
     l2 = [cell.strip() for cell in next(line for line in lines if "cnn-l2" in line).strip("|").split("|")]
     assert dict(zip(header, l2))["stopped_epoch"] == "-"  # no early stop logged
     assert "nan" not in "\n".join(lines)
+
+
+def test_each_drawn_run_has_a_legend_label_of_its_own(sweep, tmp_path):
+    client, parent, children = sweep
+    experiment = client.get_run(parent).info.experiment_id
+    seed = log_run(client, experiment, "l2", 0.91, parent=parent)  # the same config again: another seed
+    untagged = client.create_run(experiment, run_name="plain-script", tags={"mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(untagged)
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    labels = curve_labels(comparison_table(runs, "reg", "test_accuracy"), "reg")
+    # Sharing "cnn-l2 (l2)", one would hide the other's curve and bar.
+    assert labels[children["l2"]] == f"cnn-l2 (l2) {children['l2'][:8]}" and labels[seed] == f"cnn-l2 (l2) {seed[:8]}"
+    assert labels[children["none"]] == "cnn-none (none)"
+    assert labels[untagged] == "plain-script"  # no "(nan)" for a run without the tag
+    assert len(set(labels.values())) == 5
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
 
 
 @pytest.mark.parametrize("given", ["0", "-1", "two"])
