@@ -78,6 +78,9 @@ def _empty_figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
             lines[column], = axes.plot([], [], marker="o", markersize=3, label=column)
         axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
+        if panel == ["learning_rate"]:
+            # Short labels (0.95 .. 1.05 and 1e-3 above the axis): 0.001050 ran into the panel beside it.
+            axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend()
@@ -85,7 +88,7 @@ def _empty_figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
     # label, a linear rate axis (log tick labels need mathtext) and fixed margins (constrained
     # layout doubles the cost).
     figure.supxlabel("epoch", fontsize=10)
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.97, wspace=0.2)
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.93, wspace=0.2)  # top: room for 1e-3
     return figure, lines
 
 

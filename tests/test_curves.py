@@ -65,6 +65,18 @@ def test_every_point_lies_inside_its_panel_also_when_a_figure_is_redrawn():
     assert len(figures) == 1  # the three fits shared one figure
 
 
+@pytest.mark.parametrize("rate", [1e-3, 0.05, 3e-5])
+def test_the_rate_panel_s_labels_stay_clear_of_the_panel_beside_it_and_inside_the_picture(rate):
+    figure = curves.learning_curves_figure([dict(row, learning_rate=rate) for row in history(5)])  # constant: longest labels
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    accuracy, rates = figure.axes[1], figure.axes[2]
+    labels = [label.get_window_extent(renderer) for label in rates.get_yticklabels() if label.get_text()]
+    assert labels and min(box.x0 for box in labels) > accuracy.get_window_extent(renderer).x1
+    offset = rates.yaxis.get_offset_text()  # "1e-3" above the axis
+    assert offset.get_text() and offset.get_window_extent(renderer).y1 <= figure.bbox.y1
+
+
 def test_without_a_helper_process_the_plot_is_drawn_here(helper, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
     rows = history(5)
