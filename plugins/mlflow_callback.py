@@ -24,6 +24,7 @@ import numpy as np
 from mlflow.entities import Metric, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.autologging_utils import autologging_is_disabled
 from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH
 
 from plugins import artifacts, curves, keras_saving, spool
@@ -142,6 +143,7 @@ class MLflowCallback(keras.callbacks.Callback):
         if not self._is_chief() or not self._join_or_start_run():
             return
         self._active = True
+        _warn_if_autologging()
         self._sender = Sender()
         self._checkpoint = _BestCheckpoint(self.model, self._local_dir / "checkpoints" / "best.keras")
         if not self._owns_run:  # a run this callback just started has nothing to read back
@@ -823,6 +825,16 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def _warn_if_autologging() -> None:
+    """MLflow's autologging of Keras fits logs the same metrics into the same run: say so once a fit."""
+    on = [flavour for flavour in ("tensorflow", "keras") if not autologging_is_disabled(flavour)]
+    if on:
+        log.warning("MLflow autologging of Keras fits is on (%s): it logs this fit's metrics too, so each epoch's "
+                    "points appear twice, and it slows training; switch it off with %s",
+                    ", ".join(f"mlflow.{flavour}.autolog()" for flavour in on),
+                    ", ".join(f"mlflow.{flavour}.autolog(disable=True)" for flavour in on))
 
 
 def _inside_another_fit() -> bool:

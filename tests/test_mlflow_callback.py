@@ -402,6 +402,23 @@ class SubclassedModel(keras.Model):
         return self.scores(self.hidden(inputs))
 
 
+def test_mlflow_autologging_of_the_same_fit_is_named_in_a_warning(tracking_uri, caplog):
+    callback = MLflowCallback(log_model=False)
+    callback.set_model(tiny_model())
+    mlflow.tensorflow.autolog(silent=True)
+    try:
+        callback.on_train_begin()
+        callback.end()
+    finally:
+        mlflow.tensorflow.autolog(disable=True)
+    callback.on_train_begin()
+    callback.end()
+    warnings = [record.message for record in caplog.records if "autologging" in record.message]
+    assert warnings == ["MLflow autologging of Keras fits is on (mlflow.tensorflow.autolog()): it logs this fit's "
+                        "metrics too, so each epoch's points appear twice, and it slows training; switch it off with "
+                        "mlflow.tensorflow.autolog(disable=True)"]
+
+
 def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_uri, digits):
     keras.utils.set_random_seed(0)
     model = SubclassedModel()
