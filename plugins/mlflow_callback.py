@@ -485,11 +485,7 @@ class MLflowCallback(keras.callbacks.Callback):
     # ----------------------------------------------------------------- metrics
 
     def _epoch_metrics(self, logs: dict) -> dict[str, float]:
-        metrics = {
-            sanitize_name(key): float(value)
-            for key, value in logs.items()
-            if key != "learning_rate" and isinstance(value, (int, float, np.number))
-        }
+        metrics = {key: value for key, value in _numbers(logs).items() if key != "learning_rate"}
         # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
         metrics["learning_rate"] = self._lr_in_force
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_started
@@ -506,8 +502,7 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         step = self._optimizer_step() + self._batch_step_offset
         timestamp = int(time.time() * 1000)
-        points = [Metric(f"batch_{sanitize_name(key)}", float(value), timestamp, step)
-                  for key, value in (logs or {}).items() if np.ndim(value) == 0]
+        points = [Metric(f"batch_{key}", value, timestamp, step) for key, value in _numbers(logs or {}).items()]
         self._gather(points)
         self._send_points_if_due()
 
@@ -825,6 +820,18 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    """Keras logs as metric names and numbers. A metric with one value per class (F1Score with
+    average=None) gives one metric per class, <name>_<class>; any other value is left out."""
+    numbers = {}
+    for key, value in logs.items():
+        if isinstance(value, (int, float, np.number)):
+            numbers[sanitize_name(key)] = float(value)
+        elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
+            numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
+    return numbers
 
 
 def _warn_if_autologging() -> None:

@@ -370,6 +370,23 @@ def test_hooks_with_synthetic_logs(tracking_uri):
     assert tracker.best_epoch == 1
 
 
+def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits):
+    (x, y), (x_val, y_val) = digits
+    model = tiny_model()
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None)])
+    model.fit(x, keras.utils.to_categorical(y, 10), validation_data=(x_val, keras.utils.to_categorical(y_val, 10)),
+              epochs=2, batch_size=64, verbose=0, callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+    run = only_run(tracking_uri)
+    keras_history = model.history.history
+    for prefix in ("", "val_"):
+        for label in range(10):
+            logged = history(tracking_uri, run.info.run_id, f"{prefix}f1_score_{label}")
+            assert logged == [(epoch, pytest.approx(keras_history[f"{prefix}f1_score"][epoch][label])) for epoch in (0, 1)]
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_f1_score_9")] == [5, 10, 15, 20, 25, 30, 35]
+    table = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
+    assert table["val_f1_score_3"].tolist() == pytest.approx([values[3] for values in keras_history["val_f1_score"]])
+
+
 def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, caplog):
     fit(digits, [MLflowCallback(monitor="val_f1", log_model=False)], epochs=1)
     assert "val_f1" in caplog.text and "val_loss" in caplog.text
