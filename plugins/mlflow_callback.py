@@ -122,7 +122,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.metrics_interval_s = metrics_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.flush_timeout_s = flush_timeout_s
-        self.output_dir = Path(output_dir) if output_dir else None
+        self.output_dir = _made_folder(Path(output_dir)) if output_dir else None
         if log_every_n_steps:
             # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
             # asynchronously only while no callback overrides them, and epoch-only logging keeps that.
@@ -832,6 +832,15 @@ def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
         elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
             numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
     return numbers
+
+
+def _made_folder(path: Path) -> Path:
+    """``path``, made if need be; a ValueError naming it where no folder can be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"output_dir={str(path)!r}: expected a folder that can be made ({error.strerror})") from None
+    return path
 
 
 def _warn_if_autologging() -> None:

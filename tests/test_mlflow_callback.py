@@ -490,6 +490,16 @@ def test_constructor_refuses_bad_arguments():
         MLflowCallback(flush_timeout_s=float("nan"))
 
 
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    wanted = tmp_path / "a-file" / "mlflow"
+    with pytest.raises(ValueError) as refused:
+        MLflowCallback(output_dir=wanted)
+    assert str(refused.value) == f"output_dir='{wanted}': expected a folder that can be made (Not a directory)"
+    made = tmp_path / "outputs" / "mlflow"
+    assert MLflowCallback(output_dir=made).output_dir == made and made.is_dir()
+
+
 def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri, digits):
     tracker = MLflowCallback(log_model=False)
     with pytest.raises(RuntimeError), mlflow.start_run():
