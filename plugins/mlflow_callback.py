@@ -105,6 +105,8 @@ class MLflowCallback(keras.callbacks.Callback):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
+        if params is not None and not isinstance(params, Mapping):
+            raise ValueError(f"params={params!r}: expected a mapping of names to values (a dict, a Hydra config)")
         if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
             raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
         for name, seconds in (("metrics_interval_s", metrics_interval_s), ("checkpoint_interval_s", checkpoint_interval_s),

@@ -480,6 +480,8 @@ def test_a_signature_names_each_output_of_a_model_with_several():
 def test_constructor_refuses_bad_arguments():
     with pytest.raises(ValueError, match="mode='best'"):
         MLflowCallback(mode="best")
+    with pytest.raises(ValueError, match=r"params=\['lr', 0.1\]: expected a mapping of names to values"):
+        MLflowCallback(params=["lr", 0.1])
     with pytest.raises(ValueError, match="log_every_n_steps=0"):
         MLflowCallback(log_every_n_steps=0)
     with pytest.raises(ValueError, match=r"metrics_interval_s='1': expected a number of seconds >= 0"):
