@@ -66,7 +66,8 @@ class MLflowCallback(keras.callbacks.Callback):
     checkpoint of a Keras ``fit`` to MLflow.
 
     It logs into the active MLflow run. With none, it starts one at ``on_train_begin`` and ends it
-    at ``on_train_end`` (FAILED if training never got there). Under ``mlflow run`` the run named by
+    at ``on_train_end``; if ``fit`` raised, FAILED when the process exits or the thread's next fit
+    begins. Under ``mlflow run`` the run named by
     ``MLFLOW_RUN_ID`` is used and left for ``mlflow run`` to end. All sending happens on one
     background thread; a tracking failure warns once and never stops training.
 
