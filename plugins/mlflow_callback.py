@@ -237,6 +237,8 @@ class MLflowCallback(keras.callbacks.Callback):
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
         self._send_summary()
+        if self._best_epoch is None and self._history and self.monitor not in self._epoch_logs:
+            self._warn_missing_monitor(self._epoch_logs)  # no epoch was validated
         checkpoint_due = self._checkpoint.pending
         if status == "FINISHED" and self.log_model and self._best_weights is not None:
             self._send_best_model(checkpoint_due)
@@ -566,15 +568,22 @@ class MLflowCallback(keras.callbacks.Callback):
     def _track_best(self, epoch: int, logs: dict) -> None:
         value = logs.get(self.monitor)
         if value is None:
-            if not self._warned_missing_monitor:
-                self._warned_missing_monitor = True
-                log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
+            # An epoch without validation (validation_freq > 1, or no validation data) may lack it;
+            # a validated epoch that lacks it means a misnamed monitor. The end tells of the first kind.
+            validated = any(key.startswith("val_") for key in logs) or not self.monitor.startswith("val_")
+            if validated:
+                self._warn_missing_monitor(logs)
             return
         if not math.isfinite(value) or not self._is_improvement(value):
             return
         self._best_value, self._best_epoch = float(value), epoch
         self._best_weights = self.model.get_weights()
         self._checkpoint.offer(self._best_weights)
+
+    def _warn_missing_monitor(self, logs: dict) -> None:
+        if not self._warned_missing_monitor:
+            self._warned_missing_monitor = True
+            log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
 
     def _maybe_checkpoint(self) -> None:
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""

@@ -393,11 +393,23 @@ def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, ca
     assert "best_epoch" not in only_run(tracking_uri).data.metrics
 
 
+def test_validation_every_second_epoch_picks_the_best_among_them_without_a_warning(tracking_uri, digits, caplog):
+    (x, y), validation = digits
+    tiny_model().fit(x, y, validation_data=validation, validation_freq=2, epochs=4, batch_size=64, verbose=0,
+                     callbacks=[MLflowCallback(log_model=False)])
+    run = only_run(tracking_uri)
+    logged = history(tracking_uri, run.info.run_id, "val_loss")
+    assert [step for step, _ in logged] == [1, 3]
+    assert run.data.metrics["best_epoch"] == min(logged, key=lambda point: point[1])[0]
+    assert "which is not in the logs" not in caplog.text
+
+
 def test_without_validation_data_model_is_the_last_epochs_model(tracking_uri, digits, caplog):
     (x, y), _ = digits
     model = tiny_model()
     model.fit(x, y, epochs=2, batch_size=64, callbacks=[MLflowCallback()], verbose=0)
     assert "no epoch logged 'val_loss', so there is no best epoch; model/ holds the last epoch's model" in caplog.text
+    assert caplog.text.count("MLflowCallback monitors 'val_loss', which is not in the logs: accuracy, loss") == 1
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED" and "best_epoch" not in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
