@@ -236,7 +236,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._send_model_facts_once()  # a model first built by an epoch that never ended
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
-        self._send_summary()
+        self._send_summary(status)
         if self._best_epoch is None and self._history and self.monitor not in self._epoch_logs:
             self._warn_missing_monitor(self._epoch_logs)  # no epoch was validated
         checkpoint_due = self._checkpoint.pending
@@ -313,7 +313,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.run_id = None  # the run of this fit, once joined or started
         self._server_unreachable = False
         self._owns_run = False
-        self.stop_reason: str | None = None  # completed | early_stopping | nan_loss, once training ended
+        self.stop_reason: str | None = None  # completed | early_stopping | nan_loss | interrupted | error, once training ended
         self._epoch = 0  # of the run: Keras' epoch + _step_offset
         self._step_offset: int | None = None  # known at the first epoch
         self._last_epoch: int | None = None
@@ -605,7 +605,7 @@ class MLflowCallback(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------- end of training
 
-    def _send_summary(self) -> None:
+    def _send_summary(self, status: str) -> None:
         metrics: dict[str, float] = {"lr_changes": len(self._lr_changes), "epochs_run": len(self._history)}
         if self._best_epoch is not None:
             metrics["best_epoch"] = self._best_epoch
@@ -615,7 +615,7 @@ class MLflowCallback(keras.callbacks.Callback):
             for key, value in best_row.items():
                 if key.startswith("val_") and key != sanitize_name(self.monitor):
                     metrics[f"{key}_at_best"] = value
-        self.stop_reason = self._stop_reason()
+        self.stop_reason = self._stop_reason(status)
         tags = {"stop_reason": self.stop_reason}
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self._last_epoch
@@ -623,7 +623,9 @@ class MLflowCallback(keras.callbacks.Callback):
         self._gather(_as_points(metrics, step=0), room=len(tags))
         self._send_points(tags)
 
-    def _stop_reason(self) -> str:
+    def _stop_reason(self, status: str) -> str:
+        if status != "FINISHED":  # fit raised: an interrupt (KILLED) or an error (FAILED)
+            return "interrupted" if status == "KILLED" else "error"
         planned = (self.params or {}).get("epochs")
         if self._last_epoch is None or not getattr(self.model, "stop_training", False):
             return "completed"

@@ -523,7 +523,7 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
             tracker.end("FAILED")
             raise
     run = only_run(tracking_uri)
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED" and run.data.tags["stop_reason"] == "error"
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 2]
     client = mlflow.MlflowClient(tracking_uri)
     assert keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
@@ -541,7 +541,7 @@ def test_a_fit_that_raised_ends_its_run_failed_when_the_next_fit_in_the_process_
     fit(digits, [second], epochs=3)
     client = mlflow.MlflowClient(tracking_uri)
     failed, finished = client.get_run(failed_id), client.get_run(second.run_id)
-    assert failed.info.status == "FAILED"
+    assert failed.info.status == "FAILED" and failed.data.tags["stop_reason"] == "error"
     assert failed.data.tags["failure.reason"] == "fit never reached its end: it raised or was interrupted"
     assert [step for step, _ in history(tracking_uri, failed_id, "val_loss")] == [0, 1]
     assert {a.path for a in client.list_artifacts(failed_id)} >= {"checkpoints", "history.csv", "learning_curves.png"}

@@ -65,7 +65,7 @@ def test_a_signal_during_an_epoch_ends_the_run_killed_with_everything_logged(tmp
     assert last_line.startswith(f"error: training interrupted by {signal.Signals(signum).name}: run ") and "resume=" in last_line
     run = all_runs(tracking_uri)[0]
     client = mlflow.MlflowClient(tracking_uri)
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
     assert run.data.tags["failure.reason"] == f"training interrupted by {signal.Signals(signum).name}"
     finished = steps(client, run.info.run_id)
     assert finished == list(range(len(finished))) and at - 1 <= len(finished) <= at  # every finished epoch, no partial one
@@ -203,7 +203,7 @@ def test_error_inside_fit_ends_the_run_failed_with_the_best_checkpoint(tracking_
     assert done.returncode != 0 and "injected fault at epoch 3" in done.stderr
     run = all_runs(tracking_uri)[0]
     client = mlflow.MlflowClient(tracking_uri)
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED" and run.data.tags["stop_reason"] == "error"
     assert run.data.tags["failure.reason"] == "RuntimeError: injected fault at epoch 3"
     assert steps(client, run.info.run_id) == [0, 1, 2]
     assert "checkpoints/best.keras" in artifact_names(client, run.info.run_id)
