@@ -313,7 +313,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self.run_id = None  # the run of this fit, once joined or started
         self._server_unreachable = False
         self._owns_run = False
-        self.stop_reason: str | None = None  # completed | early_stopping | nan_loss | interrupted | error, once training ended
+        # Once training ended: completed, early_stopping, nan_loss, interrupted or error.
+        self.stop_reason: str | None = None
         self._epoch = 0  # of the run: Keras' epoch + _step_offset
         self._step_offset: int | None = None  # known at the first epoch
         self._last_epoch: int | None = None
