@@ -30,3 +30,33 @@ def test_every_benchmark_script_starts_as_the_readme_runs_it(tmp_path, script):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr[-3000:]
+
+
+def test_keep_kernel_cache_leaves_the_cache_and_the_benchmark_fits_the_same(monkeypatch):
+    import keras
+    import tensorflow as tf
+    from tensorflow.python import pywrap_tfe
+    from tensorflow.python.eager import context
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import callback_work
+
+    context.ensure_initialized()
+    clears = []
+    monkeypatch.setattr(pywrap_tfe, "TFE_ContextClearCaches", lambda handle: clears.append(handle))
+    monkeypatch.setattr(context.Context, "_set_global_seed", context.Context._set_global_seed)  # put back after
+    keras.utils.set_random_seed(0)
+    assert len(clears) == 1  # what the option works around: TensorFlow empties the cache at each seed
+    callback_work.keep_kernel_cache()
+
+    def seeded_start():
+        """What a benchmark fit draws at random: the first weights and the order of a shuffled set."""
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        order = list(tf.data.Dataset.range(8).shuffle(8, seed=0).as_numpy_iterator())
+        return model.get_weights(), order
+
+    (weights, order), (weights_again, order_again) = seeded_start(), seeded_start()
+    assert len(clears) == 1
+    assert order == order_again and sorted(order) == list(range(8))
+    assert all((a == b).all() for a, b in zip(weights, weights_again))
