@@ -188,7 +188,7 @@ def best_weights(tracker, run_id: str, model) -> list:
 
 def logged_best_weights(run_id: str) -> list:
     """The weights in the run's checkpoints/best.keras."""
-    from plugins.mlflow_callback import load_logged_checkpoint
+    from plugins.checkpoint import load_logged_checkpoint
 
     return load_logged_checkpoint(mlflow.MlflowClient(), run_id).get_weights()
 

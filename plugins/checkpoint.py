@@ -1,0 +1,110 @@
+"""checkpoints/best.keras: the best epoch's model, written off the training thread, and read back."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+
+from plugins import artifacts, keras_saving
+
+
+class BestCheckpoint:
+    """checkpoints/best.keras: the best epoch's model, written off the training thread.
+
+    ``offer`` keeps the newest best weights; ``save_pending`` (while training goes on) writes the
+    newest one offered from a copy of the model, so however fast improvements come, the last one
+    always lands and none is written twice. After training, ``final_model`` saves without a copy.
+    """
+
+    def __init__(self, model: keras.Model, path: Path):
+        self.path = path
+        self._model = model
+        self._lock = threading.Lock()
+        self._pending: list[np.ndarray] | None = None
+        self._copy: keras.Model | None = None
+        self._unwritten = False  # the newest offered weights are not in self.path yet
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def offer(self, weights: list[np.ndarray]) -> None:
+        with self._lock:
+            self._pending = weights
+
+    def save_pending(self) -> None:
+        """Write the newest offered weights from the copy (on the sender's thread, during training)."""
+        if self._copy is None and self.pending:
+            # Made before the weights are taken: if it fails, they stay pending for the final save.
+            self._copy = _copy_for_saving(self._model)
+        weights = self._take_pending()
+        if weights is not None:
+            self._copy.set_weights(weights)
+        if self._unwritten:
+            with keras_saving.known_skipsets():
+                artifacts.write_atomically(self.path, self._copy.save)
+            self._unwritten = False
+
+    def save_final(self) -> None:
+        """After training: write the newest offered weights, if they are not written yet."""
+        with self.final_model() as model:
+            if self._unwritten:
+                with keras_saving.known_skipsets():
+                    artifacts.write_atomically(self.path, model.save)
+                self._unwritten = False
+
+    @contextmanager
+    def final_model(self) -> Iterator[keras.Model | None]:
+        """After training, while nothing else uses the model: a model holding the newest offered
+        weights. The copy if one was made; else the trained model itself, the best weights put in
+        for the time of the save and its own put back (cheaper than making a copy)."""
+        weights = self._take_pending()
+        if weights is None or self._copy is not None:
+            if weights is not None:
+                self._copy.set_weights(weights)
+            yield self._copy
+            return
+        own = self._model.get_weights()
+        # Often the model holds them already: the best epoch was the last, or EarlyStopping restored it.
+        swap = not all(np.array_equal(mine, best) for mine, best in zip(own, weights))
+        if swap:
+            self._model.set_weights(weights)
+        try:
+            yield self._model
+        finally:
+            if swap:
+                self._model.set_weights(own)
+
+    def write_from(self, saved: Path) -> None:
+        """Make ``saved``, a file final_model() was just saved to, checkpoints/best.keras (if it is newer)."""
+        if self._unwritten:
+            artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
+            self._unwritten = False
+
+    def _take_pending(self) -> list[np.ndarray] | None:
+        with self._lock:
+            weights, self._pending = self._pending, None
+        if weights is not None:
+            self._unwritten = True
+        return weights
+
+
+def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:
+    """A run's checkpoints/best.keras, downloaded and loaded with Keras' safe mode."""
+    with tempfile.TemporaryDirectory() as folder:
+        return keras.models.load_model(client.download_artifacts(run_id, "checkpoints/best.keras", folder), safe_mode=True)
+
+
+def _copy_for_saving(model: keras.Model) -> keras.Model:
+    """Same layers and compile settings, own weights: it can be saved while the original trains."""
+    copy = keras.models.clone_model(model)
+    copy.compile_from_config(model.get_compile_config())
+    return copy
