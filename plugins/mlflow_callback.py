@@ -330,6 +330,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._best_epoch: int | None = None
         self._best_weights: list[np.ndarray] | None = None
         self._warned_missing_monitor = False
+        self._warned_not_numbers: set[str] = set()  # log keys whose values are not metrics
         self._logged_params: dict[str, str] = {}
         self._model_facts_sent = False  # params and model summary
         self._batches_seen = 0
@@ -491,6 +492,7 @@ class MLflowCallback(keras.callbacks.Callback):
     # ----------------------------------------------------------------- metrics
 
     def _epoch_metrics(self, logs: dict) -> dict[str, float]:
+        self._warn_not_numbers(logs)
         metrics = {key: value for key, value in _numbers(logs).items() if key != "learning_rate"}
         # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
         metrics["learning_rate"] = self._lr_in_force
@@ -500,6 +502,15 @@ class MLflowCallback(keras.callbacks.Callback):
         if "accuracy" in metrics and "val_accuracy" in metrics:
             metrics["gap_accuracy"] = metrics["accuracy"] - metrics["val_accuracy"]
         return metrics
+
+    def _warn_not_numbers(self, logs: dict) -> None:
+        """Once a fit for each log key whose value cannot be a metric (a matrix, a string)."""
+        unseen = [key for key, value in logs.items() if key not in self._warned_not_numbers and not _numbers({key: value})]
+        for key in unseen:
+            value = logs[key]
+            log.warning("MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
+                        self.run_id, key, f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__)
+        self._warned_not_numbers.update(unseen)
 
     @_never_raises
     def _log_batch_metrics(self, batch, logs=None):
@@ -745,7 +756,8 @@ def _no_http_retries() -> Iterator[None]:
 
 def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
     """Keras logs as metric names and numbers. A metric with one value per class (F1Score with
-    average=None) gives one metric per class, <name>_<class>; any other value is left out."""
+    average=None) gives one metric per class, <name>_<class>; any other value is left out (the
+    callback warns of it once a fit)."""
     numbers = {}
     for key, value in logs.items():
         if isinstance(value, (int, float, np.number)):

@@ -370,7 +370,7 @@ def test_hooks_with_synthetic_logs(tracking_uri):
     assert tracker.best_epoch == 1
 
 
-def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits):
+def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits, caplog):
     (x, y), (x_val, y_val) = digits
     model = tiny_model()
     model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None)])
@@ -385,6 +385,37 @@ def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tra
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_f1_score_9")] == [5, 10, 15, 20, 25, 30, 35]
     table = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
     assert table["val_f1_score_3"].tolist() == pytest.approx([values[3] for values in keras_history["val_f1_score"]])
+    assert "is not logged" not in caplog.text
+
+
+class Confusion(keras.metrics.Metric):
+    """A metric whose value is a matrix (counts of true class by predicted class)."""
+
+    def __init__(self):
+        super().__init__(name="confusion")
+        self.counts = self.add_variable(shape=(10, 10), initializer="zeros", name="counts")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        pairs = keras.ops.stack([keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                                 keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32")], axis=1)
+        self.counts.assign(self.counts + keras.ops.scatter(pairs, keras.ops.ones((keras.ops.shape(pairs)[0],)), (10, 10)))
+
+    def result(self):
+        return self.counts
+
+
+def test_a_metric_that_is_a_matrix_is_named_in_one_warning_and_the_rest_is_logged(tracking_uri, digits, caplog):
+    (x, y), validation = digits
+    model = tiny_model()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy", Confusion()])
+    model.fit(x, y, validation_data=validation, epochs=3, batch_size=64, verbose=0, callbacks=[MLflowCallback(log_model=False)])
+    assert model.history.history["confusion"][0].shape == (10, 10)  # Keras logs the matrix itself
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert not [key for key in run.data.metrics if "confusion" in key]
+    for key in ("confusion", "val_confusion"):
+        assert caplog.text.count(f"{key!r} is not logged: MLflow metrics are numbers, and its value is an array of shape (10, 10)") == 1
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_accuracy")] == [0, 1, 2]
 
 
 def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, caplog):
