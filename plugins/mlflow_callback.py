@@ -21,12 +21,10 @@ import keras
 import mlflow
 import numpy as np
 from mlflow.entities import Metric, RunTag
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 from mlflow.utils.autologging_utils import autologging_is_disabled
 from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH
 
-from plugins import artifacts, curves, keras_saving, spool
+from plugins import artifacts, curves, keras_saving, model_facts, spool
 from plugins.artifacts import LearningRateChange
 from plugins.checkpoint import BestCheckpoint, load_logged_checkpoint
 from plugins.params import batches, flatten, sanitize_name, to_params
@@ -552,28 +550,15 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._model_facts_sent = True
         self._send_params()
-        self._upload(artifacts.write_text(_model_summary(self.model), self._local_dir / "model_summary.txt"))
+        self._upload(artifacts.write_text(model_facts.model_summary(self.model), self._local_dir / "model_summary.txt"))
 
     def _send_params(self) -> None:
-        params = dict(self._model_params())
+        params = model_facts.model_params(self.model, self.params or {})
         params.update(self.extra_params)  # the caller's values win: they are the config as asked
         # MLflow refuses a changed value for a logged param; a continued run keeps the ones it has.
         new = [param for param in to_params(params) if param.key not in self._logged_params]
         for chunk in batches(new):
             self._sender.submit("params", partial(self._client.log_batch, self.run_id, params=chunk))
-
-    def _model_params(self) -> dict[str, Any]:
-        optimizer = self.model.optimizer
-        trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
-        fit = self.params or {}
-        return {
-            **_optimizer_settings(optimizer),
-            "optimizer.class": type(optimizer).__name__,
-            "model.total_params": self.model.count_params(),
-            "model.trainable_params": trainable,
-            "fit.epochs": fit.get("epochs"),
-            "fit.steps_per_epoch": fit.get("steps"),
-        }
 
     # ----------------------------------------------------------------- best checkpoint
 
@@ -717,10 +702,10 @@ class MLflowCallback(keras.callbacks.Callback):
                 mlflow.keras.save_model(
                     model,
                     str(target),
-                    signature=_signature(model),
+                    signature=model_facts.signature(model),
                     input_example=self.input_example,
                     # Named here: inferring them starts a subprocess that loads the model (seconds).
-                    pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tensorflow_version()}"],
+                    pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={model_facts.tensorflow_version()}"],
                 )
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # never a half-written model/ to upload
@@ -809,44 +794,3 @@ def _describe_points(points: list[Metric], tags: Mapping[str, str] | None) -> st
     if tags:
         parts.append("summary metrics and tags")
     return ", ".join(parts) or "metrics"
-
-
-def _optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
-    """The optimizer's config as ``optimizer.*`` params. Keras cannot serialize a custom
-    LearningRateSchedule without get_config: then the schedule's class stands for the config."""
-    try:
-        return flatten(optimizer.get_config(), prefix="optimizer.")
-    except NotImplementedError as error:
-        rate = getattr(optimizer, "_learning_rate", None)
-        log.warning("optimizer params: only its class and learning-rate schedule are logged (%s)", error)
-        return {"optimizer.learning_rate": type(rate).__name__}
-
-
-def _model_summary(model: keras.Model) -> str:
-    lines: list[str] = []
-    model.summary(print_fn=lambda text, **_: lines.append(text))
-    return "\n".join(lines)
-
-
-def _signature(model: keras.Model) -> ModelSignature | None:
-    """Each input and output tensor with its own dtype and shape, read from the model's graph (no
-    predict); named when there are several. None for a subclassed model, which has no graph."""
-    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
-    if not inputs or not outputs:
-        return None
-    output_names = getattr(model, "output_names", None) or [tensor.name for tensor in outputs]
-    return ModelSignature(inputs=_tensor_schema(inputs, [tensor.name for tensor in inputs]),
-                          outputs=_tensor_schema(outputs, output_names))
-
-
-def _tensor_schema(tensors: list, names: list[str]) -> Schema:
-    several = len(tensors) > 1
-    return Schema([TensorSpec(np.dtype(tensor.dtype), (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
-                              name if several else None)
-                   for tensor, name in zip(tensors, names)])
-
-
-def _tensorflow_version() -> str:
-    import tensorflow as tf
-
-    return tf.__version__

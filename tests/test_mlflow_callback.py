@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from plugins import MLflowCallback, keras_saving, mlflow_callback
+from plugins import MLflowCallback, keras_saving, model_facts
 from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
@@ -516,7 +516,7 @@ def test_the_logged_model_takes_each_input_with_its_own_name_and_dtype(tracking_
 def test_a_signature_names_each_output_of_a_model_with_several():
     features = keras.Input((4,), name="features")
     model = keras.Model(features, [keras.layers.Dense(3, name="kind")(features), keras.layers.Dense(1, name="size")(features)])
-    outputs = mlflow_callback._signature(model).outputs.inputs
+    outputs = model_facts.signature(model).outputs.inputs
     assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
 
