@@ -503,12 +503,13 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _warn_not_numbers(self, logs: dict) -> None:
         """Once a fit for each log key whose value cannot be a metric (a matrix, a string)."""
-        unseen = [key for key, value in logs.items() if key not in self._warned_not_numbers and not _numbers({key: value})]
-        for key in unseen:
-            value = logs[key]
+        for key, value in logs.items():
+            if key in self._warned_not_numbers or _numbers({key: value}):
+                continue
+            self._warned_not_numbers.add(key)
+            what = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
             log.warning("MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
-                        self.run_id, key, f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__)
-        self._warned_not_numbers.update(unseen)
+                        self.run_id, key, what)
 
     @_never_raises
     def _log_batch_metrics(self, batch, logs=None):
