@@ -168,6 +168,7 @@ class MLflowCallback(keras.callbacks.Callback):
                 # the run's. One that goes on (a resume restored or set it) keeps its own count.
                 self._batch_step_offset = self._logged_batch_step
         self._epoch = epoch + self._step_offset
+        self._epoch_first_step = self._fit_steps
         self._epoch_started = time.perf_counter()
         self._lr_at_epoch_begin = self._read_learning_rate()
         self._lr_unread = True
@@ -331,7 +332,8 @@ class MLflowCallback(keras.callbacks.Callback):
         self._warned_not_numbers: set[str] = set()  # log keys whose values are not metrics
         self._logged_params: dict[str, str] = {}
         self._model_facts_sent = False  # params and model summary
-        self._batches_seen = 0
+        self._fit_steps = 0  # training steps of this fit so far, as the batch hooks report them
+        self._epoch_first_step = 0  # _fit_steps when the current epoch began
         self._logged_batch_step: int | None = None  # the run's last batch step when this fit joined it
         self._batch_step_offset = 0  # added to the optimizer's step count: see on_epoch_begin
         self._points: list[Metric] = []  # metric points gathered for the next log_batch
@@ -513,8 +515,10 @@ class MLflowCallback(keras.callbacks.Callback):
 
     @_never_raises
     def _log_batch_metrics(self, batch, logs=None):
-        self._batches_seen += 1
-        if not self._active or self._batches_seen % self.log_every_n_steps:
+        # With steps_per_execution > 1, Keras calls this once per execution, with the epoch's index
+        # of its last step: points are due whenever the steps pass a multiple of log_every_n_steps.
+        steps_before, self._fit_steps = self._fit_steps, self._epoch_first_step + batch + 1
+        if not self._active or steps_before // self.log_every_n_steps == self._fit_steps // self.log_every_n_steps:
             return
         step = self._optimizer_step() + self._batch_step_offset
         timestamp = int(time.time() * 1000)

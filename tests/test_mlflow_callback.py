@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -261,6 +262,19 @@ def test_batch_metrics_every_n_steps(tracking_uri, digits):
     steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
     assert steps == list(range(5, 2 * 19 + 1, 5))  # 19 batches per epoch, optimizer steps 5, 10, ...
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
+
+
+@pytest.mark.parametrize("steps_per_execution", [5, 4])
+def test_batch_metrics_every_n_steps_when_keras_runs_several_steps_per_call(tracking_uri, digits, steps_per_execution):
+    (x, y), validation = digits
+    model = tiny_model()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps_per_execution)
+    model.fit(x[:400], y[:400], validation_data=validation, epochs=2, batch_size=10, verbose=0,
+              callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+    steps = [step for step, _ in history(tracking_uri, only_run(tracking_uri).info.run_id, "batch_loss")]
+    # 80 steps, one batch hook per steps_per_execution of them: a point at the first hook at or past
+    # each multiple of 5 (every 5 steps when 5 steps run per call; 8, 12, 16, 20, 28, ... for 4).
+    assert steps == [math.ceil(multiple / steps_per_execution) * steps_per_execution for multiple in range(5, 81, 5)]
 
 
 def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
