@@ -71,7 +71,9 @@ class MLflowCallback(keras.callbacks.Callback):
 
     Args:
         monitor: metric that picks the best epoch, e.g. ``val_loss``.
-        mode: ``min``, ``max`` or ``auto`` (max for accuracy-like names, min otherwise).
+        mode: ``min``, ``max`` or ``auto``: as Keras' callbacks, the direction the monitored metric
+            declares (up for accuracy, AUC, R2Score, IoU, ...); for a metric that declares none, max
+            for accuracy-like names and min otherwise.
         params: extra params to log, nested or flat (e.g. the whole Hydra config).
         log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
         metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
@@ -596,7 +598,8 @@ class MLflowCallback(keras.callbacks.Callback):
     def _is_improvement(self, value: float) -> bool:
         if self._best_value is None:
             return True
-        maximise = self.mode == "max" or (self.mode == "auto" and any(sign in self.monitor for sign in _MAX_SIGNS))
+        # Asked each time, not kept: Keras makes the compiled metric objects at the first batch.
+        maximise = self.mode == "max" or (self.mode == "auto" and _goes_up(self.model, self.monitor))
         return value > self._best_value if maximise else value < self._best_value
 
     def _send_checkpoint(self, write) -> None:
@@ -755,6 +758,18 @@ def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
         elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
             numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
     return numbers
+
+
+def _goes_up(model: keras.Model, monitor: str) -> bool:
+    """Whether the monitored metric is better higher, as Keras' own callbacks tell in mode auto:
+    by the direction its metric object declares; by its name where it declares none."""
+    name = monitor.removeprefix("val_")
+    for metric in getattr(model, "metrics", []):
+        for inner in getattr(metric, "metrics", None) or [metric]:  # compiled metrics come in a container
+            direction = getattr(inner, "_direction", None)
+            if inner.name == name and direction in ("up", "down"):
+                return direction == "up"
+    return any(sign in monitor for sign in _MAX_SIGNS)
 
 
 def _made_folder(path: Path) -> Path:

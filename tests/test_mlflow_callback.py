@@ -139,6 +139,23 @@ def test_best_checkpoint_reproduces_best_val_loss(tracking_uri, digits):
     assert {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"} <= artifacts
 
 
+def test_mode_auto_takes_the_direction_keras_metrics_declare(tracking_uri, digits):
+    # R2Score is better higher, and its name says nothing of it: Keras' own callbacks read the
+    # direction from the metric object, and so does the best epoch here.
+    (x, y), (x_val, y_val) = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=[keras.metrics.R2Score()])
+    model.fit(x, y.reshape(-1, 1).astype("float32"), validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
+              epochs=4, batch_size=64, verbose=0, callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)])
+    run = only_run(tracking_uri)
+    r2 = history(tracking_uri, run.info.run_id, "val_r2_score")
+    best_step, best_value = max(r2, key=lambda point: point[1])
+    assert best_step != min(r2, key=lambda point: point[1])[0]
+    assert run.data.metrics["best_epoch"] == best_step
+    assert run.data.metrics["best_val_r2_score"] == pytest.approx(best_value)
+
+
 @pytest.mark.parametrize("log_model", [True, False], ids=["with-model", "checkpoint-only"])
 def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tracking_uri, digits, log_model):
     # mode="max" on val_loss, which falls: the first epoch is the best, so the final save needs
