@@ -235,6 +235,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._active = False
         self._unwatch_unfinished()
         self._send_model_facts_once()  # a model first built by an epoch that never ended
+        self._rank_logged_epochs()  # no epoch of this fit ended
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
         self._send_summary(status)
@@ -320,6 +321,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self._step_offset: int | None = None  # known at the first epoch
         self._last_epoch: int | None = None
         self._history: list[dict] = []
+        self._unranked_epochs: list[dict] = []  # read back from the run, best not yet picked among them
         self._lr_changes: list[LearningRateChange] = []
         self._lr_in_force: float | None = None
         self._lr_unread = False
@@ -446,7 +448,13 @@ class MLflowCallback(keras.callbacks.Callback):
             if before.get("learning_rate") != after.get("learning_rate"):
                 self._lr_changes.append(LearningRateChange(after["epoch"], before.get("learning_rate"),
                                                            after.get("learning_rate"), "earlier fit"))
-        for row in self._history:
+        self._unranked_epochs = list(self._history)
+
+    def _rank_logged_epochs(self) -> None:
+        """The best of the epochs read back from the run. Ranked at this fit's first epoch end, not when
+        they are read: Keras makes the metric objects that declare the monitor's direction at the first batch."""
+        rows, self._unranked_epochs = self._unranked_epochs, []
+        for row in rows:
             if self.monitor in row and math.isfinite(row[self.monitor]) and self._is_improvement(row[self.monitor]):
                 self._best_value, self._best_epoch = row[self.monitor], row["epoch"]
 
@@ -570,6 +578,7 @@ class MLflowCallback(keras.callbacks.Callback):
     # ----------------------------------------------------------------- best checkpoint
 
     def _track_best(self, epoch: int, logs: dict) -> None:
+        self._rank_logged_epochs()
         value = logs.get(self.monitor)
         if value is None:
             # An epoch without validation (validation_freq > 1, or no validation data) may lack it;

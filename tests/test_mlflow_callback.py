@@ -156,6 +156,28 @@ def test_mode_auto_takes_the_direction_keras_metrics_declare(tracking_uri, digit
     assert run.data.metrics["best_val_r2_score"] == pytest.approx(best_value)
 
 
+def test_a_resumed_run_ranks_its_earlier_epochs_in_the_direction_keras_declares(tracking_uri, digits):
+    # The run's earlier epochs (an interrupted process) are read back when the continuation starts,
+    # before Keras has made the metric objects. Higher is better for R2Score: the earlier best is
+    # epoch 1, and a continuation at a zero learning rate never beats it.
+    (x, y), (x_val, y_val) = digits
+    client = mlflow.MlflowClient(tracking_uri)
+    with mlflow.start_run() as run:
+        for epoch, r2 in enumerate([0.98, 0.999]):
+            mlflow.log_metrics({"val_r2_score": r2, "val_loss": 0.5, "learning_rate": 0.0}, step=epoch)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.Adam(0.0), "mse", metrics=[keras.metrics.R2Score()])
+        model.fit(x, y.reshape(-1, 1).astype("float32"), validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
+                  initial_epoch=2, epochs=4, batch_size=64, verbose=0,
+                  callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)])
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_r2_score")] == [0, 1, 2, 3]
+    assert max(value for step, value in history(tracking_uri, run.info.run_id, "val_r2_score") if step >= 2) < 0.98
+    assert metrics["best_epoch"] == 1
+    assert metrics["best_val_r2_score"] == pytest.approx(0.999)
+
+
 @pytest.mark.parametrize("log_model", [True, False], ids=["with-model", "checkpoint-only"])
 def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tracking_uri, digits, log_model):
     # mode="max" on val_loss, which falls: the first epoch is the best, so the final save needs
