@@ -7,8 +7,9 @@ alternating order (rotated each repeat, so no setup always runs first), and prin
 time of each and its ratio to no tracking. Tracked setups are timed from run start to run end, so
 end-of-training uploads count. Each time is also split where training ends (the first callback's
 on_train_end): the epochs, and the end of training (saving models, drawing plots, uploads, ending
-the run), and the median time of an epoch after the first. Each fit starts after a full garbage
-collection.
+the run), and the median time of an epoch after the first. The end's last part, from the last
+callback's on_train_end to fit's return (Keras releasing the fit's data iterator), is counted on its
+own: how many fits it took more than 20 ms. Each fit starts after a full garbage collection.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ class Timeline(keras.callbacks.Callback):
         return [end - start for start, end in zip(bounds, bounds[1:])]
 
 
+class CallbacksDone(keras.callbacks.Callback):
+    """Last in the list: notes when every callback's on_train_end is over."""
+
+    def on_train_end(self, logs=None):
+        self.at = time.perf_counter()
+
+
 class FitTimes(NamedTuple):
     total: float  # seconds of the whole fit
     end: float  # seconds of it after the epochs: the end of training
     later_epochs: list[float]  # seconds of each epoch after the first
+    after_callbacks: float  # seconds of the end after the last callback's on_train_end, in Keras
 
 
 def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitTimes:
@@ -81,30 +90,38 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitT
     model = build_model(cfg, splits, steps_per_epoch=steps)
     if autolog:
         mlflow.tensorflow.autolog(silent=True)
-    timeline = Timeline()
+    timeline, done = Timeline(), CallbacksDone()
     # A full collection of the TensorFlow-sized heap takes about 0.3 s. Started clean, each fit pays
     # for its own garbage only, not for what an earlier fit (of another setup) left to collect.
     gc.collect()
     started = time.perf_counter()
-    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks], verbose=0)
+    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks, done], verbose=0)
     # autolog() predicts with progress bars to infer a signature: kept off stdout, where the table goes.
     with contextlib.redirect_stdout(sys.stderr), (mlflow.start_run() if in_run else contextlib.nullcontext()):
         model.fit(data[0], **fit)
     finished = time.perf_counter()
     if autolog:
         mlflow.tensorflow.autolog(disable=True)
-    return FitTimes(finished - started, finished - timeline.at, timeline.later_epochs())
+    return FitTimes(finished - started, finished - timeline.at, timeline.later_epochs(), finished - done.at)
 
 
-def prepared_data(epochs: int):
-    """The config, splits and (train, validation) pipelines of the digits CNN fit that is timed."""
+def prepared_data(epochs: int, autotune: bool = True):
+    """The config, splits and (train, validation) pipelines of the digits CNN fit that is timed;
+    ``autotune=False`` turns tf.data's autotuning off in both."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={epochs}"])
     splits = load_splits(cfg.data, seed=cfg.trainer.seed)
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
     # One finite pass per epoch: autolog() records the training data set and would never finish an infinite one.
     train = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0).take(steps)
-    return cfg, splits, (train, make_pipeline(splits.val, cfg.trainer.batch_size))
+    validation = make_pipeline(splits.val, cfg.trainer.batch_size)
+    if not autotune:
+        import tensorflow as tf
+
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        train, validation = train.with_options(options), validation.with_options(options)
+    return cfg, splits, (train, validation)
 
 
 def main() -> None:
@@ -113,6 +130,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--setups", default="none,callback,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
                         help="which to time, comma-separated; no tracking (none) is always timed")
+    parser.add_argument("--no-tf-data-autotune", action="store_true",
+                        help="turn tf.data's autotuning off in the timed pipelines (see the last column)")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs: expected 2 or more (the first epoch traces the graph; the table shows a later one)")
@@ -120,7 +139,7 @@ def main() -> None:
     unknown = [key for key in chosen if key not in setups(Path())]
     if unknown:
         parser.error(f"--setups: unknown {', '.join(unknown)}; expected some of {', '.join(setups(Path()))}")
-    cfg, splits, data = prepared_data(args.epochs)
+    cfg, splits, data = prepared_data(args.epochs, autotune=not args.no_tf_data_autotune)
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
         mlflow.set_experiment("tracking-overhead")
@@ -143,23 +162,27 @@ def rotated(keys: list[str], repeat: int) -> list[str]:
 def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     """Median time and its ratio to no tracking; the ratios within each repeat (median, range) show
     the noise; the epochs' ratio, the end of training and a later epoch show where the time goes.
-    A later epoch's median pools every repeat's epochs, so it is the steadiest figure here."""
+    A later epoch's median pools every repeat's epochs, so it is the steadiest figure here. The last
+    column counts the fits whose end held a slow release of the data iterator, and its longest."""
     baseline = fits["no tracking"]
     total_baseline = statistics.median(fit.total for fit in baseline)
     epochs_baseline = statistics.median(fit.total - fit.end for fit in baseline)
     later_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
-    print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each")
+    print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
+          + (", tf.data autotuning off" if args.no_tf_data_autotune else ""))
     print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}"
-          f" {'epochs ratio':>13} {'end of training s':>18} {'later epoch ms (+ms)':>21}")
+          f" {'epochs ratio':>13} {'end of training s':>18} {'later epoch ms (+ms)':>21} {'after callbacks > 20 ms':>24}")
     for name, samples in fits.items():
         total = statistics.median(fit.total for fit in samples)
         paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
         spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
         epochs = statistics.median(fit.total - fit.end for fit in samples)
         later = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
+        slow = [fit.after_callbacks for fit in samples if fit.after_callbacks > 0.020]
+        releases = f"{len(slow)} of {len(samples)}" + (f" (max {max(slow) * 1000:.0f} ms)" if slow else "")
         print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>28}"
               f" {epochs / epochs_baseline:>13.3f} {statistics.median(fit.end for fit in samples):>18.3f}"
-              f" {f'{later * 1000:.1f} ({(later - later_baseline) * 1000:+.1f})':>21}")
+              f" {f'{later * 1000:.1f} ({(later - later_baseline) * 1000:+.1f})':>21} {releases:>24}")
 
 
 if __name__ == "__main__":
