@@ -59,9 +59,14 @@ def signature(model: keras.Model) -> ModelSignature | None:
 
 def _tensor_schema(tensors: list, names: list[str]) -> Schema:
     several = len(tensors) > 1
-    return Schema([TensorSpec(np.dtype(tensor.dtype), (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
+    return Schema([TensorSpec(_numpy_dtype(tensor.dtype), (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
                               name if several else None)
                    for tensor, name in zip(tensors, names)])
+
+
+def _numpy_dtype(keras_dtype: str) -> np.dtype:
+    # A text model's input: Keras says "string", NumPy holds TensorFlow's strings as objects (bytes).
+    return np.dtype(object) if keras_dtype == "string" else np.dtype(keras_dtype)
 
 
 def tensorflow_version() -> str:

@@ -573,6 +573,29 @@ def test_a_signature_names_each_output_of_a_model_with_several():
     assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
 
+def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(tracking_uri):
+    import tensorflow as tf
+
+    reviews = tf.constant([["good film"], ["bad film"], ["great plot"], ["awful plot"]] * 16)
+    labels = tf.constant([1, 0, 1, 0] * 16)
+    keras.utils.set_random_seed(0)
+    words = keras.layers.TextVectorization(max_tokens=10, output_sequence_length=2)
+    words.adapt(reviews)
+    text = keras.Input((1,), dtype="string")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 4)(words(text)))
+    model = keras.Model(text, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    model.compile("adam", "binary_crossentropy")
+    data = tf.data.Dataset.from_tensor_slices((reviews, labels)).batch(16)
+    model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[MLflowCallback()])
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    logged = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [(np.dtype(object), (-1, 1))]
+    client = mlflow.MlflowClient(tracking_uri)
+    checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
+    np.testing.assert_allclose(checkpoint.predict(reviews[:4], verbose=0), model.predict(reviews[:4], verbose=0), rtol=1e-6)
+
+
 def test_constructor_refuses_bad_arguments():
     with pytest.raises(ValueError, match="mode='best'"):
         MLflowCallback(mode="best")
