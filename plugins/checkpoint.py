@@ -28,9 +28,11 @@ class BestCheckpoint:
         self.path = path
         self._model = model
         self._lock = threading.Lock()
-        self._pending: list[np.ndarray] | None = None
+        self._pending: list[np.ndarray] | None = None  # offered, not yet taken
         self._copy: keras.Model | None = None
-        self._unwritten = False  # the newest offered weights are not in self.path yet
+        # Taken, not yet in self.path: kept until a write succeeds (a failed model/ write leaves
+        # them for the checkpoint's own write).
+        self._unwritten: list[np.ndarray] | None = None
 
     @property
     def pending(self) -> bool:
@@ -48,18 +50,17 @@ class BestCheckpoint:
         weights = self._take_pending()
         if weights is not None:
             self._copy.set_weights(weights)
-        if self._unwritten:
             with keras_saving.known_skipsets():
                 artifacts.write_atomically(self.path, self._copy.save)
-            self._unwritten = False
+            self._unwritten = None
 
     def save_final(self) -> None:
         """After training: write the newest offered weights, if they are not written yet."""
         with self.final_model() as model:
-            if self._unwritten:
+            if self._unwritten is not None:
                 with keras_saving.known_skipsets():
                     artifacts.write_atomically(self.path, model.save)
-                self._unwritten = False
+                self._unwritten = None
 
     @contextmanager
     def final_model(self) -> Iterator[keras.Model | None]:
@@ -85,16 +86,16 @@ class BestCheckpoint:
 
     def write_from(self, saved: Path) -> None:
         """Make ``saved``, a file final_model() was just saved to, checkpoints/best.keras (if it is newer)."""
-        if self._unwritten:
+        if self._unwritten is not None:
             artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
-            self._unwritten = False
+            self._unwritten = None
 
     def _take_pending(self) -> list[np.ndarray] | None:
+        """The newest offered weights that are not in self.path yet, if any."""
         with self._lock:
-            weights, self._pending = self._pending, None
-        if weights is not None:
-            self._unwritten = True
-        return weights
+            if self._pending is not None:
+                self._unwritten, self._pending = self._pending, None
+        return self._unwritten
 
 
 def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:

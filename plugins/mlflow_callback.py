@@ -669,7 +669,8 @@ class MLflowCallback(keras.callbacks.Callback):
         target = self._local_dir / "model"
         self._sender.submit(_WRITING_MODEL, partial(self._save_best_model, target), local=True)
         if with_checkpoint:
-            self._upload(self._checkpoint.path, "checkpoints", needs=_WRITING_MODEL)
+            # Copied from model/ by then; where model/ could not be written, Keras writes it alone.
+            self._send_checkpoint(self._checkpoint.save_final)
         self._send_model_folder(target)
 
     def _send_logged_best_model(self) -> None:

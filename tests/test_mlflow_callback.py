@@ -596,6 +596,23 @@ def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(trac
     np.testing.assert_allclose(checkpoint.predict(reviews[:4], verbose=0), model.predict(reviews[:4], verbose=0), rtol=1e-6)
 
 
+def test_the_checkpoint_lands_when_mlflow_cannot_write_model_folder(tracking_uri, digits, caplog):
+    x_val, y_val = digits[1]
+    # MLflow takes NumPy arrays, not TensorFlow tensors, as an input example: model/ cannot be written.
+    tracker = MLflowCallback(input_example=keras.ops.convert_to_tensor(x_val[:2]), flush_timeout_s=0)
+    fit(digits, [tracker], epochs=3)
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    client = mlflow.MlflowClient(tracking_uri)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "checkpoints", "history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}
+    checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
+    loss = checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4)
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "writing model/ failed (MlflowException: Expected one of the following types:" in errors[0]
+
+
 def test_constructor_refuses_bad_arguments():
     with pytest.raises(ValueError, match="mode='best'"):
         MLflowCallback(mode="best")
@@ -858,7 +875,9 @@ def test_a_model_keras_cannot_save_is_tracked_without_its_files(tracking_uri, di
     assert artifacts == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}  # nothing half-written
     assert tracker.unsent_folder is None  # not kept for a later sync: writing it again would fail again
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
-    failed = ["writing checkpoints/best.keras", "writing model/"] if checkpoint_interval_s == 0 else ["writing model/"]
+    # At the end the checkpoint is tried on its own too, since model/ can fail where Keras would not.
+    failed = ["writing checkpoints/best.keras", "writing model/"] if checkpoint_interval_s == 0 else [
+        "writing model/", "writing checkpoints/best.keras"]
     assert len(errors) == len(failed)
     for what, error in zip(failed, errors):  # one line each, at the end, with Keras' reason
         assert f"{what} failed (NotImplementedError: Learning rate schedule 'WarmUp' must override" in error
