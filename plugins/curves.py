@@ -1,6 +1,6 @@
 """learning_curves.png, drawn in a helper process while the training process saves the model.
 
-Drawing the three panels takes about 0.1 s of CPU. In the training process it would hold the GIL at
+Drawing the panels takes about 0.1 s of CPU. In the training process it would hold the GIL at
 the end of training, one after the other with the model save. A helper Python process (matplotlib
 only) is started when training starts, kept for the life of the process and shared by its fits; it
 draws on another core. Where there is one core, or the helper cannot start, is drawing another fit's
@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,8 @@ from plugins.artifacts import write_atomically
 
 log = logging.getLogger(__name__)
 
-PANELS = [["loss", "val_loss"], ["accuracy", "val_accuracy"], ["learning_rate"]]
+USUAL_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")  # a classifier's
+_NOT_A_METRIC = re.compile(r"^(epoch|learning_rate|epoch_time_s|gap_.*|val_.*|.*loss)$")
 ANSWER_TIMEOUT_S = 30.0  # a plot takes 0.1 s; far past that the helper is stuck, not slow
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,10 +56,10 @@ def draw_learning_curves(rows: list[dict], path: Path, figures: dict | None = No
 
 def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Figure:
     """The plot's figure, given ``rows``' data (``figures``: see draw_learning_curves)."""
-    columns = tuple(column for panel in PANELS for column in panel if any(column in row for row in rows))
-    figure, lines = figures[columns] if figures and columns in figures else _empty_figure(columns)
+    panels = _panels(rows)
+    figure, lines = figures[panels] if figures and panels in figures else _empty_figure(panels)
     if figures is not None:
-        figures[columns] = figure, lines
+        figures[panels] = figure, lines
     epochs = [row["epoch"] for row in rows]
     for column, line in lines.items():
         line.set_data(epochs, [row.get(column, math.nan) for row in rows])
@@ -67,23 +69,33 @@ def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Fig
     return figure
 
 
-def _empty_figure(columns: tuple[str, ...]) -> tuple[Figure, dict[str, Line2D]]:
-    """The three panels with an empty line per column, to be given data."""
+def _panels(rows: list[dict]) -> tuple[tuple[str, ...], ...]:
+    """The columns of each panel that ``rows`` have: the loss, the accuracy (or, where the model has
+    none, its first metric, such as a regression's mae), each beside its validation twin, and the
+    learning rate. A panel with no column is left out."""
+    keys = dict.fromkeys(key for row in rows for key in row)  # in the order Keras logs them
+    metrics = [key for key in keys if not _NOT_A_METRIC.match(key)]
+    metric = next((key for key in metrics if key.endswith(("accuracy", "acc"))), metrics[0] if metrics else "accuracy")
+    wanted = [("loss", "val_loss"), (metric, f"val_{metric}"), ("learning_rate",)]
+    return tuple(panel for panel in (tuple(c for c in columns if c in keys) for columns in wanted) if panel) or (("loss",),)
+
+
+def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str, Line2D]]:
+    """A panel per tuple of columns, with an empty line per column, to be given data."""
     # A Figure without pyplot keeps no global state, so this is safe off the main thread.
     figure = Figure(figsize=(13, 3.6))
     FigureCanvasAgg(figure)
     lines = {}
-    for axes, panel in zip(figure.subplots(1, len(PANELS)), PANELS):
-        for column in (c for c in panel if c in columns):
+    for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for column in panel:
             lines[column], = axes.plot([], [], marker="o", markersize=3, label=column)
         axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
-        if panel == ["learning_rate"]:
+        if panel == ("learning_rate",):
             # Short labels (0.95 .. 1.05 and 1e-3 above the axis): 0.001050 ran into the panel beside it.
             axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         axes.grid(alpha=0.3)
-        if axes.lines:
-            axes.legend()
+        axes.legend()
     # Plain to keep it cheap: the legends name the panels (titles cost a layout pass), one shared x
     # label, a linear rate axis (log tick labels need mathtext) and fixed margins (constrained
     # layout doubles the cost).
@@ -211,7 +223,7 @@ def _serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     figures: dict = {}
     # The usual plot drawn once first, so fonts, caches and its figure are ready before training ends.
-    sample = [{"epoch": epoch, **{column: 1.0 for panel in PANELS for column in panel}} for epoch in range(2)]
+    sample = [{"epoch": epoch, **dict.fromkeys(USUAL_COLUMNS, 1.0)} for epoch in range(2)]
     learning_curves_figure(sample, figures).savefig(io.BytesIO(), dpi=80, format="png")
     for line in sys.stdin:
         started = time.process_time()
