@@ -75,9 +75,10 @@ def _panels(rows: list[dict]) -> tuple[tuple[str, ...], ...]:
     learning rate. A panel with no column is left out."""
     keys = dict.fromkeys(key for row in rows for key in row)  # in the order Keras logs them
     metrics = [key for key in keys if not _NOT_A_METRIC.match(key)]
-    metric = next((key for key in metrics if key.endswith(("accuracy", "acc"))), metrics[0] if metrics else "accuracy")
-    wanted = [("loss", "val_loss"), (metric, f"val_{metric}"), ("learning_rate",)]
-    return tuple(panel for panel in (tuple(c for c in columns if c in keys) for columns in wanted) if panel) or (("loss",),)
+    metric = next((key for key in metrics if key.endswith(("accuracy", "acc"))), metrics[0] if metrics else None)
+    wanted = [("loss", "val_loss"), (metric, f"val_{metric}") if metric else (), ("learning_rate",)]
+    panels = tuple(tuple(column for column in columns if column in keys) for columns in wanted)
+    return tuple(panel for panel in panels if panel) or (("loss",),)  # no epoch ended: one empty panel
 
 
 def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str, Line2D]]:
