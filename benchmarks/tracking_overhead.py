@@ -95,7 +95,9 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitT
     # for its own garbage only, not for what an earlier fit (of another setup) left to collect.
     gc.collect()
     started = time.perf_counter()
-    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks, done], verbose=0)
+    # shuffle=False: the pipeline shuffles (seeded), as in experiments.train; Keras warns otherwise.
+    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks, done], verbose=0,
+               shuffle=False)
     # autolog() predicts with progress bars to infer a signature: kept off stdout, where the table goes.
     with contextlib.redirect_stdout(sys.stderr), (mlflow.start_run() if in_run else contextlib.nullcontext()):
         model.fit(data[0], **fit)
