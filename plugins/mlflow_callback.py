@@ -8,7 +8,9 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -64,8 +66,8 @@ class MLflowCallback(keras.callbacks.Callback):
     checkpoint of a Keras ``fit`` to MLflow.
 
     It logs into the active MLflow run. With none, it starts one at ``on_train_begin`` and ends it
-    at ``on_train_end``; if ``fit`` raised, FAILED when the process exits or the thread's next fit
-    begins. Under ``mlflow run`` the run named by
+    at ``on_train_end``; if ``fit`` raised, KILLED for an interrupt and FAILED otherwise, when the
+    process exits, the IPython cell ends or the thread's next fit begins. Under ``mlflow run`` the run named by
     ``MLFLOW_RUN_ID`` is used and left for ``mlflow run`` to end. All sending happens on one
     background thread; a tracking failure warns once and never stops training.
 
@@ -360,26 +362,49 @@ class MLflowCallback(keras.callbacks.Callback):
             log.warning("MLflow tracking is off for this fit: could not start a run (%s)", error)
             return False
         if self._owns_run:
-            atexit.register(self._end_unfinished)
+            self._fit_thread = threading.current_thread()
+            atexit.register(self._end_at_exit)
             _UNFINISHED[self.run_id] = self
+            self._end_with_cell()
         self._local_dir = self.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
         return True
 
-    def _end_unfinished(self) -> None:
-        """End FAILED the run of a fit that never reached on_train_end (it raised or was interrupted):
-        at the process's exit, or when the next fit on this thread begins."""
-        self._sender.submit("failure.reason tag",
-                            partial(self._client.set_tag, self.run_id, "failure.reason", _UNFINISHED_REASON))
-        self.end("FAILED")
+    def _end_unfinished(self, error: BaseException | None = None) -> None:
+        """End the run of a fit that never reached on_train_end (it raised or was interrupted): KILLED
+        for an interrupt, else FAILED, tagged with ``error`` where it is known. At the process's exit,
+        when the notebook cell that ran the fit ends, or when the next fit on this thread begins."""
+        reason = _UNFINISHED_REASON if error is None else _describe_error(error)
+        self._sender.submit("failure.reason tag", partial(self._client.set_tag, self.run_id, "failure.reason", reason))
+        self.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+
+    def _end_at_exit(self) -> None:
+        on_main_thread = self._fit_thread is threading.main_thread()  # the thread a script's error ends
+        self._end_unfinished(_error_ending_the_script() if on_main_thread else None)
+
+    def _end_with_cell(self) -> None:
+        """In IPython or Jupyter, a fit on the main thread, where cells run, that has not ended when its
+        cell ends has raised: its run ends then, with the cell's error, not at the next fit or the
+        kernel's exit."""
+        shell = _ipython_shell()
+        if shell is None or self._fit_thread is not threading.main_thread():
+            return
+        run_id = self.run_id
+
+        def after_cell(result) -> None:
+            shell.events.unregister("post_run_cell", after_cell)
+            if _UNFINISHED.get(run_id) is self:
+                self._end_unfinished(result.error_in_exec)
+
+        shell.events.register("post_run_cell", after_cell)
 
     def _unwatch_unfinished(self) -> None:
-        atexit.unregister(self._end_unfinished)
+        atexit.unregister(self._end_at_exit)
         _UNFINISHED.pop(self.run_id, None)
 
     def _end_fit_left_open(self) -> None:
         """The active run is one an MLflowCallback started for a fit that raised or was interrupted,
-        and the process went on (a notebook, a loop that catches errors): end it FAILED with what that
-        fit gathered, so this fit gets a run of its own instead of logging into it."""
+        and the process went on (a loop that catches errors): end it FAILED with what that fit
+        gathered, so this fit gets a run of its own instead of logging into it."""
         active = mlflow.active_run()
         earlier = _UNFINISHED.get(active.info.run_id) if active else None
         if earlier is None or _inside_another_fit():  # a fit run by another's callback: that one goes on
@@ -805,6 +830,24 @@ def _inside_another_fit() -> bool:
     """Whether this fit runs inside another fit on this thread (called from one of its callbacks)."""
     fits = [frame.f_code for frame, _ in traceback.walk_stack(None) if frame.f_code.co_name == "fit"]
     return bool(fits) and fits[0] in fits[1:]
+
+
+def _ipython_shell():
+    """The IPython (or Jupyter) shell running this code, if any; IPython is not imported here."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
+
+
+def _error_ending_the_script() -> BaseException | None:
+    """At exit: the exception no code caught, which Python keeps as sys.last_value. In an interactive
+    session that may be an older one, so there it is not known."""
+    if hasattr(sys, "ps1") or sys.flags.interactive or _ipython_shell() is not None:
+        return None
+    return getattr(sys, "last_value", None)
+
+
+def _describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _as_points(metrics: Mapping[str, float | None], step: int) -> list[Metric]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import subprocess
@@ -719,6 +720,7 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
 
 
 STANDALONE = textwrap.dedent("""
+    import os, signal, time
     import keras, numpy as np
     from sklearn.datasets import load_digits
     from plugins import MLflowCallback
@@ -726,6 +728,9 @@ STANDALONE = textwrap.dedent("""
     class Explode(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if EXPLODE_AT is not None and epoch == EXPLODE_AT:
+                if INTERRUPT:  # as Ctrl-C does
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # Python raises KeyboardInterrupt here, once the signal is in
                 raise RuntimeError("boom")
 
     x, y = load_digits(return_X_y=True)
@@ -737,19 +742,96 @@ STANDALONE = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("explode_at", "status", "epochs"), [(None, "FINISHED", 4), (1, "FAILED", 2)])
-def test_plain_keras_script(tmp_path, tracking_uri, explode_at, status, epochs):
+@pytest.mark.parametrize(("explode_at", "interrupt", "status", "stop_reason", "reason", "epochs"), [
+    (None, False, "FINISHED", "completed", None, 4),
+    (1, False, "FAILED", "error", "RuntimeError: boom", 2),
+    (1, True, "KILLED", "interrupted", "KeyboardInterrupt", 2),
+])
+def test_plain_keras_script(tmp_path, tracking_uri, explode_at, interrupt, status, stop_reason, reason, epochs):
     script = tmp_path / "train_script.py"
-    script.write_text(f"EXPLODE_AT = {explode_at}\n" + STANDALONE)
+    script.write_text(f"EXPLODE_AT = {explode_at}\nINTERRUPT = {interrupt}\n" + STANDALONE)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (done.returncode == 0) == (explode_at is None), done.stderr[-2000:]
     run = only_run(tracking_uri)
     assert run.info.status == status
-    assert ("failure.reason" in run.data.tags) == (explode_at is not None)
+    assert run.data.tags["stop_reason"] == stop_reason
+    assert run.data.tags.get("failure.reason") == reason  # the error that ended the script
     assert len(history(tracking_uri, run.info.run_id, "val_loss")) == epochs
     artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")}
     assert artifacts == {"checkpoints/best.keras"}
+
+
+NOTEBOOK_CELLS = [
+    textwrap.dedent("""
+        import json, os, signal, time
+        import keras, mlflow
+        from sklearn.datasets import load_digits
+        from plugins import MLflowCallback
+
+        class Explode(keras.callbacks.Callback):
+            def __init__(self, interrupt):
+                super().__init__()
+                self.interrupt = interrupt
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1 and self.interrupt:  # the kernel's Interrupt sends SIGINT
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)
+                if epoch == 1:
+                    raise RuntimeError("boom")
+
+        x, y = load_digits(return_X_y=True)
+        def fit(*callbacks):
+            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+            model.compile("adam", "sparse_categorical_crossentropy")
+            model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[MLflowCallback(), *callbacks])
+        def statuses():
+            runs = mlflow.search_runs(output_format="list", order_by=["start_time"])
+            return [(r.info.status, r.data.tags.get("stop_reason"), r.data.tags.get("failure.reason")) for r in runs]
+        cell_hooks = len(get_ipython().events.callbacks["post_run_cell"])
+    """),
+    "fit(Explode(interrupt=True))",
+    "print('after the interrupted cell', json.dumps(statuses()))",
+    "fit(Explode(interrupt=False))",
+    "print('after the failed cell', json.dumps(statuses()))",
+    "fit()",
+    "print('after the last cell', json.dumps([statuses(), mlflow.active_run() is None,"
+    " len(get_ipython().events.callbacks['post_run_cell']) == cell_hooks]))",
+]
+
+
+@pytest.mark.slow
+def test_in_a_notebook_a_fit_that_raised_ends_its_run_when_its_cell_ends(tmp_path, tracking_uri):
+    """IPython's own shell runs the cells, as a Jupyter kernel does: a fit interrupted (the kernel's
+    Interrupt) ends KILLED and one that raised FAILED, each as its cell ends, with what they logged."""
+    driver = tmp_path / "notebook.py"
+    driver.write_text(textwrap.dedent("""
+        import json, sys
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        for cell in json.load(open(sys.argv[1])):
+            shell.run_cell(cell)
+    """))
+    (tmp_path / "cells.json").write_text(json.dumps(NOTEBOOK_CELLS))
+    done = subprocess.run([sys.executable, str(driver), str(tmp_path / "cells.json")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "IPYTHONDIR": str(tmp_path / "ipython")})
+    printed = dict(line.split(" [", 1) for line in done.stdout.splitlines() if line.startswith("after the "))
+    assert set(printed) == {"after the interrupted cell", "after the failed cell", "after the last cell"}, done.stdout
+    killed = ["KILLED", "interrupted", "KeyboardInterrupt"]
+    failed = ["FAILED", "error", "RuntimeError: boom"]
+    # Each ended as its cell ended, not at the next fit, which got a run of its own.
+    assert json.loads("[" + printed["after the interrupted cell"]) == [killed]
+    assert json.loads("[" + printed["after the failed cell"]) == [killed, failed]
+    runs, no_active_run, no_hook_left = json.loads("[" + printed["after the last cell"])
+    assert runs == [killed, failed, ["FINISHED", "completed", None]]
+    assert no_active_run and no_hook_left
+    client = mlflow.MlflowClient(tracking_uri)
+    interrupted = min(all_runs(tracking_uri), key=lambda run: run.info.start_time)
+    assert interrupted.info.status == "KILLED"
+    assert len(history(tracking_uri, interrupted.info.run_id, "val_loss")) == 2
+    assert {"checkpoints", "history.csv", "learning_curves.png"} <= {a.path for a in client.list_artifacts(
+        interrupted.info.run_id)}
 
 
 def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch):
