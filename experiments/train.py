@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
@@ -155,7 +156,7 @@ def wait_for_tracking_server(uri: str, wait_s: float) -> None:
 def end_run_early(tracker, status: str, reason: str) -> None:
     """Send what training produced so far (epochs, best checkpoint, history), then end the run with status."""
     tracker.end(status)
-    tracker.finish_run(status, tags={"failure.reason": reason[:5000]})
+    tracker.finish_run(status, tags={"failure.reason": reason[:MAX_TAG_VAL_LENGTH]})
 
 
 def restore_for_resume(model, resume: ResumePoint | None, steps_per_epoch: int) -> None:

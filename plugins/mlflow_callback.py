@@ -24,7 +24,7 @@ import mlflow
 import numpy as np
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.autologging_utils import autologging_is_disabled
-from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_TAG_VAL_LENGTH
 
 from plugins import artifacts, curves, keras_saving, model_facts, spool
 from plugins.artifacts import LearningRateChange
@@ -67,9 +67,9 @@ class MLflowCallback(keras.callbacks.Callback):
 
     It logs into the active MLflow run. With none, it starts one at ``on_train_begin`` and ends it
     at ``on_train_end``; if ``fit`` raised, KILLED for an interrupt and FAILED otherwise, when the
-    process exits, the IPython cell ends or the thread's next fit begins. Under ``mlflow run`` the run named by
-    ``MLFLOW_RUN_ID`` is used and left for ``mlflow run`` to end. All sending happens on one
-    background thread; a tracking failure warns once and never stops training.
+    process exits, the IPython cell ends or the thread's next fit begins. Under ``mlflow run`` the
+    run named by ``MLFLOW_RUN_ID`` is used and left for ``mlflow run`` to end. All sending happens on
+    one background thread; a tracking failure warns once and never stops training.
 
     Args:
         monitor: metric that picks the best epoch, e.g. ``val_loss``.
@@ -373,7 +373,7 @@ class MLflowCallback(keras.callbacks.Callback):
         """End the run of a fit that never reached on_train_end (it raised or was interrupted): KILLED
         for an interrupt, else FAILED, tagged with ``error`` where it is known. At the process's exit,
         when the notebook cell that ran the fit ends, or when the next fit on this thread begins."""
-        reason = _UNFINISHED_REASON if error is None else _describe_error(error)
+        reason = _UNFINISHED_REASON if error is None else _describe_error(error)[:MAX_TAG_VAL_LENGTH]
         self._sender.submit("failure.reason tag", partial(self._client.set_tag, self.run_id, "failure.reason", reason))
         self.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
@@ -426,10 +426,10 @@ class MLflowCallback(keras.callbacks.Callback):
                 self._sender.close()
         with suppress(Exception):
             if self.run_id is not None:
-                self._client.set_tag(self.run_id, "tracking.error", reason[:5000])
+                self._client.set_tag(self.run_id, "tracking.error", reason[:MAX_TAG_VAL_LENGTH])
         with suppress(Exception):
             if self._owns_run:
-                self.finish_run("FAILED", tags={"failure.reason": reason[:5000]})
+                self.finish_run("FAILED", tags={"failure.reason": reason[:MAX_TAG_VAL_LENGTH]})
 
     def _note_missing_epochs(self, epochs: list[int]) -> None:
         """Training goes on past epochs the run has no metrics for: a resume from a backup taken after

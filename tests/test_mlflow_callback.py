@@ -733,6 +733,8 @@ STANDALONE = textwrap.dedent("""
                     time.sleep(1)  # Python raises KeyboardInterrupt here, once the signal is in
                 raise RuntimeError("boom")
 
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal: a background job (CI's) starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     x, y = load_digits(return_X_y=True)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -806,8 +808,9 @@ def test_in_a_notebook_a_fit_that_raised_ends_its_run_when_its_cell_ends(tmp_pat
     Interrupt) ends KILLED and one that raised FAILED, each as its cell ends, with what they logged."""
     driver = tmp_path / "notebook.py"
     driver.write_text(textwrap.dedent("""
-        import json, sys
+        import json, signal, sys
         from IPython.core.interactiveshell import InteractiveShell
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has it (see STANDALONE)
         shell = InteractiveShell.instance()
         for cell in json.load(open(sys.argv[1])):
             shell.run_cell(cell)
