@@ -84,6 +84,8 @@ def main(cfg: DictConfig) -> float:
                 shuffle=False,  # the pipeline shuffles, seeded
                 verbose=cfg.trainer.verbose,
             )
+            # In the try: a signal now (no batch left to finish) stops at once, and the run ends KILLED.
+            test = None if tracker.stop_reason == "nan_loss" else evaluate_best(model, tracker, run.info.run_id, test_data)
         except TrainingInterrupted as interrupt:
             end_run_early(tracker, "KILLED", str(interrupt))
             return stop(TrainingStopped(f"{interrupt}: run {run.info.run_id} ended KILLED; continue it with "
@@ -92,16 +94,20 @@ def main(cfg: DictConfig) -> float:
         except Exception as error:
             end_run_early(tracker, "FAILED", f"{type(error).__name__}: {error}")
             raise
-        if tracker.stop_reason == "nan_loss":
+        if test is None:
             end_run_early(tracker, "FAILED", "the loss became NaN (callbacks.terminate_on_nan stopped training)")
             return stop(TrainingStopped(f"run {run.info.run_id} FAILED: the loss became NaN; try a lower "
                                         "optimizer.learning_rate"), 1)
-        model.set_weights(best_weights(tracker, run.info.run_id, model))
-        test = model.evaluate(test_data, return_dict=True, verbose=0)
         tracker.finish_run("FINISHED", metrics={f"test_{name}": float(value) for name, value in test.items()})
         log.info("run %s (%s): test_accuracy=%.4f", run.info.run_id, run.info.run_name, test.get("accuracy", float("nan")))
     keras.backend.clear_session()
     return tracker.best_value if tracker.best_value is not None else float("nan")
+
+
+def evaluate_best(model, tracker, run_id: str, test_data) -> dict[str, float]:
+    """The test split's metrics, measured with the best epoch's weights."""
+    model.set_weights(best_weights(tracker, run_id, model))
+    return model.evaluate(test_data, return_dict=True, verbose=0)
 
 
 class TrainingStopped(Exception):

@@ -14,7 +14,10 @@ import threading
 import keras
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by ``fit`` for a signal; a KeyboardInterrupt, so code that keeps training going
+    through errors (``except Exception``, as MLflowCallback's hooks do) lets it through."""
+
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(f"training interrupted by {signal.Signals(signum).name}")
@@ -25,12 +28,14 @@ class TrainingInterrupted(Exception):
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal stops at once."""
+    """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal, or one
+    after training (while callbacks finish their work), stops at once."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
         super().__init__()
         self.signals = signals
         self.received: int | None = None
+        self._training_over = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignal:
@@ -45,9 +50,17 @@ class StopOnSignal(keras.callbacks.Callback):
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self.received is not None:
-            raise TrainingInterrupted(signum)  # asked twice: do not wait for the batch
+        if self.received is not None or self._training_over:
+            # Asked twice: do not wait for the batch. Or no batch is left (the end of training, a
+            # tracker waiting for its server): stop at once.
+            raise TrainingInterrupted(signum)
         self.received = signum
+
+    def on_train_begin(self, logs=None):
+        self._training_over = False
+
+    def on_train_end(self, logs=None):
+        self._training_over = True
 
     def _stop_if_signalled(self) -> None:
         if self.received is not None:

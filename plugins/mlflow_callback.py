@@ -253,7 +253,7 @@ class MLflowCallback(keras.callbacks.Callback):
         elif checkpoint_due:
             self._send_checkpoint(self._checkpoint.save_final)
         self._send_history()
-        unsent = self._flush_with_retries()
+        unsent, interrupt = self._flush_with_retries()
         self._report_not_written()
         self._server_unreachable = self._sender.unreachable
         self._sender.close()
@@ -263,6 +263,8 @@ class MLflowCallback(keras.callbacks.Callback):
             shutil.rmtree(self._local_dir, ignore_errors=True)
         if self._owns_run:
             self.finish_run(status)
+        if interrupt is not None:
+            raise interrupt  # it cut the wait short; what it was sent to stop still stops
 
     def finish_run(self, status: str = "FINISHED", metrics: Mapping[str, float] | None = None,
                    tags: Mapping[str, str] | None = None) -> None:
@@ -300,15 +302,26 @@ class MLflowCallback(keras.callbacks.Callback):
         log.error("MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
                   run_id, ", ".join(what for what, _ in calls), self.unsent_folder, self.unsent_folder)
 
-    def _flush_with_retries(self) -> list[str]:
-        """Wait for everything queued; retry what failed until it is sent or flush_timeout_s passes."""
-        unsent = self._sender.flush()
+    def _flush_with_retries(self) -> tuple[list[str], KeyboardInterrupt | None]:
+        """Wait for everything queued; retry what failed until it is sent or flush_timeout_s passes.
+        An interrupt (Ctrl-C) cuts the wait short: it is handed back, to be raised once what was not
+        sent is kept on disk and the run is ended."""
         deadline = time.monotonic() + self.flush_timeout_s
-        while unsent and time.monotonic() < deadline:
-            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-            self._sender.retry()
+        try:
             unsent = self._sender.flush()
-        return unsent
+            if unsent and self.flush_timeout_s > 0:
+                log.warning("MLflow run %s: the tracking server has not taken %s; trying again for up to %g s "
+                            "(flush_timeout_s). Ctrl-C stops waiting and keeps them on disk",
+                            self.run_id, ", ".join(unsent), self.flush_timeout_s)
+            while unsent and time.monotonic() < deadline:
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+                self._sender.retry()
+                unsent = self._sender.flush()
+            return unsent, None
+        except KeyboardInterrupt as interrupt:
+            log.warning("MLflow run %s: stopped waiting for the tracking server (%s)", self.run_id,
+                        _describe_error(interrupt))
+            return self._sender.flush(), interrupt
 
     # ----------------------------------------------------------------- run
 

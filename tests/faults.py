@@ -28,14 +28,17 @@ class RaiseAtStep(keras.callbacks.Callback):
 
 
 class StopServerWhenTrainingEnds(keras.callbacks.Callback):
-    """The tracking server goes down as training ends, before anything of the end is sent."""
+    """The tracking server goes down as training ends, before anything of the end is sent. A resume
+    keeps the run's config, this callback with it: by then that server is gone, and nothing happens."""
 
     def __init__(self, server_pid: int):
         super().__init__()
         self.server_pid = server_pid
 
     def on_train_end(self, logs=None):
+        import contextlib
         import os
         import signal
 
-        os.killpg(self.server_pid, signal.SIGTERM)  # the server and its workers
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.server_pid, signal.SIGTERM)  # the server and its workers

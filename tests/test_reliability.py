@@ -32,14 +32,19 @@ def start_training(tmp_path, *overrides, env=None):
 
 def wait_for_epoch(log, epoch_number: int, process, limit_s: float = 300) -> None:
     """Until the process prints "Epoch <epoch_number>/" (that epoch has begun)."""
+    wait_for_line(log, f"Epoch {epoch_number}/", process, limit_s)
+
+
+def wait_for_line(log, text: str, process, limit_s: float = 300) -> None:
+    """Until the process prints ``text``."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         log.seek(0)
-        if f"Epoch {epoch_number}/" in log.read():
+        if text in log.read():
             return
         assert process.poll() is None, "training ended before the fault could be injected"
         time.sleep(0.1)
-    raise AssertionError(f"epoch {epoch_number} never began")
+    raise AssertionError(f"{text!r} never printed")
 
 
 def steps(client, run_id, key="val_loss") -> list[int]:
@@ -423,6 +428,44 @@ def test_server_gone_when_training_ends_then_synced(tmp_path, run_cli):
             assert steps(client, run.info.run_id, key) == [0, 1], key
         assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
     finally:
+        stop_mlflow_server(server)
+
+
+def test_ctrl_c_while_the_end_waits_for_the_server_keeps_everything_and_stops_at_once(tmp_path, run_cli):
+    """With the server gone as training ends, the end retries for up to mlflow.flush_timeout_s. One
+    Ctrl-C stops that wait: what the server did not take is kept on disk, the command ends KILLED
+    (exit 130) in one line, and the run is whole once synced; a resume then adds the test metrics."""
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    uri = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    stop_server = f"+callbacks.fault={{_target_: tests.faults.StopServerWhenTrainingEnds, server_pid: {server.pid}}}"
+    process, log = start_training(tmp_path, "trainer.epochs=2", "mlflow.flush_timeout_s=600", stop_server, env=env)
+    try:
+        wait_for_line(log, "Ctrl-C stops waiting", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130  # not the 600 s of flush_timeout_s
+        log.seek(0)
+        said = log.read()
+        assert "Traceback" not in said and "python -m experiments.sync" in said, said[-3000:]
+        assert said.strip().splitlines()[-1].startswith("error: training interrupted by SIGINT: run ")
+        server = start_mlflow_server(tmp_path, port)
+        synced = run_cli("experiments.sync", "--tracking-uri", uri)
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        client = mlflow.MlflowClient(uri)
+        run = all_runs(uri)[0]
+        assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "completed"
+        for key in EPOCH_KEYS:
+            assert steps(client, run.info.run_id, key) == [0, 1], key
+        assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "model/MLmodel"} <= artifact_names(
+            client, run.info.run_id)
+        resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", env=env)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        run = client.get_run(run.info.run_id)
+        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test_accuracy"] <= 1
+    finally:
+        if process.poll() is None:
+            process.kill()
         stop_mlflow_server(server)
 
 
