@@ -109,8 +109,8 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "a"), start_new_session=True,
-        # Tracking only: MLflow 3's job runner (GenAI jobs) would start seven more Python processes
-        # per server, about 10 s of CPU taken from the training beside it on a 2-core machine.
+        # Tracking only: MLflow 3's job runner (GenAI jobs) would start eight more Python processes
+        # per server, about 16 s of CPU taken from the training beside it on a 2-core machine.
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     deadline = time.monotonic() + 120
