@@ -75,10 +75,17 @@ def _panels(rows: list[dict]) -> tuple[tuple[str, ...], ...]:
     learning rate. A panel with no column is left out."""
     keys = dict.fromkeys(key for row in rows for key in row)  # in the order Keras logs them
     metrics = [key for key in keys if not _NOT_A_METRIC.match(key)]
-    metric = next((key for key in metrics if key.endswith(("accuracy", "acc"))), metrics[0] if metrics else None)
+    metric = accuracy_key(metrics) or (metrics[0] if metrics else None)
     wanted = [("loss", "val_loss"), (metric, f"val_{metric}") if metric else (), ("learning_rate",)]
     panels = tuple(tuple(column for column in columns if column in keys) for columns in wanted)
     return tuple(panel for panel in panels if panel) or (("loss",),)  # no epoch ended: one empty panel
+
+
+def accuracy_key(keys) -> str | None:
+    """The model's accuracy among its log ``keys``: ``accuracy``, else the first that names one in
+    another way (``acc``, ``sparse_categorical_accuracy``); None for a model without."""
+    keys = [key for key in keys if not key.startswith(("val_", "gap_"))]
+    return "accuracy" if "accuracy" in keys else next((key for key in keys if key.endswith(("accuracy", "acc"))), None)
 
 
 def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str, Line2D]]:

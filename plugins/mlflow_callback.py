@@ -547,8 +547,9 @@ class MLflowCallback(keras.callbacks.Callback):
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_started
         if "loss" in metrics and "val_loss" in metrics:
             metrics["gap_loss"] = metrics["val_loss"] - metrics["loss"]
-        if "accuracy" in metrics and "val_accuracy" in metrics:
-            metrics["gap_accuracy"] = metrics["accuracy"] - metrics["val_accuracy"]
+        accuracy = curves.accuracy_key(metrics)  # a model compiled with metrics=["acc"] logs acc
+        if accuracy and f"val_{accuracy}" in metrics:
+            metrics["gap_accuracy"] = metrics[accuracy] - metrics[f"val_{accuracy}"]
         return metrics
 
     def _warn_not_numbers(self, logs: dict) -> None:

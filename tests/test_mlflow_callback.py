@@ -424,6 +424,25 @@ def test_hooks_with_synthetic_logs(tracking_uri):
     assert tracker.best_epoch == 1
 
 
+@pytest.mark.parametrize(("logged", "accuracy"), [
+    ({"acc": 0.75, "val_acc": 0.5}, "acc"),
+    ({"sparse_categorical_accuracy": 0.75, "val_sparse_categorical_accuracy": 0.5}, "sparse_categorical_accuracy"),
+    ({"top_k_categorical_accuracy": 1.0, "val_top_k_categorical_accuracy": 0.25, "accuracy": 0.75,
+      "val_accuracy": 0.5}, "accuracy"),
+], ids=["acc", "sparse_categorical_accuracy", "accuracy-beside-top-k"])
+def test_gap_accuracy_follows_the_accuracy_the_model_logs_whatever_its_name(tracking_uri, logged, accuracy):
+    callbacks = keras.callbacks.CallbackList([MLflowCallback(log_model=False)], model=tiny_model())
+    callbacks.set_params({"epochs": 2, "steps": 1})
+    callbacks.on_train_begin()
+    for epoch in range(2):
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.6, **logged})
+    callbacks.on_train_end()
+    run_id = only_run(tracking_uri).info.run_id
+    assert history(tracking_uri, run_id, "gap_accuracy") == [(0, 0.25), (1, 0.25)]  # 0.75 - 0.5
+    assert history(tracking_uri, run_id, accuracy) == [(0, 0.75), (1, 0.75)]
+
+
 def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits, caplog):
     (x, y), (x_val, y_val) = digits
     model = tiny_model()
