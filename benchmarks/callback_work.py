@@ -4,7 +4,9 @@
 
 Fits the digits CNN of conf/ (model=cnn reg=none) with MLflowCallback (everything on) and records
 the CPU time of each of its hooks on the training thread, of each job on its sender thread and of
-the helper process that draws learning_curves.png.
+the helper process that draws learning_curves.png; and, in wall time, what the end of training
+waits for on the training thread: the helper's plot, then the sender (the model save and the
+uploads, which run meanwhile), then the end of the run. Whichever wait is longer is the one to shorten.
 Thread CPU time does not count the time other processes take from this machine, so these figures
 are steadier than the side-by-side ratios of tracking_overhead.py and say what those ratios are
 made of (waiting, e.g. for the GIL, is not counted). Prints the median per fit of each part and the total as a share of
@@ -31,6 +33,13 @@ from plugins import MLflowCallback, curves
 from plugins.sender import Sender
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")
+# The end of training on the training thread, in the order it waits: (label, object, attribute).
+END_WAITS = (
+    ("on_train_end, all of it", MLflowCallback, "on_train_end"),
+    ("  waiting for the helper's learning_curves.png", curves, "plot_learning_curves"),
+    ("  then waiting for the sender (model/, uploads)", MLflowCallback, "_flush_with_retries"),
+    ("  then ending the run", MLflowCallback, "finish_run"),
+)
 
 
 class Ledger:
@@ -38,16 +47,13 @@ class Ledger:
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.wall: dict[str, float] = defaultdict(float)  # END_WAITS' parts
+
+    def timed_wait(self, label, function):
+        return _timed(function, time.perf_counter, self.wall, label)
 
     def timed_hook(self, name, hook):
-        @wraps(hook)
-        def timed(*args, **kwargs):
-            started = time.thread_time()
-            try:
-                return hook(*args, **kwargs)
-            finally:
-                self.seconds[f"hook {name}"] += time.thread_time() - started
-        return timed
+        return _timed(hook, time.thread_time, self.seconds, f"hook {name}")
 
     def timed_job(self, attempt):
         @wraps(attempt)
@@ -67,6 +73,18 @@ class Ledger:
             self.seconds["helper process drawing learning_curves.png"] += answer.get("cpu_s", 0.0)
             return answer
         return counted
+
+
+def _timed(function, clock, totals: dict[str, float], key: str):
+    """``function``, adding the time it takes by ``clock`` to ``totals[key]``."""
+    @wraps(function)
+    def timed(*args, **kwargs):
+        started = clock()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[key] += clock() - started
+    return timed
 
 
 def _part(what: str) -> str:
@@ -105,7 +123,10 @@ def main() -> None:
         setattr(MLflowCallback, name, ledger.timed_hook(name, getattr(MLflowCallback, name)))
     Sender._attempt = ledger.timed_job(Sender._attempt)
     curves.HELPER.draw = ledger.counted_helper(curves.HELPER.draw)
+    for label, owner, name in END_WAITS:  # after HOOKS: on_train_end's wall time holds its CPU timing
+        setattr(owner, name, ledger.timed_wait(label, getattr(owner, name)))
     per_fit: dict[str, list[float]] = defaultdict(list)
+    end_waits: dict[str, list[float]] = defaultdict(list)
     baseline: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{Path(folder)}/mlflow.db")
@@ -117,9 +138,12 @@ def main() -> None:
         for _ in range(args.repeats):
             baseline.append(timed_fit(cfg, splits, data, [], False, False)[0])
             ledger.seconds.clear()
+            ledger.wall.clear()
             timed_fit(cfg, splits, data, [MLflowCallback()], False, False)
             for part, seconds in ledger.seconds.items():
                 per_fit[part].append(seconds)
+            for label, seconds in ledger.wall.items():
+                end_waits[label].append(seconds)
     fit_s = statistics.median(baseline)
     medians = {part: statistics.median(samples) for part, samples in per_fit.items()}
     print(f"digits CNN, {args.epochs} epochs; no-tracking fit {fit_s:.2f} s (median of {args.repeats})")
@@ -129,6 +153,10 @@ def main() -> None:
     total = sum(medians.values())
     print(f"{'total':<58} {total * 1000:>10.1f} {total / fit_s:>7.1%}")
     print(f"{'the first tracked fit of this process, with its one-off costs':<58} {first_fit * 1000:>10.1f} {first_fit / fit_s:>7.1%}")
+    print(f"\n{'end of training (wall time on the training thread)':<58} {'ms per fit':>10} {'share':>7}")
+    for label, _, _ in END_WAITS:
+        seconds = statistics.median(end_waits[label])
+        print(f"{label:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
 
 
 if __name__ == "__main__":

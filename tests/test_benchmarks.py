@@ -18,11 +18,18 @@ def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "MLflowCallback failed" not in done.stderr
-    parts = {line.rsplit(None, 2)[0] for line in done.stdout.splitlines()[2:]}
+    cpu_table, end_table = done.stdout.split("\n\n")
+    parts = {line.rsplit(None, 2)[0] for line in cpu_table.splitlines()[2:]}
     # The sender's jobs ran: the metrics sent, the model saved once, the files uploaded; the helper
     # process drew the plot.
     assert {"hook on_epoch_end", "sender log_batch of metrics", "sender writing model/", "sender learning_curves.png",
             "helper process drawing learning_curves.png", "total"} <= parts
+    # The end's waits, in ms: each was timed, and they happen inside on_train_end.
+    waits = {label.strip(): float(ms) for label, ms, _ in (line.rsplit(None, 2) for line in end_table.splitlines()[1:])}
+    assert list(waits) == ["on_train_end, all of it", "waiting for the helper's learning_curves.png",
+                           "then waiting for the sender (model/, uploads)", "then ending the run"]
+    assert waits["waiting for the helper's learning_curves.png"] > 0 and waits["then ending the run"] > 0
+    assert waits["on_train_end, all of it"] >= sum(list(waits.values())[1:])
 
 
 @pytest.mark.parametrize("script", ["tracking_overhead.py", "compare_speed.py", "server_gone.py", "sweep_parallel.py"])
