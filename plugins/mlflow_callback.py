@@ -696,10 +696,18 @@ class MLflowCallback(keras.callbacks.Callback):
     def _send_history(self) -> None:
         if not self._history:
             return
-        self._upload(artifacts.write_history(self._history, self._local_dir / "history.csv"))
-        self._upload(artifacts.write_lr_changes(self._lr_changes, self._local_dir / "lr_changes.csv"))
+        # The CSVs are written on the sender's thread, after the model save: the plot is the longest
+        # wait of the end of training, so this thread asks for it first.
+        self._send_file(partial(artifacts.write_history, self._history), self._local_dir / "history.csv")
+        self._send_file(partial(artifacts.write_lr_changes, self._lr_changes), self._local_dir / "lr_changes.csv")
         # Drawn by a helper process while this process saves the model on the sender's thread.
         self._upload(curves.plot_learning_curves(self._history, self._local_dir / "learning_curves.png"))
+
+    def _send_file(self, write, path: Path) -> None:
+        """``write(path)`` on the sender's thread, then the upload of ``path``."""
+        writing = f"writing {path.name}"
+        self._sender.submit(writing, partial(write, path), local=True)
+        self._upload(path, needs=writing)
 
     def _upload(self, path: Path, folder: str | None = None, needs: str | None = None) -> None:
         self._sender.submit(path.name, partial(self._client.log_artifact, self.run_id, str(path), folder), needs=needs)
