@@ -7,7 +7,8 @@ alternating order (rotated each repeat, so no setup always runs first), and prin
 time of each and its ratio to no tracking. Tracked setups are timed from run start to run end, so
 end-of-training uploads count. Each time is also split where training ends (the first callback's
 on_train_end): the epochs, and the end of training (saving models, drawing plots, uploads, ending
-the run), and the median time of an epoch after the first. The end's last part, from the last
+the run). The epochs are split too: the start of training with the first epoch, and the median time
+of an epoch after the first. The end's last part, from the last
 callback's on_train_end to fit's return (Keras releasing the fit's data iterator), is counted on its
 own: how many fits it took more than 20 ms. Each fit starts after a full garbage collection.
 """
@@ -78,6 +79,7 @@ class CallbacksDone(keras.callbacks.Callback):
 
 class FitTimes(NamedTuple):
     total: float  # seconds of the whole fit
+    first: float  # seconds of it before the second epoch: the start of training and the first epoch
     end: float  # seconds of it after the epochs: the end of training
     later_epochs: list[float]  # seconds of each epoch after the first
     after_callbacks: float  # seconds of the end after the last callback's on_train_end, in Keras
@@ -104,7 +106,8 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitT
     finished = time.perf_counter()
     if autolog:
         mlflow.tensorflow.autolog(disable=True)
-    return FitTimes(finished - started, finished - timeline.at, timeline.later_epochs(), finished - done.at)
+    return FitTimes(finished - started, timeline.epoch_starts[1] - started, finished - timeline.at,
+                    timeline.later_epochs(), finished - done.at)
 
 
 def prepared_data(epochs: int, autotune: bool = True):
@@ -163,28 +166,38 @@ def rotated(keys: list[str], repeat: int) -> list[str]:
 
 def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     """Median time and its ratio to no tracking; the ratios within each repeat (median, range) show
-    the noise; the epochs' ratio, the end of training and a later epoch show where the time goes.
-    A later epoch's median pools every repeat's epochs, so it is the steadiest figure here. The last
-    column counts the fits whose end held a slow release of the data iterator, and its longest."""
+    the noise; the epochs' ratio, the start with the first epoch, a later epoch and the end of
+    training show where the time goes. A later epoch's median pools every repeat's epochs, so it is
+    the steadiest figure here. The last column counts the fits whose end held a slow release of the
+    data iterator, and its longest."""
     baseline = fits["no tracking"]
     total_baseline = statistics.median(fit.total for fit in baseline)
     epochs_baseline = statistics.median(fit.total - fit.end for fit in baseline)
     later_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
+    first_baseline = statistics.median(fit.first for fit in baseline)
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
           + (", tf.data autotuning off" if args.no_tf_data_autotune else ""))
     print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}"
-          f" {'epochs ratio':>13} {'end of training s':>18} {'later epoch ms (+ms)':>21} {'after callbacks > 20 ms':>24}")
+          f" {'epochs ratio':>13} {'start and first epoch ms (+ms)':>31} {'later epoch ms (+ms)':>21}"
+          f" {'end of training s':>18} {'after callbacks > 20 ms':>24}")
     for name, samples in fits.items():
         total = statistics.median(fit.total for fit in samples)
         paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
         spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
         epochs = statistics.median(fit.total - fit.end for fit in samples)
         later = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
+        first = statistics.median(fit.first for fit in samples)
         slow = [fit.after_callbacks for fit in samples if fit.after_callbacks > 0.020]
         releases = f"{len(slow)} of {len(samples)}" + (f" (max {max(slow) * 1000:.0f} ms)" if slow else "")
         print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>28}"
-              f" {epochs / epochs_baseline:>13.3f} {statistics.median(fit.end for fit in samples):>18.3f}"
-              f" {f'{later * 1000:.1f} ({(later - later_baseline) * 1000:+.1f})':>21} {releases:>24}")
+              f" {epochs / epochs_baseline:>13.3f} {_with_change(first, first_baseline):>31}"
+              f" {_with_change(later, later_baseline):>21} {statistics.median(fit.end for fit in samples):>18.3f}"
+              f" {releases:>24}")
+
+
+def _with_change(seconds: float, baseline_seconds: float) -> str:
+    """``seconds`` in ms, with its difference to the untracked fits' figure."""
+    return f"{seconds * 1000:.1f} ({(seconds - baseline_seconds) * 1000:+.1f})"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,23 @@ def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
     assert waits["on_train_end, all of it"] >= sum(list(waits.values())[1:])
 
 
-@pytest.mark.parametrize("script", ["tracking_overhead.py", "compare_speed.py", "server_gone.py", "sweep_parallel.py"])
+def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_epochs_and_end(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_overhead.py"), "--repeats", "1",
+                           "--epochs", "2", "--setups", "callback"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line[:40].strip(): line[40:].split() for line in done.stdout.splitlines()[2:]}
+    assert list(rows) == ["no tracking", "MLflowCallback (everything on)"]
+    # Columns: median s, ratio, per repeat (2), epochs ratio, start and first epoch ms (2), later epoch
+    # ms (2), end of training s, then the slow releases ("0 of 1", or "1 of 1 (max 147 ms)").
+    for name, (total_s, _, _, _, _, first_ms, _, later_ms, _, end_s, *_) in rows.items():
+        # One fit of two epochs: its start and first epoch, its one later epoch and its end are the whole fit.
+        assert float(total_s) == pytest.approx(float(first_ms) / 1000 + float(later_ms) / 1000 + float(end_s), abs=0.01), name
+    (untracked, _), (tracked, ratio) = ((float(rows[name][0]), float(rows[name][1])) for name in rows)
+    assert ratio == pytest.approx(tracked / untracked, rel=0.02)  # the totals are printed to 0.01 s
+
+
+@pytest.mark.parametrize("script", ["compare_speed.py", "server_gone.py", "sweep_parallel.py"])
 def test_every_benchmark_script_starts_as_the_readme_runs_it(tmp_path, script):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
