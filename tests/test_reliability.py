@@ -310,8 +310,10 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         x, y = load_digits(return_X_y=True)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        # The three epochs' metrics wait for the end: one call with the summary's, whatever the machine's speed.
-        tracker = MLflowCallback(flush_timeout_s=0, metrics_interval_s=3600, output_dir=tmp_path / "out")
+        # The three epochs' metrics and the checkpoint wait for the end, whatever the machine's speed: one
+        # call with the summary's metrics, one write of the model (the HTTP retries can pass 10 s).
+        tracker = MLflowCallback(flush_timeout_s=0, metrics_interval_s=3600, checkpoint_interval_s=3600,
+                                 output_dir=tmp_path / "out")
         model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[tracker])
         # reading the run's earlier epochs, the first call, then one per epoch's retry at most
         assert 2 * 3 <= gone.connections <= (2 + 3) * 3
