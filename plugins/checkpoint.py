@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -14,6 +15,8 @@ import mlflow
 import numpy as np
 
 from plugins import artifacts, keras_saving
+
+log = logging.getLogger(__name__)
 
 
 class BestCheckpoint:
@@ -105,7 +108,30 @@ def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Mo
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:
-    """Same layers and compile settings, own weights: it can be saved while the original trains."""
-    copy = keras.models.clone_model(model)
+    """Same layers, state and compile settings, own weights and a fresh optimizer: it can be saved
+    while the original trains."""
+    try:
+        copy = _loaded_from_a_save(model)
+    except Exception as error:
+        # A class Keras cannot find by its name (one defined inside a function) loads no model. The
+        # clone holds config and weights: all the state of most models.
+        log.info("checkpoints/best.keras: the model is cloned for background writes, not loaded from a save (%s)",
+                 str(error).splitlines()[0] if str(error) else type(error).__name__)
+        copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy
+
+
+def _loaded_from_a_save(model: keras.Model) -> keras.Model:
+    """``model`` saved and loaded back, without its optimizer.
+
+    Not keras.models.clone_model: it rebuilds layers from their config and takes no state that Keras
+    saves beside the weights, such as an adapted TextVectorization's vocabulary. A model saved from
+    such a clone cannot be loaded.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        saved = Path(folder) / "model.keras"
+        with keras_saving.known_skipsets():
+            model.save(saved)
+        # Not safe mode: the file was written just now, from the model in training (Lambda layers included).
+        return keras.models.load_model(saved, compile=False, safe_mode=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -593,7 +594,10 @@ def test_a_signature_names_each_output_of_a_model_with_several():
     assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
 
-def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(tracking_uri):
+# 3600: saved at the end from the trained model. 0: also written during training, from a copy of the
+# model, which must hold the vocabulary that TextVectorization keeps beside its weights.
+@pytest.mark.parametrize("checkpoint_interval_s", [3600, 0])
+def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(tracking_uri, checkpoint_interval_s):
     import tensorflow as tf
 
     reviews = tf.constant([["good film"], ["bad film"], ["great plot"], ["awful plot"]] * 16)
@@ -606,14 +610,19 @@ def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(trac
     model = keras.Model(text, keras.layers.Dense(1, activation="sigmoid")(pooled))
     model.compile("adam", "binary_crossentropy")
     data = tf.data.Dataset.from_tensor_slices((reviews, labels)).batch(16)
-    model.fit(data, validation_data=data, epochs=2, verbose=0, shuffle=False, callbacks=[MLflowCallback()])
+    tracker = MLflowCallback(checkpoint_interval_s=checkpoint_interval_s)
+    model.fit(data, validation_data=data, epochs=2, verbose=0, shuffle=False, callbacks=[tracker])
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED"
+    assert tracker.best_epoch == 1  # the model holds the best epoch's weights
     logged = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [(np.dtype(object), (-1, 1))]
+    expected = model.predict(reviews[:4], verbose=0)
+    logged_keras = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_allclose(logged_keras.predict(reviews[:4], verbose=0), expected, rtol=1e-6)
     client = mlflow.MlflowClient(tracking_uri)
     checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
-    np.testing.assert_allclose(checkpoint.predict(reviews[:4], verbose=0), model.predict(reviews[:4], verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(checkpoint.predict(reviews[:4], verbose=0), expected, rtol=1e-6)
 
 
 def test_the_checkpoint_lands_when_mlflow_cannot_write_model_folder(tracking_uri, digits, caplog):
@@ -956,6 +965,29 @@ def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_tr
     run = only_run(tracking_uri)
     assert [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")] == [
         "checkpoints/best.keras"]  # the final best always lands
+
+
+def test_a_layer_class_keras_cannot_load_by_name_still_gets_checkpoints_during_training(tracking_uri, digits, caplog):
+    class Doubled(keras.layers.Layer):  # defined in a function: a save names it, a load cannot find it
+        def call(self, inputs):
+            return inputs * 2.0
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), Doubled(), keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    caplog.set_level(logging.INFO, logger="plugins.checkpoint")
+    tracker = MLflowCallback(checkpoint_interval_s=0)
+    watch = ArtifactWatch(tracking_uri, tracker, wait_s=30)
+    fit(digits, [tracker, watch], epochs=2, model=model)
+    assert watch.seen == [True, True]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    cloned = [record.getMessage() for record in caplog.records if record.name == "plugins.checkpoint"]
+    assert len(cloned) == 1 and "the model is cloned for background writes" in cloned[0]  # no save of it loads
+    run = only_run(tracking_uri)
+    path = mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "checkpoints/best.keras")
+    checkpoint = keras.models.load_model(path, custom_objects={"Doubled": Doubled})
+    loss = checkpoint.evaluate(*digits[1], verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-5)
 
 
 class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
