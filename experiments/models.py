@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
@@ -54,7 +55,7 @@ def build_cnn(
 ) -> keras.Model:
     """Conv blocks (Conv2D -> [BatchNorm] -> ReLU -> MaxPool -> [Dropout]), Dense -> [Dropout] -> softmax."""
     model = _input_stem(input_shape, reg, name)
-    for width in filters:
+    for width in _block_widths("filters", filters, "conv block"):
         # A bias before BatchNormalization is cancelled by its mean subtraction.
         model.add(layers.Conv2D(width, kernel_size, padding="same", use_bias=not reg.batchnorm,
                                 kernel_regularizer=reg.kernel_regularizer()))
@@ -77,11 +78,19 @@ def build_mlp(
     """Dense blocks (Dense -> [BatchNorm] -> ReLU -> [Dropout]) on the flattened image, then softmax."""
     model = _input_stem(input_shape, reg, name)
     model.add(layers.Flatten())
-    for width in units:
+    for width in _block_widths("units", units, "dense block"):
         model.add(layers.Dense(width, use_bias=not reg.batchnorm, kernel_regularizer=reg.kernel_regularizer()))
         _add_normalised_activation(model, reg)
         _add_dropout(model, reg)
     return _add_classifier(model, num_classes, reg)
+
+
+def _block_widths(argument: str, widths: Sequence[int], block: str) -> Sequence[int]:
+    """``widths``, one block per entry. A single number (``model.units=256``) is refused by name: Python
+    would say only that an int is not iterable."""
+    if isinstance(widths, str) or not isinstance(widths, Sequence):
+        raise ValueError(f"{argument}={widths!r}: expected a list with one width per {block}, e.g. [{widths}] for one")
+    return widths
 
 
 def _input_stem(input_shape: tuple[int, ...], reg: Regularisation, name: str) -> keras.Sequential:

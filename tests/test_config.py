@@ -163,9 +163,11 @@ def test_a_switched_off_callback_is_not_checked(compose_cfg):
 @pytest.mark.parametrize(("override", "message"), [
     ("+callbacks.early_stopping.wait=3", "callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'"),
     ("+optimizer.momentum=0.9", "optimizer: Argument(s) not recognized: {'momentum': 0.9}"),
+    ("model.filters=32", "model: filters=32: expected a list with one width per conv block, e.g. [32] for one"),
+    ("model=mlp model.units=256", "model: units=256: expected a list with one width per dense block, e.g. [256] for one"),
 ])
 def test_an_argument_the_class_refuses_is_a_config_error_naming_its_key(compose_cfg, override, message):
-    cfg = compose_cfg(override)
+    cfg = compose_cfg(*override.split())
     with pytest.raises(ConfigError) as refused:
         build_callbacks(cfg)
         build_model(cfg, FakeSplits(), steps_per_epoch=10)
