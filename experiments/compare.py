@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
     print(f"{len(table)} runs of {scope}, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it")
     print(printable(table, args.group_by))
-    files = write_report(client, table, runs, Path(args.output), args.group_by, args.max_curves)
+    try:
+        files = write_report(client, table, runs, Path(args.output), args.group_by, args.max_curves)
+    except OSError as error:  # a folder that cannot be made or written to, a full disk
+        print(f"error: --output {args.output}: cannot write the report there ({error.strerror}: {error.filename})",
+              file=sys.stderr)
+        return 2
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
     print(f"wrote {', '.join(str(file) for file in files)}")

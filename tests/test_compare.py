@@ -103,6 +103,16 @@ def test_clear_errors(tracking_uri, tmp_path, capsys, args, message):
     assert message in error and "\n" not in error
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(sweep, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    output = tmp_path / "a-file" / "out"
+    assert compare(["--experiment", "study", "--output", str(output)]) == 2
+    printed = capsys.readouterr()
+    assert "* marks the plain run" in printed.out  # the table was printed before the write failed
+    assert printed.err.strip() == f"error: --output {output}: cannot write the report there (Not a directory: {output})"
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
 def test_sort_by_must_be_a_column(sweep, tmp_path, capsys):
     assert compare(["--experiment", "study", "--sort-by", "f1", "--output", str(tmp_path)]) == 2
     assert "--sort-by f1: expected one of" in capsys.readouterr().err
