@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -60,9 +61,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to reproduce")
     parser.add_argument("--verify", action="store_true", help="compare the metric histories of both runs")
-    parser.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed absolute difference")
+    parser.add_argument("--tolerance", type=non_negative_number, default=1e-6, help="largest allowed absolute difference")
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
     return parser.parse_args(argv)
+
+
+def non_negative_number(text: str) -> float:
+    """--tolerance: refused before the re-run, which a tolerance nothing can meet would waste."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not number >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
+    return number
 
 
 def fetch_run(client: mlflow.MlflowClient, run_id: str):

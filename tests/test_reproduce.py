@@ -36,6 +36,16 @@ def test_unknown_run_id_is_one_line(tracking_uri, capsys):
     assert capsys.readouterr().err.strip() == f"error: no run 0123456789abcdef in the tracking store {tracking_uri}"
 
 
+@pytest.mark.parametrize("tolerance", ["-1", "nan", "tiny"])
+def test_a_tolerance_nothing_can_meet_is_refused_before_the_rerun(tracking_uri, capsys, tolerance):
+    with pytest.raises(SystemExit) as refused:
+        reproduce(["0123456789abcdef", "--verify", "--tolerance", tolerance])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f"argument --tolerance: {tolerance!r}: expected a number >= 0")
+    assert all_runs(tracking_uri) == []
+
+
 def test_run_without_logged_config(tracking_uri, capsys):
     client = mlflow.MlflowClient(tracking_uri)
     run = client.create_run(client.create_experiment("bare"))
