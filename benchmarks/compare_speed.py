@@ -3,8 +3,8 @@
     python benchmarks/compare_speed.py [--runs 1000] [--epochs 20]
 
 Logs --runs runs under one sweep parent into a temporary SQLite store with MlflowClient.log_batch
-(tags, summary metrics and --epochs points of val_loss, gap_loss and learning_rate each), then
-times experiments.compare.main on them in this process, and the whole CLI in a subprocess.
+(tags, 100 params, summary metrics and --epochs points of val_loss, gap_loss and learning_rate
+each), then times experiments.compare.main on them in this process, and the whole CLI in a subprocess.
 """
 
 from __future__ import annotations
@@ -18,11 +18,20 @@ import time
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 from experiments.compare import main as compare
 
 REGS = ["none", "l1", "l2", "l1_l2", "dropout", "batchnorm", "augment", "combined"]
+SHARED_PARAMS = 95  # the runner logs about 100 params, almost all the same across a sweep's jobs
+
+
+def job_params(index: int, reg: str) -> list[Param]:
+    """Like the runner's: the config shared by the jobs, the regulariser's own, a per-job output folder."""
+    own = {"reg.name": reg, "reg.l2": "0.0001" if "l2" in reg else "0.0", "model.total_params": str(20000 + index % 3),
+           "callbacks.tensorboard.log_dir": f"/multirun/{index}/tensorboard", "optimizer.learning_rate": "0.001"}
+    shared = {f"trainer.setting_{number}": str(number) for number in range(SHARED_PARAMS)}
+    return [Param(key, value) for key, value in {**shared, **own}.items()]
 
 
 def log_sweep(client: mlflow.MlflowClient, runs: int, epochs: int) -> str:
@@ -41,7 +50,7 @@ def log_sweep(client: mlflow.MlflowClient, runs: int, epochs: int) -> str:
         tags = [RunTag(key, value) for key, value in {
             "mlflow.parentRunId": parent, "mlflow.runName": f"cnn-{reg}-{index}", "model": "cnn", "reg": reg,
             "regularised": str(reg != "none").lower(), "early_stopping": "false", "reduce_lr": "false"}.items()]
-        client.log_batch(run_id, metrics=curves + summary, tags=tags)
+        client.log_batch(run_id, metrics=curves + summary, params=job_params(index, reg), tags=tags)
         client.set_terminated(run_id)
     return parent
 

@@ -4,7 +4,7 @@
                                   [--sort-by METRIC] [--output DIR] [--max-curves N]
 
 One row per run (from one search, no metric histories), printed as an aligned table with the plain
-run marked and every run's difference from the plain run of the same model; written as
+run marked and every run's difference from the plain run trained the same way; written as
 comparison.csv and comparison.md with four plots. When the runs belong to a sweep, it all goes onto
 the sweep's parent run under comparison/.
 """
@@ -12,6 +12,8 @@ the sweep's parent run under comparison/.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -28,6 +30,11 @@ from omegaconf import OmegaConf
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
 
 DEFAULT_EXPERIMENT = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml").experiment_name
+# Params that do not make two runs' training differ: what the regulariser sets (and the model size
+# it changes), where the run is logged, the local files of its output folder (a folder per job of a
+# sweep) and how much it prints. The monitor stays: it picks the weights the test split is run with.
+NOT_SETUP = re.compile(r"^(reg\..+|model\.(total|trainable)_params|mlflow\.(?!monitor$|mode$).+|resume|trainer\.verbose"
+                       r"|callbacks\.\w+\.(log_dir|backup_dir|filename|filepath))$")
 CURVES = {"val_loss": "validation loss", "gap_loss": "generalisation gap (val_loss - loss)", "learning_rate": "learning rate"}
 
 
@@ -171,10 +178,9 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
                "test_accuracy", "gap_loss", "gap_accuracy", "lr_changes", "duration_s"]
     table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
     table["plain"] = table["regularised"].eq("false")
-    # The plain run to measure against: same model and same training callbacks, so a difference
-    # is the regulariser's alone (early stopping and plateau reduction are compared as their own rows).
-    like_for_like = ["model", "early_stopping", "reduce_lr"]
-    keys = table[like_for_like].fillna("?").astype(str).agg("|".join, axis=1)
+    # The plain run to measure against was trained the same way, so a difference is the regulariser's
+    # alone: in a sweep of reg=none,l2 optimizer=adam,sgd, l2 with sgd against plain with sgd.
+    keys = pd.Series([training_setup(run) for run in runs])
     for metric in ("test_accuracy", "best_val_loss"):
         plain = table[table["plain"]].groupby(keys[table["plain"]])[metric].mean()
         table[f"d_{metric}"] = table[metric] - keys.map(plain)
@@ -182,6 +188,15 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
         raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
     descending = any(sign in sort_by for sign in ("acc", "auc"))
     return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def training_setup(run) -> str:
+    """How a run was trained, but for its regulariser: its model and training-callback tags (early
+    stopping and plateau reduction are compared as rows of their own) and its params but NOT_SETUP."""
+    tags = run.data.tags
+    setup = {f"tag {name}": tags.get(name) for name in ("model", "early_stopping", "reduce_lr")}
+    setup.update((key, value) for key, value in run.data.params.items() if not NOT_SETUP.match(key))
+    return json.dumps(setup, sort_keys=True)
 
 
 def check_group_by(runs: list, group_by: str) -> None:

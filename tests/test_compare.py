@@ -7,14 +7,15 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 from experiments.compare import comparison_table, curve_labels
 from experiments.compare import main as compare
 
 
-def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, model="cnn", early_stopping="true"):
-    """A finished run shaped like the runner's: tags, summary metrics and per-epoch histories."""
+def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, model="cnn", early_stopping="true",
+            params=None):
+    """A finished run shaped like the runner's: tags, params, summary metrics and per-epoch histories."""
     tags = {"mlflow.runName": f"{model}-{reg}", "model": model, "reg": reg, "regularised": str(reg != "none").lower(),
             "early_stopping": early_stopping, "reduce_lr": "false"}
     if parent:
@@ -26,6 +27,7 @@ def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, mo
     summary = {"test_accuracy": test_accuracy, "test_loss": 1 - test_accuracy, "best_val_loss": 0.4,
                "val_accuracy_at_best": test_accuracy - 0.01, "best_epoch": epochs - 1, "epochs_run": epochs, "lr_changes": 0}
     client.log_batch(run.info.run_id, metrics=history + [Metric(k, v, now, 0) for k, v in summary.items()],
+                     params=[Param(k, str(v)) for k, v in (params or {}).items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -89,6 +91,31 @@ def test_baseline_is_the_plain_run_with_the_same_callbacks(tracking_uri, tmp_pat
     table = pd.read_csv(tmp_path / "out" / "comparison.csv").set_index(["reg", "early_stopping"])
     assert table.loc[("l2", False), "d_test_accuracy"] == pytest.approx(0.05)
     assert table.loc[("l2", True), "d_test_accuracy"] == pytest.approx(0.01)
+
+
+def test_baseline_is_the_plain_run_trained_the_same_way_but_for_the_regulariser(tracking_uri, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("setups")
+    for job, (reg, optimizer, accuracy, size) in enumerate([("none", "adam", 0.80, 100), ("none", "sgd", 0.70, 100),
+                                                           ("l2", "adam", 0.85, 100), ("l2", "sgd", 0.78, 100),
+                                                           ("batchnorm", "adam", 0.82, 120)]):
+        # Like a sweep's jobs: each has its own output folder, and the regulariser sets its own params.
+        params = {"optimizer.name": optimizer, "trainer.epochs": 3, "reg.l2": 1e-4 if reg == "l2" else 0.0,
+                  "reg.batchnorm": reg == "batchnorm", "model.total_params": size,
+                  "callbacks.tensorboard.log_dir": f"/multirun/{job}/tensorboard"}
+        log_run(client, experiment, reg, accuracy, params=params)
+    log_run(client, experiment, "l2", 0.95, params={"optimizer.name": "adam", "trainer.epochs": 30, "reg.l2": 1e-4,
+                                                    "model.total_params": 100})
+    assert compare(["--experiment", "setups", "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv").set_index("run_id")
+    runs = {run.info.run_id: run.data.params for run in client.search_runs([experiment])}
+    table["optimizer"] = [runs[run_id]["optimizer.name"] for run_id in table.index]
+    table["epochs_planned"] = [runs[run_id]["trainer.epochs"] for run_id in table.index]
+    differences = table.set_index(["reg", "optimizer", "epochs_planned"])["d_test_accuracy"]
+    assert differences[("l2", "adam", "3")] == pytest.approx(0.05)
+    assert differences[("l2", "sgd", "3")] == pytest.approx(0.08)
+    assert differences[("batchnorm", "adam", "3")] == pytest.approx(0.02)
+    assert pd.isna(differences[("l2", "adam", "30")])  # no plain run was trained for 30 epochs
 
 
 @pytest.mark.parametrize(("args", "message"), [

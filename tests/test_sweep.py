@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 import pytest
 
 from tests.conftest import all_runs
@@ -19,7 +20,7 @@ def parent_and_children(runs):
     return parents[0], children
 
 
-def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server):
+def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path):
     done = run_cli("experiments.train", "-m", "reg=none,l2", "trainer.epochs=2", "trainer.verbose=0",
                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", env={"MLFLOW_TRACKING_URI": mlflow_server})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -39,6 +40,10 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server):
     shown = run_cli("experiments.compare", "--tracking-uri", mlflow_server, "--output", "report")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "cnn-none" in shown.stdout and "cnn-l2" in shown.stdout and parent.info.run_id in shown.stdout
+    # Each job logged its own output folder's paths, yet the l2 job is measured against the plain one.
+    report = pd.read_csv(tmp_path / "report" / "comparison.csv").set_index("reg")
+    test_accuracy = {child.data.tags["reg"]: child.data.metrics["test_accuracy"] for child in children}
+    assert report.loc["l2", "d_test_accuracy"] == pytest.approx(test_accuracy["l2"] - test_accuracy["none"])
 
 
 def test_a_failed_job_does_not_stop_the_others(run_cli, tracking_uri):
