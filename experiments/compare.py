@@ -3,8 +3,9 @@
     python -m experiments.compare [--experiment NAME] [--parent RUN_ID|latest|all] [--group-by TAG]
                                   [--sort-by METRIC] [--output DIR] [--max-curves N]
 
-One row per run (from one search, no metric histories), printed as an aligned table with the plain
-run marked and every run's difference from the plain run trained the same way; written as
+One row per run (from one search, no metric histories), with a column per command-line override
+that differs between the runs, printed as an aligned table with the plain run marked and every
+run's difference from the plain run trained the same way; written as
 comparison.csv and comparison.md with four plots. When the runs belong to a sweep, it all goes onto
 the sweep's parent run under comparison/.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 import tempfile
 from collections import Counter
@@ -174,6 +176,10 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     """One row per run, best first, with the plain run marked and the difference from it."""
     check_group_by(runs, group_by)
     table = pd.DataFrame([run_row(run, group_by) for run in runs])
+    swept = varying_overrides(runs, shown=table.columns)
+    for position, key in enumerate(swept, start=table.columns.get_loc("regularised")):
+        table.insert(position, key, swept[key])
+    table.attrs["swept"] = list(swept)  # for the curves' labels
     numbers = ["epochs", "stopped_epoch", "best_epoch", "best_val_loss", "best_val_accuracy", "test_loss",
                "test_accuracy", "gap_loss", "gap_accuracy", "lr_changes", "duration_s"]
     table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
@@ -197,6 +203,26 @@ def training_setup(run) -> str:
     setup = {f"tag {name}": tags.get(name) for name in ("model", "early_stopping", "reduce_lr")}
     setup.update((key, value) for key, value in run.data.params.items() if not NOT_SETUP.match(key))
     return json.dumps(setup, sort_keys=True)
+
+
+def varying_overrides(runs: list, shown) -> pd.DataFrame:
+    """A column per command-line override that is not the same for every run and is not ``shown``
+    yet, e.g. ``optimizer`` in a sweep of reg=none,l2 optimizer=adam,sgd (missing: not overridden)."""
+    overrides = [job_overrides(run) for run in runs]
+    keys = dict.fromkeys(key for given in overrides for key in given if key not in shown)
+    varying = [key for key in keys if len({given.get(key) for given in overrides}) > 1]
+    return pd.DataFrame([{key: given.get(key) for key in varying} for given in overrides], columns=varying)
+
+
+def job_overrides(run) -> dict[str, str]:
+    """The overrides a run was trained with, by key (``optimizer``, ``trainer.seed``), read from the
+    runner's reproduce.command tag; none for a run the runner did not make."""
+    try:
+        words = shlex.split(run.data.tags.get("reproduce.command", ""))[3:]  # after python -m experiments.train
+    except ValueError:  # an edited tag that is no command line
+        return {}
+    pairs = (word.partition("=") for word in words)
+    return {key.lstrip("+~"): value for key, _, value in pairs}
 
 
 def check_group_by(runs: list, group_by: str) -> None:
@@ -234,9 +260,11 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
 
 
 def curve_labels(drawn: pd.DataFrame, group_by: str) -> dict[str, str]:
-    """Each drawn run's legend label, by run id: its name and group; runs that share both (the
-    seeds of one config) get the start of their run id too, so none hides another's curve or bar."""
-    labels = {row.run_id: row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})"
+    """Each drawn run's legend label, by run id: its name, group and the overrides that vary between
+    the runs; runs that share all those (repeats of one config) get the start of their run id too,
+    so none hides another's curve or bar."""
+    labels = {row.run_id: " ".join([row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})",
+                                    *(f"{key}={row[key]}" for key in drawn.attrs.get("swept", ()) if pd.notna(row[key]))])
               for _, row in drawn.iterrows()}
     shared = {label for label, count in Counter(labels.values()).items() if count > 1}
     return {run_id: f"{label} {run_id[:8]}" if label in shared else label for run_id, label in labels.items()}

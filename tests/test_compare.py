@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import mlflow
@@ -14,10 +15,11 @@ from experiments.compare import main as compare
 
 
 def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, model="cnn", early_stopping="true",
-            params=None):
+            params=None, overrides=()):
     """A finished run shaped like the runner's: tags, params, summary metrics and per-epoch histories."""
     tags = {"mlflow.runName": f"{model}-{reg}", "model": model, "reg": reg, "regularised": str(reg != "none").lower(),
-            "early_stopping": early_stopping, "reduce_lr": "false"}
+            "early_stopping": early_stopping, "reduce_lr": "false",
+            "reproduce.command": shlex.join(["python", "-m", "experiments.train", f"reg={reg}", *overrides])}
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id)
@@ -93,29 +95,49 @@ def test_baseline_is_the_plain_run_with_the_same_callbacks(tracking_uri, tmp_pat
     assert table.loc[("l2", True), "d_test_accuracy"] == pytest.approx(0.01)
 
 
-def test_baseline_is_the_plain_run_trained_the_same_way_but_for_the_regulariser(tracking_uri, tmp_path):
+@pytest.fixture
+def optimizer_sweep(tracking_uri):
+    """Runs like those of reg=none,l2,batchnorm optimizer=adam,sgd, and an l2 run trained for 30 epochs."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("setups")
     for job, (reg, optimizer, accuracy, size) in enumerate([("none", "adam", 0.80, 100), ("none", "sgd", 0.70, 100),
                                                            ("l2", "adam", 0.85, 100), ("l2", "sgd", 0.78, 100),
                                                            ("batchnorm", "adam", 0.82, 120)]):
-        # Like a sweep's jobs: each has its own output folder, and the regulariser sets its own params.
+        # As a sweep's jobs: each has its own output folder, and the regulariser sets its own params.
         params = {"optimizer.name": optimizer, "trainer.epochs": 3, "reg.l2": 1e-4 if reg == "l2" else 0.0,
                   "reg.batchnorm": reg == "batchnorm", "model.total_params": size,
                   "callbacks.tensorboard.log_dir": f"/multirun/{job}/tensorboard"}
-        log_run(client, experiment, reg, accuracy, params=params)
+        log_run(client, experiment, reg, accuracy, params=params, overrides=[f"optimizer={optimizer}", "trainer.verbose=0"])
     log_run(client, experiment, "l2", 0.95, params={"optimizer.name": "adam", "trainer.epochs": 30, "reg.l2": 1e-4,
-                                                    "model.total_params": 100})
+                                                    "model.total_params": 100},
+            overrides=["optimizer=adam", "trainer.verbose=0", "trainer.epochs=30"])
+    return client, experiment
+
+
+def test_baseline_is_the_plain_run_trained_the_same_way_but_for_the_regulariser(optimizer_sweep, tmp_path):
     assert compare(["--experiment", "setups", "--output", str(tmp_path / "out")]) == 0
-    table = pd.read_csv(tmp_path / "out" / "comparison.csv").set_index("run_id")
-    runs = {run.info.run_id: run.data.params for run in client.search_runs([experiment])}
-    table["optimizer"] = [runs[run_id]["optimizer.name"] for run_id in table.index]
-    table["epochs_planned"] = [runs[run_id]["trainer.epochs"] for run_id in table.index]
-    differences = table.set_index(["reg", "optimizer", "epochs_planned"])["d_test_accuracy"]
-    assert differences[("l2", "adam", "3")] == pytest.approx(0.05)
-    assert differences[("l2", "sgd", "3")] == pytest.approx(0.08)
-    assert differences[("batchnorm", "adam", "3")] == pytest.approx(0.02)
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv", dtype={"trainer.epochs": str})
+    differences = table.fillna({"trainer.epochs": "default"}).set_index(["reg", "optimizer", "trainer.epochs"])["d_test_accuracy"]
+    assert differences[("l2", "adam", "default")] == pytest.approx(0.05)
+    assert differences[("l2", "sgd", "default")] == pytest.approx(0.08)
+    assert differences[("batchnorm", "adam", "default")] == pytest.approx(0.02)
     assert pd.isna(differences[("l2", "adam", "30")])  # no plain run was trained for 30 epochs
+
+
+def test_overrides_that_differ_between_runs_get_columns_and_label_the_curves(optimizer_sweep, tmp_path, capsys):
+    client, experiment = optimizer_sweep
+    assert compare(["--experiment", "setups", "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv", keep_default_na=False)
+    # The overrides every run shares (trainer.verbose) and the one shown already (reg) get none.
+    assert list(table.columns[2:8]) == ["status", "model", "reg", "optimizer", "trainer.epochs", "regularised"]
+    assert sorted(zip(table["reg"], table["optimizer"], table["trainer.epochs"])) == [
+        ("batchnorm", "adam", ""), ("l2", "adam", ""), ("l2", "adam", "30"), ("l2", "sgd", ""), ("none", "adam", ""),
+        ("none", "sgd", "")]
+    assert capsys.readouterr().out.splitlines()[1].split()[:6] == ["run", "status", "model", "reg", "optimizer", "trainer.epochs"]
+    labels = curve_labels(comparison_table(client.search_runs([experiment]), "reg", "test_accuracy"), "reg")
+    assert sorted(labels.values()) == ["cnn-batchnorm (batchnorm) optimizer=adam", "cnn-l2 (l2) optimizer=adam",
+                                       "cnn-l2 (l2) optimizer=adam trainer.epochs=30", "cnn-l2 (l2) optimizer=sgd",
+                                       "cnn-none (none) optimizer=adam", "cnn-none (none) optimizer=sgd"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
