@@ -49,7 +49,8 @@ def log_sweep(client: mlflow.MlflowClient, runs: int, epochs: int) -> str:
             ("val_accuracy_at_best", 0.9), ("epochs_run", epochs), ("lr_changes", 0))]
         tags = [RunTag(key, value) for key, value in {
             "mlflow.parentRunId": parent, "mlflow.runName": f"cnn-{reg}-{index}", "model": "cnn", "reg": reg,
-            "regularised": str(reg != "none").lower(), "early_stopping": "false", "reduce_lr": "false"}.items()]
+            "regularised": str(reg != "none").lower(), "early_stopping": "false", "reduce_lr": "false",
+            "reproduce.command": f"python -m experiments.train reg={reg} trainer.seed={index % 5}"}.items()]
         client.log_batch(run_id, metrics=curves + summary, params=job_params(index, reg), tags=tags)
         client.set_terminated(run_id)
     return parent
