@@ -250,7 +250,8 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
     (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")
     # Per-epoch curves of the plain runs and the best others: more lines than that are unreadable.
     drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
-    labels = curve_labels(drawn, group_by)
+    every_label = curve_labels(table, group_by)  # a run's label is the same whichever runs are drawn
+    labels = {run_id: every_label[run_id] for run_id in drawn["run_id"]}
     files = [folder / "comparison.csv", folder / "comparison.md"]
     for key, title in CURVES.items():
         histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
@@ -259,13 +260,13 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
     return files
 
 
-def curve_labels(drawn: pd.DataFrame, group_by: str) -> dict[str, str]:
-    """Each drawn run's legend label, by run id: its name, group and the overrides that vary between
-    the runs; runs that share all those (repeats of one config) get the start of their run id too,
-    so none hides another's curve or bar."""
+def curve_labels(table: pd.DataFrame, group_by: str) -> dict[str, str]:
+    """Each run's legend label, by run id: its name, group and the overrides that vary between the
+    runs (comparison_table's attrs["swept"]); runs that share all those (repeats of one config) get
+    the start of their run id too, so none hides another's curve or bar."""
     labels = {row.run_id: " ".join([row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})",
-                                    *(f"{key}={row[key]}" for key in drawn.attrs.get("swept", ()) if pd.notna(row[key]))])
-              for _, row in drawn.iterrows()}
+                                    *(f"{key}={row[key]}" for key in table.attrs.get("swept", ()) if pd.notna(row[key]))])
+              for _, row in table.iterrows()}
     shared = {label for label, count in Counter(labels.values()).items() if count > 1}
     return {run_id: f"{label} {run_id[:8]}" if label in shared else label for run_id, label in labels.items()}
 
