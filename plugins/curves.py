@@ -16,7 +16,6 @@ import atexit
 import io
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -60,9 +59,11 @@ def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Fig
     figure, lines = figures[panels] if figures and panels in figures else _empty_figure(panels)
     if figures is not None:
         figures[panels] = figure, lines
-    epochs = [row["epoch"] for row in rows]
     for column, line in lines.items():
-        line.set_data(epochs, [row.get(column, math.nan) for row in rows])
+        # Only the epochs that logged the column: validated every few epochs (validation_freq), the
+        # validation curve joins the epochs it has. A logged NaN still breaks the line.
+        logged = [row for row in rows if column in row]
+        line.set_data([row["epoch"] for row in logged], [row[column] for row in logged])
     for axes in figure.axes:
         axes.relim()
         axes.autoscale_view()

@@ -65,6 +65,20 @@ def test_every_point_lies_inside_its_panel_also_when_a_figure_is_redrawn():
     assert len(figures) == 1  # the three fits shared one figure
 
 
+def test_a_validation_curve_joins_the_epochs_that_were_validated():
+    rows = history(6)
+    rows[1]["val_loss"] = 0.9
+    for row in rows[0::2]:  # validation_freq=2: no validation keys in epochs 0, 2, 4
+        del row["val_loss"], row["val_accuracy"]
+    rows[3]["val_loss"] = math.nan  # a diverged epoch still breaks the line
+    lines = {line.get_label(): line for axes in curves.learning_curves_figure(rows).axes for line in axes.lines}
+    assert list(lines["val_loss"].get_xdata()) == [1, 3, 5]
+    assert np.allclose(lines["val_loss"].get_ydata(), [0.9, math.nan, 1.2 / 6], equal_nan=True)
+    assert list(lines["val_accuracy"].get_xdata()) == [1, 3, 5]
+    assert list(lines["loss"].get_xdata()) == [0, 1, 2, 3, 4, 5]
+    assert list(lines["accuracy"].get_xdata()) == [0, 1, 3, 4, 5]  # epoch 2 logged none
+
+
 def panel_labels(rows: list[dict]) -> list[list[str]]:
     return [[line.get_label() for line in axes.lines] for axes in curves.learning_curves_figure(rows).axes]
 
