@@ -97,7 +97,7 @@ def test_baseline_is_the_plain_run_with_the_same_callbacks(tracking_uri, tmp_pat
 
 @pytest.fixture
 def optimizer_sweep(tracking_uri):
-    """Runs like those of reg=none,l2,batchnorm optimizer=adam,sgd, and an l2 run trained for 30 epochs."""
+    """Runs like the jobs of a sweep over reg and optimizer, and an l2 run trained for 30 epochs."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("setups")
     for job, (reg, optimizer, accuracy, size) in enumerate([("none", "adam", 0.80, 100), ("none", "sgd", 0.70, 100),
