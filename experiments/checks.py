@@ -12,6 +12,7 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(CompactHydraException, ValueError):
@@ -104,6 +105,7 @@ CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the runner cannot use."""
+    _check_resolvable(cfg)
     _check_data_path(cfg)
     for key, is_allowed, expected in RULES:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
@@ -111,6 +113,18 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected {expected}")
     _check_callbacks(cfg)
     _check_class_weight_shape(cfg.trainer.class_weight)
+
+
+def _check_resolvable(cfg: DictConfig) -> None:
+    """Every ${...} resolves, e.g. mlflow.run_name='${model.name}-${optimizer.name}'; one that does
+    not is named now, not in a traceback from wherever it is first read."""
+    try:
+        for key in cfg.keys() - {"hydra"}:  # a config composed in tests carries Hydra's own node
+            value = cfg[key]
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
 
 
 def _check_data_path(cfg: DictConfig) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class MLflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         client = mlflow.MlflowClient(self.tracking_uri)
-        swept = [override for override in config.hydra.overrides.task]
+        # As typed: read item by item, a ${...} in one would be resolved against the sweep's base config.
+        swept = OmegaConf.to_container(config.hydra.overrides.task)
         # Under `mlflow run`, the run it made is the parent; the jobs must not log into it.
         self.parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         if self.parent_run_id is None:

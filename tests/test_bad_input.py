@@ -49,6 +49,8 @@ CASES = {
     "monitor typo": (lambda t: ["mlflow.monitor=val_los"], "mlflow.monitor='val_los'"),
     "plateau factor above 1": (lambda t: ["callbacks.reduce_lr_on_plateau.factor=2"],
                                "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1"),
+    "interpolation of no key": (lambda t: ["mlflow.run_name=${model.name}-${reg.nope}"],
+                                "mlflow.run_name: Interpolation key 'reg.nope' not found"),
     "plateau with cosine": (lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
                             "callbacks.reduce_lr_on_plateau and schedule=cosine"),
 }

@@ -70,6 +70,19 @@ def test_run_tags_must_be_a_mapping(compose_cfg):
     assert str(refused.value) == "mlflow.tags='vision': expected a mapping of tag names to values, e.g. +mlflow.tags.team=vision"
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("mlflow.run_name=${model.name}-${reg.nope}", "mlflow.run_name: Interpolation key 'reg.nope' not found"),
+    ("trainer.seed=${oc.env:NO_SUCH_VARIABLE_HERE}", "trainer.seed: KeyError raised while resolving interpolation: "
+                                                      "\"Environment variable 'NO_SUCH_VARIABLE_HERE' not found\""),
+    ("+mlflow.tags.team=${team:vision}", "mlflow.tags.team: Unsupported interpolation type team"),
+])
+def test_an_interpolation_that_cannot_resolve_is_named_by_its_key(compose_cfg, override, message):
+    check_config(compose_cfg("mlflow.run_name=${model.name}-${optimizer.learning_rate}"))  # one that resolves is fine
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_cfg(override))
+    assert str(refused.value) == message
+
+
 def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
     cfg = compose_cfg()
     assert (cfg.data.name, cfg.model.name, regularisation_label(cfg.reg)) == ("digits", "cnn", "none")

@@ -55,3 +55,17 @@ def test_a_failed_job_does_not_stop_the_others(run_cli, tracking_uri):
     assert children[0].data.params["reg.dropout"] == "0.2"
     assert parent.info.status == "FAILED"
     assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (2, 1, 1)
+
+
+def test_an_interpolation_only_some_jobs_can_resolve_fails_those_jobs_only(run_cli, tracking_uri):
+    # SGD has a momentum, Adam none: the parent records the override as typed, not resolved (or
+    # refused) against the sweep's base config, which would have left the SGD job without a parent.
+    name = "mlflow.run_name=${model.name}-${optimizer.momentum}"
+    done = run_cli("experiments.train", "-m", "optimizer=adam,sgd", "trainer.epochs=1", "trainer.verbose=0", name)
+    assert done.returncode != 0
+    assert "mlflow.run_name: Interpolation key 'optimizer.momentum' not found" in done.stderr
+    assert "Traceback" not in done.stderr
+    parent, children = parent_and_children(all_runs(tracking_uri))
+    assert parent.data.params["sweep.overrides"].endswith(name)
+    assert [(child.info.run_name, child.info.status) for child in children] == [("cnn-0.9", "FINISHED")]
+    assert (parent.info.status, parent.data.metrics["jobs_failed"]) == ("FAILED", 1)
