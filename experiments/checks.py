@@ -105,8 +105,8 @@ CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the runner cannot use."""
+    _check_data_path(cfg)  # first: data.loader.path interpolates it, and its own message says what to give
     _check_resolvable(cfg)
-    _check_data_path(cfg)
     for key, is_allowed, expected in RULES:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
         if not is_allowed(value):
