@@ -116,8 +116,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _check_resolvable(cfg: DictConfig) -> None:
-    """Every ${...} resolves, e.g. mlflow.run_name='${model.name}-${optimizer.name}'; one that does
-    not is named now, not in a traceback from wherever it is first read."""
+    """Every ${...} resolves, e.g. mlflow.run_name='${model.name}-${optimizer.learning_rate}'; one that
+    does not is named now, not in a traceback from wherever it is first read."""
     try:
         for key in cfg.keys() - {"hydra"}:  # a config composed in tests carries Hydra's own node
             value = cfg[key]
