@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import random
 import statistics
 import sys
 import tempfile
@@ -165,8 +166,8 @@ def rotated(keys: list[str], repeat: int) -> list[str]:
 
 
 def print_table(fits: dict[str, list[FitTimes]], args) -> None:
-    """Median time and its ratio to no tracking; the ratios within each repeat (median, range) show
-    the noise; the epochs' ratio, the start with the first epoch, a later epoch and the end of
+    """Median time and its ratio to no tracking; the ratios within each repeat (median, range, and a
+    95% interval of that median) show the noise; the epochs' ratio, the start with the first epoch, a later epoch and the end of
     training show where the time goes. A later epoch's median pools every repeat's epochs, so it is
     the steadiest figure here. The last column counts the fits whose end held a slow release of the
     data iterator, and its longest."""
@@ -177,22 +178,31 @@ def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     first_baseline = statistics.median(fit.first for fit in baseline)
     print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
           + (", tf.data autotuning off" if args.no_tf_data_autotune else ""))
-    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max':>28}"
+    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max, 95% interval':>42}"
           f" {'epochs ratio':>13} {'start and first epoch ms (+ms)':>31} {'later epoch ms (+ms)':>21}"
           f" {'end of training s':>18} {'after callbacks > 20 ms':>24}")
     for name, samples in fits.items():
         total = statistics.median(fit.total for fit in samples)
         paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
-        spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}"
+        low, high = median_interval(paired)
+        spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}, {low:.3f}..{high:.3f}"
         epochs = statistics.median(fit.total - fit.end for fit in samples)
         later = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
         first = statistics.median(fit.first for fit in samples)
         slow = [fit.after_callbacks for fit in samples if fit.after_callbacks > 0.020]
         releases = f"{len(slow)} of {len(samples)}" + (f" (max {max(slow) * 1000:.0f} ms)" if slow else "")
-        print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>28}"
+        print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>42}"
               f" {epochs / epochs_baseline:>13.3f} {_with_change(first, first_baseline):>31}"
               f" {_with_change(later, later_baseline):>21} {statistics.median(fit.end for fit in samples):>18.3f}"
               f" {releases:>24}")
+
+
+def median_interval(samples: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median of ``samples``: where the median of the paired ratios
+    could lie given the noise between repeats, so a target is judged by more than one median."""
+    draw = random.Random(seed)
+    medians = sorted(statistics.median(draw.choices(samples, k=len(samples))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def _with_change(seconds: float, baseline_seconds: float) -> str:

@@ -39,9 +39,9 @@ def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line[:40].strip(): line[40:].split() for line in done.stdout.splitlines()[2:]}
     assert list(rows) == ["no tracking", "MLflowCallback (everything on)"]
-    # Columns: median s, ratio, per repeat (2), epochs ratio, start and first epoch ms (2), later epoch
+    # Columns: median s, ratio, per repeat (3), epochs ratio, start and first epoch ms (2), later epoch
     # ms (2), end of training s, then the slow releases ("0 of 1", or "1 of 1 (max 147 ms)").
-    for name, (total_s, _, _, _, _, first_ms, _, later_ms, _, end_s, *_) in rows.items():
+    for name, (total_s, _, _, _, _, _, first_ms, _, later_ms, _, end_s, *_) in rows.items():
         # One fit of two epochs: its start and first epoch, its one later epoch and its end are the whole fit.
         assert float(total_s) == pytest.approx(float(first_ms) / 1000 + float(later_ms) / 1000 + float(end_s), abs=0.01), name
     (untracked, _), (tracked, ratio) = ((float(rows[name][0]), float(rows[name][1])) for name in rows)
@@ -83,3 +83,17 @@ def test_keep_kernel_cache_leaves_the_cache_and_the_benchmark_fits_the_same(monk
     assert len(clears) == 1
     assert order == order_again and sorted(order) == list(range(8))
     assert all((a == b).all() for a, b in zip(weights, weights_again))
+
+
+def test_the_median_interval_holds_the_median_and_narrows_with_more_repeats(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from tracking_overhead import median_interval
+
+    noisy = [1.04 + 0.1 * ((index * 7) % 11 - 5) / 5 for index in range(10)]  # 0.94 .. 1.14, median 1.04
+    low, high = median_interval(noisy)
+    assert min(noisy) <= low < 1.04 < high <= max(noisy)
+    wide = high - low
+    low, high = median_interval(noisy * 4)
+    assert low < 1.04 < high and high - low < wide
+    assert median_interval([1.02] * 5) == (1.02, 1.02)
+    assert median_interval(noisy) == median_interval(noisy)  # seeded: the same table for the same fits
