@@ -167,8 +167,8 @@ def rotated(keys: list[str], repeat: int) -> list[str]:
 
 def print_table(fits: dict[str, list[FitTimes]], args) -> None:
     """Median time and its ratio to no tracking; the ratios within each repeat (median, range, and a
-    95% interval of that median) show the noise; the epochs' ratio, the start with the first epoch, a later epoch and the end of
-    training show where the time goes. A later epoch's median pools every repeat's epochs, so it is
+    95% interval of that median) show the noise; the epochs' ratio, the start with the first epoch,
+    a later epoch and the end of training show where the time goes. A later epoch's median pools every repeat's epochs, so it is
     the steadiest figure here. The last column counts the fits whose end held a slow release of the
     data iterator, and its longest."""
     baseline = fits["no tracking"]
