@@ -27,8 +27,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from tensorflow.python.eager import context as tf_context
-
 from tracking_overhead import prepared_data, timed_fit  # the script beside this one
+
 from plugins import MLflowCallback, curves
 from plugins.sender import Sender
 
@@ -63,20 +63,24 @@ class Ledger:
                 return attempt(sender, what, *rest, **keywords)
             finally:
                 self.seconds[f"sender {_part(what)}"] += time.thread_time() - started
+
         return timed
 
     def counted_helper(self, draw):
         """The helper process's own CPU time for the plot, which it reports in its answer."""
+
         @wraps(draw)
         def counted(*args, **kwargs):
             answer = draw(*args, **kwargs)
             self.seconds["helper process drawing learning_curves.png"] += answer.get("cpu_s", 0.0)
             return answer
+
         return counted
 
 
 def _timed(function, clock, totals: dict[str, float], key: str):
     """``function``, adding the time it takes by ``clock`` to ``totals[key]``."""
+
     @wraps(function)
     def timed(*args, **kwargs):
         started = clock()
@@ -84,6 +88,7 @@ def _timed(function, clock, totals: dict[str, float], key: str):
             return function(*args, **kwargs)
         finally:
             totals[key] += clock() - started
+
     return timed
 
 
@@ -112,8 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--keep-kernel-cache", action="store_true",
-                        help="seed each fit without emptying TensorFlow's cache of eager kernels")
+    parser.add_argument(
+        "--keep-kernel-cache",
+        action="store_true",
+        help="seed each fit without emptying TensorFlow's cache of eager kernels",
+    )
     args = parser.parse_args()
     if args.keep_kernel_cache:
         keep_kernel_cache()
@@ -152,7 +160,8 @@ def main() -> None:
         print(f"{part:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
     total = sum(medians.values())
     print(f"{'total':<58} {total * 1000:>10.1f} {total / fit_s:>7.1%}")
-    print(f"{'the first tracked fit of this process, with its one-off costs':<58} {first_fit * 1000:>10.1f} {first_fit / fit_s:>7.1%}")
+    first_label = "the first tracked fit of this process, with its one-off costs"
+    print(f"{first_label:<58} {first_fit * 1000:>10.1f} {first_fit / fit_s:>7.1%}")
     print(f"\n{'end of training (wall time on the training thread)':<58} {'ms per fit':>10} {'share':>7}")
     for label, _, _ in END_WAITS:
         seconds = statistics.median(end_waits[label])

@@ -28,8 +28,13 @@ SHARED_PARAMS = 95  # the runner logs about 100 params, almost all the same acro
 
 def job_params(index: int, reg: str) -> list[Param]:
     """Like the runner's: the config shared by the jobs, the regulariser's own, a per-job output folder."""
-    own = {"reg.name": reg, "reg.l2": "0.0001" if "l2" in reg else "0.0", "model.total_params": str(20000 + index % 3),
-           "callbacks.tensorboard.log_dir": f"/multirun/{index}/tensorboard", "optimizer.learning_rate": "0.001"}
+    own = {
+        "reg.name": reg,
+        "reg.l2": "0.0001" if "l2" in reg else "0.0",
+        "model.total_params": str(20000 + index % 3),
+        "callbacks.tensorboard.log_dir": f"/multirun/{index}/tensorboard",
+        "optimizer.learning_rate": "0.001",
+    }
     shared = {f"trainer.setting_{number}": str(number) for number in range(SHARED_PARAMS)}
     return [Param(key, value) for key, value in {**shared, **own}.items()]
 
@@ -42,15 +47,36 @@ def log_sweep(client: mlflow.MlflowClient, runs: int, epochs: int) -> str:
     for index in range(runs):
         reg = REGS[index % len(REGS)]
         run_id = client.create_run(experiment).info.run_id
-        curves = [Metric(key, scale / (epoch + 1), now, epoch) for epoch in range(epochs)
-                  for key, scale in (("val_loss", 1.0), ("gap_loss", 0.1), ("learning_rate", 1e-3))]
-        summary = [Metric(key, value, now, 0) for key, value in (
-            ("test_accuracy", 0.9 + index % 7 / 100), ("test_loss", 0.3), ("best_val_loss", 0.2), ("best_epoch", epochs - 1),
-            ("val_accuracy_at_best", 0.9), ("epochs_run", epochs), ("lr_changes", 0))]
-        tags = [RunTag(key, value) for key, value in {
-            "mlflow.parentRunId": parent, "mlflow.runName": f"cnn-{reg}-{index}", "model": "cnn", "reg": reg,
-            "regularised": str(reg != "none").lower(), "early_stopping": "false", "reduce_lr": "false",
-            "reproduce.command": f"python -m experiments.train reg={reg} trainer.seed={index % 5}"}.items()]
+        curves = [
+            Metric(key, scale / (epoch + 1), now, epoch)
+            for epoch in range(epochs)
+            for key, scale in (("val_loss", 1.0), ("gap_loss", 0.1), ("learning_rate", 1e-3))
+        ]
+        summary = [
+            Metric(key, value, now, 0)
+            for key, value in (
+                ("test_accuracy", 0.9 + index % 7 / 100),
+                ("test_loss", 0.3),
+                ("best_val_loss", 0.2),
+                ("best_epoch", epochs - 1),
+                ("val_accuracy_at_best", 0.9),
+                ("epochs_run", epochs),
+                ("lr_changes", 0),
+            )
+        ]
+        tags = [
+            RunTag(key, value)
+            for key, value in {
+                "mlflow.parentRunId": parent,
+                "mlflow.runName": f"cnn-{reg}-{index}",
+                "model": "cnn",
+                "reg": reg,
+                "regularised": str(reg != "none").lower(),
+                "early_stopping": "false",
+                "reduce_lr": "false",
+                "reproduce.command": f"python -m experiments.train reg={reg} trainer.seed={index % 5}",
+            }.items()
+        ]
         client.log_batch(run_id, metrics=curves + summary, params=job_params(index, reg), tags=tags)
         client.set_terminated(run_id)
     return parent
@@ -80,8 +106,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "experiments.compare", *options], check=True, capture_output=True)
         whole = time.perf_counter() - started
         uploaded = len(client.list_artifacts(parent, "comparison"))
-    print(f"experiments.compare over {args.runs} runs: {own:.2f} s of its own work, "
-          f"{whole:.2f} s as a command (with interpreter start-up and imports); {uploaded} files on the parent")
+    print(
+        f"experiments.compare over {args.runs} runs: {own:.2f} s of its own work, "
+        f"{whole:.2f} s as a command (with interpreter start-up and imports); {uploaded} files on the parent"
+    )
 
 
 if __name__ == "__main__":

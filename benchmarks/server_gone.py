@@ -42,17 +42,26 @@ def main() -> None:
         moments: dict[str, float] = {}
         stop = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: epoch == args.stop_after and stop_mlflow_server(server),
-            on_train_end=lambda logs: moments.setdefault("training ended", time.perf_counter()))
+            on_train_end=lambda logs: moments.setdefault("training ended", time.perf_counter()),
+        )
         started = time.perf_counter()
         try:
-            model.fit(x / 16, y, validation_split=0.2, epochs=args.epochs, verbose=0,
-                      callbacks=[stop, MLflowCallback(output_dir=Path(folder) / "out")])
+            model.fit(
+                x / 16,
+                y,
+                validation_split=0.2,
+                epochs=args.epochs,
+                verbose=0,
+                callbacks=[stop, MLflowCallback(output_dir=Path(folder) / "out")],
+            )
         finally:
             stop_mlflow_server(server)
         returned = time.perf_counter()
-    print(f"{args.epochs} epochs, server stopped after epoch {args.stop_after}: training ended after "
-          f"{moments['training ended'] - started:.1f} s, fit returned after {returned - started:.1f} s "
-          f"(the end waited {returned - moments['training ended']:.1f} s)")
+    print(
+        f"{args.epochs} epochs, server stopped after epoch {args.stop_after}: training ended after "
+        f"{moments['training ended'] - started:.1f} s, fit returned after {returned - started:.1f} s "
+        f"(the end waited {returned - moments['training ended']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

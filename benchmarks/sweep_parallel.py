@@ -26,8 +26,9 @@ LAUNCHERS = {
 def timed_sweep(extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "experiments.train", *SWEEP, *extra], cwd=folder, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "experiments.train", *SWEEP, *extra], cwd=folder, check=True, capture_output=True
+        )
         return time.perf_counter() - started
 
 

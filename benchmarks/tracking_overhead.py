@@ -1,6 +1,6 @@
 """Training time with and without tracking, measured side by side in one process.
 
-    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...]
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...] [--json]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) for --epochs epochs under each setup, in
 alternating order (rotated each repeat, so no setup always runs first), and prints the median wall
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import random
 import statistics
 import sys
@@ -42,13 +43,26 @@ def setups(checkpoint_dir: Path) -> dict:
     return {
         "none": ("no tracking", lambda: [], False, False),
         "callback": ("MLflowCallback (everything on)", lambda: [MLflowCallback()], False, False),
-        "each-epoch": ("MLflowCallback metrics_interval_s=0", lambda: [MLflowCallback(metrics_interval_s=0)], False, False),
-        "per-batch": ("MLflowCallback log_every_n_steps=1", lambda: [MLflowCallback(log_every_n_steps=1)], False, False),
+        "each-epoch": (
+            "MLflowCallback metrics_interval_s=0",
+            lambda: [MLflowCallback(metrics_interval_s=0)],
+            False,
+            False,
+        ),
+        "per-batch": (
+            "MLflowCallback log_every_n_steps=1",
+            lambda: [MLflowCallback(log_every_n_steps=1)],
+            False,
+            False,
+        ),
         "mlflow-callback": ("mlflow.keras.MlflowCallback", lambda: [mlflow.keras.MlflowCallback()], True, False),
         "autolog": ("mlflow.tensorflow.autolog()", lambda: [], True, True),
-        "checkpoint": ("keras ModelCheckpoint(save_best_only)",
-                       lambda: [keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.keras"), save_best_only=True)],
-                       False, False),
+        "checkpoint": (
+            "keras ModelCheckpoint(save_best_only)",
+            lambda: [keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.keras"), save_best_only=True)],
+            False,
+            False,
+        ),
     }
 
 
@@ -99,16 +113,26 @@ def timed_fit(cfg, splits, data, callbacks, in_run: bool, autolog: bool) -> FitT
     gc.collect()
     started = time.perf_counter()
     # shuffle=False: the pipeline shuffles (seeded), as in experiments.train; Keras warns otherwise.
-    fit = dict(validation_data=data[1], epochs=cfg.trainer.epochs, callbacks=[timeline, *callbacks, done], verbose=0,
-               shuffle=False)
+    fit = dict(
+        validation_data=data[1],
+        epochs=cfg.trainer.epochs,
+        callbacks=[timeline, *callbacks, done],
+        verbose=0,
+        shuffle=False,
+    )
     # autolog() predicts with progress bars to infer a signature: kept off stdout, where the table goes.
-    with contextlib.redirect_stdout(sys.stderr), (mlflow.start_run() if in_run else contextlib.nullcontext()):
+    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run() if in_run else contextlib.nullcontext():
         model.fit(data[0], **fit)
     finished = time.perf_counter()
     if autolog:
         mlflow.tensorflow.autolog(disable=True)
-    return FitTimes(finished - started, timeline.epoch_starts[1] - started, finished - timeline.at,
-                    timeline.later_epochs(), finished - done.at)
+    return FitTimes(
+        finished - started,
+        timeline.epoch_starts[1] - started,
+        finished - timeline.at,
+        timeline.later_epochs(),
+        finished - done.at,
+    )
 
 
 def prepared_data(epochs: int, autotune: bool = True):
@@ -134,10 +158,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--setups", default="none,callback,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
-                        help="which to time, comma-separated; no tracking (none) is always timed")
-    parser.add_argument("--no-tf-data-autotune", action="store_true",
-                        help="turn tf.data's autotuning off in the timed pipelines (see the last column)")
+    parser.add_argument(
+        "--setups",
+        default="none,callback,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
+        help="which to time, comma-separated; no tracking (none) is always timed",
+    )
+    parser.add_argument(
+        "--no-tf-data-autotune",
+        action="store_true",
+        help="turn tf.data's autotuning off in the timed pipelines (see the last column)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs: expected 2 or more (the first epoch traces the graph; the table shows a later one)")
@@ -156,7 +187,11 @@ def main() -> None:
             for name, callbacks, in_run, autolog in (known[key] for key in rotated(chosen, repeat)):
                 fits[name].append(timed_fit(cfg, splits, data, callbacks(), in_run, autolog))
                 print(f"  repeat {repeat + 1}: {name}: {fits[name][-1].total:.2f} s", file=sys.stderr, flush=True)
-    print_table(fits, args)
+    rows = summarise(fits)
+    if args.json:
+        print(json.dumps({"epochs": args.epochs, "repeats": args.repeats, "setups": rows}, indent=2))
+    else:
+        print_table(rows, args)
 
 
 def rotated(keys: list[str], repeat: int) -> list[str]:
@@ -165,36 +200,70 @@ def rotated(keys: list[str], repeat: int) -> list[str]:
     return keys[shift:] + keys[:shift]
 
 
-def print_table(fits: dict[str, list[FitTimes]], args) -> None:
-    """Median time and its ratio to no tracking; the ratios within each repeat (median, range, and a
-    95% interval of that median) show the noise; the epochs' ratio, the start with the first epoch,
-    a later epoch and the end of training show where the time goes. A later epoch's median pools every repeat's epochs, so it is
-    the steadiest figure here. The last column counts the fits whose end held a slow release of the
-    data iterator, and its longest."""
+def summarise(fits: dict[str, list[FitTimes]]) -> list[dict]:
+    """One row per setup: median time and its ratio to no tracking; the ratios within each repeat
+    (median, range, and a 95% interval of that median) show the noise; the epochs' ratio, the start
+    with the first epoch, a later epoch and the end of training show where the time goes. A later
+    epoch's median pools every repeat's epochs, so it is the steadiest figure here. The last figures
+    count the fits whose end held a slow release of the data iterator, and its longest."""
     baseline = fits["no tracking"]
     total_baseline = statistics.median(fit.total for fit in baseline)
     epochs_baseline = statistics.median(fit.total - fit.end for fit in baseline)
-    later_baseline = statistics.median(epoch for fit in baseline for epoch in fit.later_epochs)
-    first_baseline = statistics.median(fit.first for fit in baseline)
-    print(f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
-          + (", tf.data autotuning off" if args.no_tf_data_autotune else ""))
-    print(f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max, 95% interval':>42}"
-          f" {'epochs ratio':>13} {'start and first epoch ms (+ms)':>31} {'later epoch ms (+ms)':>21}"
-          f" {'end of training s':>18} {'after callbacks > 20 ms':>24}")
+    rows = []
     for name, samples in fits.items():
         total = statistics.median(fit.total for fit in samples)
         paired = [fit.total / base.total for fit, base in zip(samples, baseline)]
         low, high = median_interval(paired)
-        spread = f"{statistics.median(paired):.3f}, {min(paired):.2f}..{max(paired):.2f}, {low:.3f}..{high:.3f}"
-        epochs = statistics.median(fit.total - fit.end for fit in samples)
-        later = statistics.median(epoch for fit in samples for epoch in fit.later_epochs)
-        first = statistics.median(fit.first for fit in samples)
         slow = [fit.after_callbacks for fit in samples if fit.after_callbacks > 0.020]
-        releases = f"{len(slow)} of {len(samples)}" + (f" (max {max(slow) * 1000:.0f} ms)" if slow else "")
-        print(f"{name:<40} {total:>9.2f} {total / total_baseline:>7.3f}   {spread:>42}"
-              f" {epochs / epochs_baseline:>13.3f} {_with_change(first, first_baseline):>31}"
-              f" {_with_change(later, later_baseline):>21} {statistics.median(fit.end for fit in samples):>18.3f}"
-              f" {releases:>24}")
+        rows.append(
+            {
+                "setup": name,
+                "median_s": total,
+                "ratio": total / total_baseline,
+                "repeat_ratio_median": statistics.median(paired),
+                "repeat_ratio_min": min(paired),
+                "repeat_ratio_max": max(paired),
+                "repeat_ratio_interval": [low, high],
+                "epochs_ratio": statistics.median(fit.total - fit.end for fit in samples) / epochs_baseline,
+                "start_and_first_epoch_ms": statistics.median(fit.first for fit in samples) * 1000,
+                "later_epoch_ms": statistics.median(epoch for fit in samples for epoch in fit.later_epochs) * 1000,
+                "end_of_training_s": statistics.median(fit.end for fit in samples),
+                "slow_releases": len(slow),
+                "slow_release_max_ms": max(slow) * 1000 if slow else None,
+                "fits": len(samples),
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict], args) -> None:
+    """The rows as fixed-width columns, each ms figure with its difference to no tracking."""
+    base = rows[0]
+    print(
+        f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
+        + (", tf.data autotuning off" if args.no_tf_data_autotune else "")
+    )
+    print(
+        f"{'setup':<40} {'median s':>9} {'ratio':>7}   {'per repeat: median, min..max, 95% interval':>42}"
+        f" {'epochs ratio':>13} {'start and first epoch ms (+ms)':>31} {'later epoch ms (+ms)':>21}"
+        f" {'end of training s':>18} {'after callbacks > 20 ms':>24}"
+    )
+    for row in rows:
+        low, high = row["repeat_ratio_interval"]
+        spread = (
+            f"{row['repeat_ratio_median']:.3f}, {row['repeat_ratio_min']:.2f}..{row['repeat_ratio_max']:.2f},"
+            f" {low:.3f}..{high:.3f}"
+        )
+        first = _with_change(row["start_and_first_epoch_ms"], base["start_and_first_epoch_ms"])
+        later = _with_change(row["later_epoch_ms"], base["later_epoch_ms"])
+        releases = f"{row['slow_releases']} of {row['fits']}"
+        if row["slow_releases"]:
+            releases += f" (max {row['slow_release_max_ms']:.0f} ms)"
+        print(
+            f"{row['setup']:<40} {row['median_s']:>9.2f} {row['ratio']:>7.3f}   {spread:>42}"
+            f" {row['epochs_ratio']:>13.3f} {first:>31} {later:>21} {row['end_of_training_s']:>18.3f}"
+            f" {releases:>24}"
+        )
 
 
 def median_interval(samples: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -205,9 +274,9 @@ def median_interval(samples: list[float], resamples: int = 2000, seed: int = 0) 
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
-def _with_change(seconds: float, baseline_seconds: float) -> str:
-    """``seconds`` in ms, with its difference to the untracked fits' figure."""
-    return f"{seconds * 1000:.1f} ({(seconds - baseline_seconds) * 1000:+.1f})"
+def _with_change(ms: float, baseline_ms: float) -> str:
+    """``ms`` with its difference to the untracked fits' figure."""
+    return f"{ms:.1f} ({ms - baseline_ms:+.1f})"
 
 
 if __name__ == "__main__":

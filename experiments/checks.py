@@ -60,8 +60,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("reg.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("reg.batchnorm", _one_of(True, False), "true or false"),
     ("reg.augment", _one_of(True, False), "true or false"),
-    ("reg.flip", _one_of(None, "horizontal", "vertical", "horizontal_and_vertical"),
-     "null, horizontal, vertical or horizontal_and_vertical"),
+    (
+        "reg.flip",
+        _one_of(None, "horizontal", "vertical", "horizontal_and_vertical"),
+        "null, horizontal, vertical or horizontal_and_vertical",
+    ),
     ("reg.rotation", _non_negative, "a number >= 0"),
     ("reg.zoom", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("reg.translation", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -77,11 +80,14 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
     ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
     ("mlflow.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
-    ("mlflow.tags", lambda v: isinstance(v, Mapping), "a mapping of tag names to values, e.g. +mlflow.tags.team=vision"),
+    (
+        "mlflow.tags",
+        lambda v: isinstance(v, Mapping),
+        "a mapping of tag names to values, e.g. +mlflow.tags.team=vision",
+    ),
     ("mlflow.monitor", _one_of(*MONITORABLE), ", ".join(MONITORABLE)),
     ("mlflow.mode", _one_of("auto", "min", "max"), "auto, min or max"),
-    ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0),
-     "null or a whole number > 0"),
+    ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0), "null or a whole number > 0"),
     ("mlflow.metrics_interval_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.log_model", _one_of(True, False), "true or false"),
     ("mlflow.wait_for_server_s", _non_negative, "a number of seconds >= 0"),
@@ -156,7 +162,9 @@ def _check_class_weight_shape(class_weight: Any) -> None:
     if class_weight is None or class_weight == "balanced":
         return
     if not isinstance(class_weight, Mapping) or not class_weight:
-        raise ConfigError(f"trainer.class_weight={class_weight!r}: expected null, balanced or a mapping {{class: weight}}")
+        raise ConfigError(
+            f"trainer.class_weight={class_weight!r}: expected null, balanced or a mapping {{class: weight}}"
+        )
     for label, weight in class_weight.items():
         if not _is_whole(label) or label < 0 or not _positive(weight):
             raise ConfigError(

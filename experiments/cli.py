@@ -20,8 +20,9 @@ def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:
     try:
         return mlflow.MlflowClient(uri)
     except Exception as error:  # SQLAlchemy, sqlite3, an unknown scheme: all mean the same to the user
-        raise TrackingStoreError(f"cannot open the tracking store {uri or mlflow.get_tracking_uri()}: "
-                                 f"{first_line(error)}") from None
+        raise TrackingStoreError(
+            f"cannot open the tracking store {uri or mlflow.get_tracking_uri()}: {first_line(error)}"
+        ) from None
 
 
 def read_run(client: mlflow.MlflowClient, run_id: str):
@@ -36,7 +37,9 @@ def read_run(client: mlflow.MlflowClient, run_id: str):
             raise TrackingStoreError(f"cannot reach the tracking store {client.tracking_uri}") from None
         raise TrackingStoreError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
     except Exception as error:  # DNS, TLS, a broken database file, ...
-        raise TrackingStoreError(f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}") from None
+        raise TrackingStoreError(
+            f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}"
+        ) from None
 
 
 def first_line(error: Exception) -> str:

@@ -31,13 +31,21 @@ from omegaconf import OmegaConf
 
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
 
-DEFAULT_EXPERIMENT = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml").experiment_name
+DEFAULT_EXPERIMENT = OmegaConf.load(
+    Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml"
+).experiment_name
 # Params that do not make two runs' training differ: what the regulariser sets (and the model size
 # it changes), where the run is logged, the local files of its output folder (a folder per job of a
 # sweep) and how much it prints. The monitor stays: it picks the weights the test split is run with.
-NOT_SETUP = re.compile(r"^(reg\..+|model\.(total|trainable)_params|mlflow\.(?!monitor$|mode$).+|resume|trainer\.verbose"
-                       r"|callbacks\.\w+\.(log_dir|backup_dir|filename|filepath))$")
-CURVES = {"val_loss": "validation loss", "gap_loss": "generalisation gap (val_loss - loss)", "learning_rate": "learning rate"}
+NOT_SETUP = re.compile(
+    r"^(reg\..+|model\.(total|trainable)_params|mlflow\.(?!monitor$|mode$).+|resume|trainer\.verbose"
+    r"|callbacks\.\w+\.(log_dir|backup_dir|filename|filepath))$"
+)
+CURVES = {
+    "val_loss": "validation loss",
+    "gap_loss": "generalisation gap (val_loss - loss)",
+    "learning_rate": "learning rate",
+}
 
 
 class CompareError(Exception):
@@ -56,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
-    print(f"{len(table)} runs of {scope}, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it")
+    print(
+        f"{len(table)} runs of {scope}, sorted by {args.sort_by}; * marks the plain run, "
+        "d_ columns the difference from it"
+    )
     print(printable(table, args.group_by))
     try:
         files = write_report(client, table, runs, Path(args.output), args.group_by, args.max_curves)
     except OSError as error:  # a folder that cannot be made or written to, a full disk
-        print(f"error: --output {args.output}: cannot write the report there ({error.strerror}: {error.filename})",
-              file=sys.stderr)
+        print(
+            f"error: --output {args.output}: cannot write the report there ({error.strerror}: {error.filename})",
+            file=sys.stderr,
+        )
         return 2
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
@@ -72,13 +85,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment name (default: conf's mlflow.experiment_name)")
-    parser.add_argument("--parent", default="latest",
-                        help="a sweep's parent run id; 'latest' (the newest sweep, else all runs) or 'all'")
+    parser.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help="experiment name (default: conf's mlflow.experiment_name)"
+    )
+    parser.add_argument(
+        "--parent",
+        default="latest",
+        help="a sweep's parent run id; 'latest' (the newest sweep, else all runs) or 'all'",
+    )
     parser.add_argument("--group-by", default="reg", help="run tag that tells the variants apart")
     parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")
     parser.add_argument("--output", default="comparison", help="folder for the CSV, Markdown and plots")
-    parser.add_argument("--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots")
+    parser.add_argument(
+        "--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots"
+    )
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
     return parser.parse_args(argv)
 
@@ -94,17 +114,30 @@ def report_to_parent(parent_run_id: str, tracking_uri: str | None = None) -> Non
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment(client.get_run(parent_run_id).info.experiment_id)
     with tempfile.TemporaryDirectory() as folder:
-        main(["--parent", parent_run_id, "--experiment", experiment.name, "--output", folder,
-              "--tracking-uri", client.tracking_uri])
+        main(
+            [
+                "--parent",
+                parent_run_id,
+                "--experiment",
+                experiment.name,
+                "--output",
+                folder,
+                "--tracking-uri",
+                client.tracking_uri,
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 def find_experiment(client: mlflow.MlflowClient, name: str):
     try:
         experiment = client.get_experiment_by_name(name)
     except MlflowException as error:
-        raise CompareError(f"cannot read the tracking store {client.tracking_uri}: {str(error).splitlines()[0]}") from None
+        raise CompareError(
+            f"cannot read the tracking store {client.tracking_uri}: {str(error).splitlines()[0]}"
+        ) from None
     if experiment is None:
         raise CompareError(f"no experiment named {name!r} in {client.tracking_uri}")
     return experiment
@@ -115,7 +148,9 @@ def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
     if parent == "all":
         return None
     if parent == "latest":
-        newest = client.search_runs([experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+        newest = client.search_runs(
+            [experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1
+        )
         return newest[0] if newest else None
     run = read_run(client, parent)
     if run is None:
@@ -139,6 +174,7 @@ def find_runs(client: mlflow.MlflowClient, experiment_id: str, parent) -> list:
 
 
 # ----------------------------------------------------------------------------- table
+
 
 def at_best_epoch(metrics: dict, key: str) -> float | None:
     """A validation metric at the best epoch: best_<monitor> for the monitored one, <key>_at_best otherwise."""
@@ -180,8 +216,19 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     for position, key in enumerate(swept, start=table.columns.get_loc("regularised")):
         table.insert(position, key, swept[key])
     table.attrs["swept"] = list(swept)  # for the curves' labels
-    numbers = ["epochs", "stopped_epoch", "best_epoch", "best_val_loss", "best_val_accuracy", "test_loss",
-               "test_accuracy", "gap_loss", "gap_accuracy", "lr_changes", "duration_s"]
+    numbers = [
+        "epochs",
+        "stopped_epoch",
+        "best_epoch",
+        "best_val_loss",
+        "best_val_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "gap_loss",
+        "gap_accuracy",
+        "lr_changes",
+        "duration_s",
+    ]
     table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
     table["plain"] = table["regularised"].eq("false")
     # The plain run to measure against was trained the same way, so a difference is the regulariser's
@@ -193,7 +240,9 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     if sort_by not in table:
         raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
     descending = any(sign in sort_by for sign in ("acc", "auc"))
-    return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
+    return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(
+        drop=True
+    )
 
 
 def training_setup(run) -> str:
@@ -241,6 +290,7 @@ def printable(table: pd.DataFrame, group_by: str) -> str:
 
 # ----------------------------------------------------------------------------- report
 
+
 def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by: str, max_curves: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "comparison.csv", index=False)
@@ -264,9 +314,15 @@ def curve_labels(table: pd.DataFrame, group_by: str) -> dict[str, str]:
     """Each run's legend label, by run id: its name, group and the overrides that vary between the
     runs (comparison_table's attrs["swept"]); runs that share all those (repeats of one config) get
     the start of their run id too, so none hides another's curve or bar."""
-    labels = {row.run_id: " ".join([row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})",
-                                    *(f"{key}={row[key]}" for key in table.attrs.get("swept", ()) if pd.notna(row[key]))])
-              for _, row in table.iterrows()}
+    labels = {
+        row.run_id: " ".join(
+            [
+                row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})",
+                *(f"{key}={row[key]}" for key in table.attrs.get("swept", ()) if pd.notna(row[key])),
+            ]
+        )
+        for _, row in table.iterrows()
+    }
     shared = {label for label, count in Counter(labels.values()).items() if count > 1}
     return {run_id: f"{label} {run_id[:8]}" if label in shared else label for run_id, label in labels.items()}
 

@@ -93,8 +93,10 @@ def load_npz(path: str) -> RawData:
     if not file.is_file():
         raise ConfigError(f"data.path={path}: no such file")
     if not zipfile.is_zipfile(file):  # np.load would read a .npy array, or call anything else pickled data
-        raise ConfigError(f"data.path={path}: not a readable .npz file (expected a zip archive of arrays, "
-                          "as np.savez writes; a .npy file holds one array)")
+        raise ConfigError(
+            f"data.path={path}: not a readable .npz file (expected a zip archive of arrays, "
+            "as np.savez writes; a .npy file holds one array)"
+        )
     try:
         with np.load(file, allow_pickle=False) as arrays:
             found = {name: arrays[name] for name in arrays.files}
@@ -112,15 +114,23 @@ def load_splits(data_cfg: DictConfig, seed: int) -> Splits:
     """Load the configured data set, check it and split it (stratified, seeded)."""
     raw = _load(data_cfg.loader)
     label = f"data={data_cfg.name}" + (f" ({raw.source})" if data_cfg.name == "npz" else "")
-    x_train, y_train = _images(raw.x_train, data_cfg.pixel_max, f"{label} x_train"), _labels(raw.y_train, f"{label} y_train")
+    x_train, y_train = (
+        _images(raw.x_train, data_cfg.pixel_max, f"{label} x_train"),
+        _labels(raw.y_train, f"{label} y_train"),
+    )
     _check_lengths(x_train, y_train, label, "train")
     if raw.x_test is None:
         x_train, x_test, y_train, y_test = _stratified_split(x_train, y_train, data_cfg.test_fraction, seed, label)
     else:
-        x_test, y_test = _images(raw.x_test, data_cfg.pixel_max, f"{label} x_test"), _labels(raw.y_test, f"{label} y_test")
+        x_test, y_test = (
+            _images(raw.x_test, data_cfg.pixel_max, f"{label} x_test"),
+            _labels(raw.y_test, f"{label} y_test"),
+        )
         _check_lengths(x_test, y_test, label, "test")
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise ConfigError(f"{label}: x_test images are {x_test.shape[1:]} but x_train images are {x_train.shape[1:]}")
+            raise ConfigError(
+                f"{label}: x_test images are {x_test.shape[1:]} but x_train images are {x_train.shape[1:]}"
+            )
     num_classes = _num_classes(data_cfg.num_classes, (y_train, y_test), label)
     x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, data_cfg.val_fraction, seed, label)
     return Splits(data_cfg.name, Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test), num_classes)

@@ -57,8 +57,15 @@ def build_cnn(
     model = _input_stem(input_shape, reg, name)
     for width in _block_widths("filters", filters, "conv block"):
         # A bias before BatchNormalization is cancelled by its mean subtraction.
-        model.add(layers.Conv2D(width, kernel_size, padding="same", use_bias=not reg.batchnorm,
-                                kernel_regularizer=reg.kernel_regularizer()))
+        model.add(
+            layers.Conv2D(
+                width,
+                kernel_size,
+                padding="same",
+                use_bias=not reg.batchnorm,
+                kernel_regularizer=reg.kernel_regularizer(),
+            )
+        )
         _add_normalised_activation(model, reg)
         model.add(layers.MaxPooling2D(pool_size=2, padding="same"))
         _add_dropout(model, reg)

@@ -1,6 +1,6 @@
 """Re-run a logged run's configuration and, with --verify, prove the results match.
 
-    python -m experiments.reproduce RUN_ID [--verify] [--tolerance 1e-6] [--tracking-uri URI]
+python -m experiments.reproduce RUN_ID [--verify] [--tolerance 1e-6] [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to reproduce")
     parser.add_argument("--verify", action="store_true", help="compare the metric histories of both runs")
-    parser.add_argument("--tolerance", type=non_negative_number, default=1e-6, help="largest allowed absolute difference")
+    parser.add_argument(
+        "--tolerance", type=non_negative_number, default=1e-6, help="largest allowed absolute difference"
+    )
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
     return parser.parse_args(argv)
 
@@ -96,7 +98,9 @@ def warn_about_code_drift(run) -> None:
     logged = run.data.tags.get("git.commit", "unknown")
     commit, dirty = git_state(PROJECT_ROOT)
     if logged != "unknown" and commit and commit != logged:
-        print(f"warning: the run was made at commit {logged[:12]}, the working tree is at {commit[:12]}", file=sys.stderr)
+        print(
+            f"warning: the run was made at commit {logged[:12]}, the working tree is at {commit[:12]}", file=sys.stderr
+        )
     if run.data.tags.get("git.dirty") == "true":
         print("warning: the run was made from a working tree with uncommitted changes", file=sys.stderr)
     if dirty:
@@ -106,15 +110,25 @@ def warn_about_code_drift(run) -> None:
 def rerun(client: mlflow.MlflowClient, original, overrides: list[str]) -> str:
     """Train the same config into a new run tagged reproduces=<original>; return its id."""
     experiment = client.get_experiment(original.info.experiment_id).name
-    command = [sys.executable, "-m", "experiments.train", *overrides,
-               f"mlflow.experiment_name={experiment}", f"+mlflow.tags.reproduces={original.info.run_id}"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        *overrides,
+        f"mlflow.experiment_name={experiment}",
+        f"+mlflow.tags.reproduces={original.info.run_id}",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri}
     if subprocess.run(command, env=env, cwd=os.getcwd()).returncode != 0:
         raise ReproduceError(f"the re-run of {original.info.run_id} failed (command: {' '.join(command[1:])})")
     if "MLFLOW_RUN_ID" in os.environ:  # under `mlflow run` the re-run went into that run
         return os.environ["MLFLOW_RUN_ID"]
-    newest = client.search_runs([original.info.experiment_id], f"tags.reproduces = '{original.info.run_id}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)
+    newest = client.search_runs(
+        [original.info.experiment_id],
+        f"tags.reproduces = '{original.info.run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return newest[0].info.run_id
 
 

@@ -47,20 +47,27 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     run = _fetch(client, cfg.resume)
     if run.info.status not in RESUMABLE and not _process_is_gone(run):
-        raise ConfigError(f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
-                          + (" (another process may still be training it)" if run.info.status == "RUNNING" else ""))
+        raise ConfigError(
+            f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
+            + (" (another process may still be training it)" if run.info.status == "RUNNING" else "")
+        )
     logged = logged_overrides(client, run.info.run_id)
     if logged is None:
         raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)")
     resumed = _compose(run.info.run_id, _merged(logged, given_overrides))
     experiment = client.get_experiment(run.info.experiment_id).name
     if experiment != resumed.mlflow.experiment_name:
-        raise ConfigError(f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, "
-                          f"not {resumed.mlflow.experiment_name!r}")
+        raise ConfigError(
+            f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, not {resumed.mlflow.experiment_name!r}"
+        )
     _keep_output_paths(resumed, run)
     _refuse_changed_params(resumed, run)
-    return resumed, ResumePoint(run.info.run_id, _epochs_logged(client, run.info.run_id), _existing_backup(run),
-                                run.data.metrics.get("learning_rate"))
+    return resumed, ResumePoint(
+        run.info.run_id,
+        _epochs_logged(client, run.info.run_id),
+        _existing_backup(run),
+        run.data.metrics.get("learning_rate"),
+    )
 
 
 def _compose(run_id: str, overrides: list[str]) -> DictConfig:
@@ -68,7 +75,9 @@ def _compose(run_id: str, overrides: list[str]) -> DictConfig:
         return compose("train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:  # e.g. a group given now drops a key the run set
         reason = str(error).strip().splitlines()[0]
-        raise ConfigError(f"resume={run_id}: the run's overrides ({' '.join(overrides)}) do not compose: {reason}") from None
+        raise ConfigError(
+            f"resume={run_id}: the run's overrides ({' '.join(overrides)}) do not compose: {reason}"
+        ) from None
 
 
 def _process_is_gone(run) -> bool:
@@ -118,18 +127,26 @@ def _key(override: str) -> str:
 def _keep_output_paths(cfg: DictConfig, run) -> None:
     """Point the callbacks' files at the interrupted run's: Keras restores from its backup there."""
     for key, value in run.data.params.items():
-        if key.startswith("callbacks.") and key.rsplit(".", 1)[-1] in OUTPUT_PATHS and OmegaConf.select(cfg, key) is not None:
+        if (
+            key.startswith("callbacks.")
+            and key.rsplit(".", 1)[-1] in OUTPUT_PATHS
+            and OmegaConf.select(cfg, key) is not None
+        ):
             OmegaConf.update(cfg, key, value)
 
 
 def _refuse_changed_params(cfg: DictConfig, run) -> None:
     wanted = {param.key: param.value for param in to_params(flatten(OmegaConf.to_container(cfg, resolve=True)))}
-    changed = sorted(key for key, value in wanted.items()
-                     if key not in CHANGEABLE and key in run.data.params and run.data.params[key] != value)
+    changed = sorted(
+        key
+        for key, value in wanted.items()
+        if key not in CHANGEABLE and key in run.data.params and run.data.params[key] != value
+    )
     if changed:
         shown = ", ".join(f"{key}={wanted[key]} (logged: {run.data.params[key]})" for key in changed[:5])
-        raise ConfigError(f"resume={run.info.run_id}: a resumed run keeps its params; only trainer.epochs may change, "
-                          f"not {shown}")
+        raise ConfigError(
+            f"resume={run.info.run_id}: a resumed run keeps its params; only trainer.epochs may change, not {shown}"
+        )
 
 
 def _epochs_logged(client: mlflow.MlflowClient, run_id: str) -> int:

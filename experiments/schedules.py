@@ -21,9 +21,13 @@ class StepDecay:
 
 def cosine_decay(initial_learning_rate: float, epochs: int, alpha: float, steps_per_epoch: int):
     """CosineDecay over the whole run (Keras counts in optimizer steps, the config in epochs)."""
-    return keras.optimizers.schedules.CosineDecay(initial_learning_rate, decay_steps=epochs * steps_per_epoch, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate, decay_steps=epochs * steps_per_epoch, alpha=alpha
+    )
 
 
 def exponential_decay(initial_learning_rate: float, decay_rate: float, steps_per_epoch: int):
     """ExponentialDecay by decay_rate per epoch, applied smoothly per step."""
-    return keras.optimizers.schedules.ExponentialDecay(initial_learning_rate, decay_steps=steps_per_epoch, decay_rate=decay_rate)
+    return keras.optimizers.schedules.ExponentialDecay(
+        initial_learning_rate, decay_steps=steps_per_epoch, decay_rate=decay_rate
+    )

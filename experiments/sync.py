@@ -18,11 +18,17 @@ from plugins import spool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sync", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="*", type=Path, help="unsent/<run id> folders (default: found under outputs/, multirun/)")
+    parser.add_argument(
+        "folders", nargs="*", type=Path, help="unsent/<run id> folders (default: found under outputs/, multirun/)"
+    )
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
     args = parser.parse_args(argv)
-    folders = args.folders or [path.parent for root in (Path("outputs"), Path("multirun")) if root.is_dir()
-                               for path in root.rglob(f"unsent/*/{spool.SPOOL_FILE}")]
+    folders = args.folders or [
+        path.parent
+        for root in (Path("outputs"), Path("multirun"))
+        if root.is_dir()
+        for path in root.rglob(f"unsent/*/{spool.SPOOL_FILE}")
+    ]
     missing = [folder for folder in folders if not (folder / spool.SPOOL_FILE).is_file()]
     if missing:
         print(f"error: {missing[0]} holds nothing to send (no {spool.SPOOL_FILE})", file=sys.stderr)

@@ -47,7 +47,9 @@ def main(cfg: DictConfig) -> float:
 
     seed_everything(cfg.trainer)
     start_epoch = resume.next_epoch if resume else 0
-    train_data = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch)
+    train_data = make_pipeline(
+        splits.train, cfg.trainer.batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch
+    )
     val_data = make_pipeline(splits.val, cfg.trainer.batch_size)
     test_data = make_pipeline(splits.test, cfg.trainer.batch_size)
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
@@ -85,21 +87,34 @@ def main(cfg: DictConfig) -> float:
                 verbose=cfg.trainer.verbose,
             )
             # In the try: a signal now (no batch left to finish) stops at once, and the run ends KILLED.
-            test = None if tracker.stop_reason == "nan_loss" else evaluate_best(model, tracker, run.info.run_id, test_data)
+            test = (
+                None if tracker.stop_reason == "nan_loss" else evaluate_best(model, tracker, run.info.run_id, test_data)
+            )
         except TrainingInterrupted as interrupt:
             end_run_early(tracker, "KILLED", str(interrupt))
-            return stop(TrainingStopped(f"{interrupt}: run {run.info.run_id} ended KILLED; continue it with "
-                                        f"python -m experiments.train resume={run.info.run_id}"), interrupt.exit_code,
-                        whole_sweep=True)
+            return stop(
+                TrainingStopped(
+                    f"{interrupt}: run {run.info.run_id} ended KILLED; continue it with "
+                    f"python -m experiments.train resume={run.info.run_id}"
+                ),
+                interrupt.exit_code,
+                whole_sweep=True,
+            )
         except Exception as error:
             end_run_early(tracker, "FAILED", f"{type(error).__name__}: {error}")
             raise
         if test is None:
             end_run_early(tracker, "FAILED", "the loss became NaN (callbacks.terminate_on_nan stopped training)")
-            return stop(TrainingStopped(f"run {run.info.run_id} FAILED: the loss became NaN; try a lower "
-                                        "optimizer.learning_rate"), 1)
+            return stop(
+                TrainingStopped(
+                    f"run {run.info.run_id} FAILED: the loss became NaN; try a lower optimizer.learning_rate"
+                ),
+                1,
+            )
         tracker.finish_run("FINISHED", metrics={f"test_{name}": float(value) for name, value in test.items()})
-        log.info("run %s (%s): test_accuracy=%.4f", run.info.run_id, run.info.run_name, test.get("accuracy", float("nan")))
+        log.info(
+            "run %s (%s): test_accuracy=%.4f", run.info.run_id, run.info.run_name, test.get("accuracy", float("nan"))
+        )
     keras.backend.clear_session()
     return tracker.best_value if tracker.best_value is not None else float("nan")
 
@@ -154,8 +169,10 @@ def wait_for_tracking_server(uri: str, wait_s: float) -> None:
             return
         except OSError as error:
             if time.monotonic() >= deadline:
-                raise ConfigError(f"the tracking server {uri} does not answer ({getattr(error, 'reason', error)}) "
-                                  f"after {wait_s:g} s (mlflow.wait_for_server_s); nothing was trained") from None
+                raise ConfigError(
+                    f"the tracking server {uri} does not answer ({getattr(error, 'reason', error)}) "
+                    f"after {wait_s:g} s (mlflow.wait_for_server_s); nothing was trained"
+                ) from None
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
@@ -179,8 +196,12 @@ def restore_for_resume(model, resume: ResumePoint | None, steps_per_epoch: int) 
     if resume.learning_rate is not None:
         with contextlib.suppress(TypeError):  # a LearningRateSchedule's rate is not settable: it follows the step count
             optimizer.learning_rate = resume.learning_rate
-    log.warning("no local backup of run %s: continuing from its best checkpoint's weights at learning rate %.3g "
-                "(the optimizer's moments start afresh)", resume.run_id, float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+    log.warning(
+        "no local backup of run %s: continuing from its best checkpoint's weights at learning rate %.3g "
+        "(the optimizer's moments start afresh)",
+        resume.run_id,
+        float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+    )
 
 
 def best_weights(tracker, run_id: str, model) -> list:
@@ -216,8 +237,14 @@ def seed_everything(trainer: DictConfig) -> None:
 
 def build_model(cfg: DictConfig, splits: Splits, steps_per_epoch: int):
     # _convert_="object" hands the builder the Regularisation object itself, not a config copy of it.
-    model = instantiate_at(cfg, "model", input_shape=splits.input_shape, num_classes=splits.num_classes,
-                           reg=instantiate_at(cfg, "reg"), _convert_="object")
+    model = instantiate_at(
+        cfg,
+        "model",
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        reg=instantiate_at(cfg, "reg"),
+        _convert_="object",
+    )
     learning_rate = cfg.optimizer.learning_rate
     if cfg.schedule.get("learning_rate"):
         learning_rate = instantiate_at(cfg, "schedule.learning_rate", steps_per_epoch=steps_per_epoch)
@@ -312,8 +339,15 @@ def reopen_run(resume: ResumePoint, overrides: list[str]) -> mlflow.ActiveRun:
     """The interrupted run, RUNNING again; its logged config stays as it was."""
     run = mlflow.start_run(run_id=resume.run_id)
     resumes = int(run.data.tags.get("resumes", "0")) + 1
-    mlflow.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "resumes": str(resumes), f"resume.{resumes}.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
-                     f"resume.{resumes}.from_epoch": str(resume.next_epoch)})
+    mlflow.set_tags(
+        {
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
+            "resumes": str(resumes),
+            f"resume.{resumes}.command": shlex.join(["python", "-m", "experiments.train", *overrides]),
+            f"resume.{resumes}.from_epoch": str(resume.next_epoch),
+        }
+    )
     if "failure.reason" in run.data.tags:
         mlflow.delete_tag("failure.reason")
     return run
@@ -321,16 +355,20 @@ def reopen_run(resume: ResumePoint, overrides: list[str]) -> mlflow.ActiveRun:
 
 def reproduce_note(run_id: str, overrides: list[str], commit: str | None, dirty: bool | None) -> str:
     """The command lines that re-run this configuration, for reproduce.txt."""
-    state = f"git commit {commit}" + (" with uncommitted changes" if dirty else "") if commit else "no git commit recorded"
-    return "\n".join([
-        f"# Re-run this configuration (code: {state}).",
-        *([f"git checkout {commit}"] if commit else []),
-        shlex.join(["python", "-m", "experiments.train", *overrides]),
-        f"mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
-        "# Re-run it and compare the metric histories:",
-        f"python -m experiments.reproduce {run_id} --verify",
-        "",
-    ])
+    state = (
+        f"git commit {commit}" + (" with uncommitted changes" if dirty else "") if commit else "no git commit recorded"
+    )
+    return "\n".join(
+        [
+            f"# Re-run this configuration (code: {state}).",
+            *([f"git checkout {commit}"] if commit else []),
+            shlex.join(["python", "-m", "experiments.train", *overrides]),
+            f"mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
+            "# Re-run it and compare the metric histories:",
+            f"python -m experiments.reproduce {run_id} --verify",
+            "",
+        ]
+    )
 
 
 def log_data_inputs(splits: Splits) -> None:

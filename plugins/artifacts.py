@@ -1,4 +1,6 @@
-"""Files a training run leaves behind: history.csv, lr_changes.csv, model_summary.txt (learning_curves.png: plugins/curves.py).
+"""Files a training run leaves behind: history.csv, lr_changes.csv, model_summary.txt.
+
+learning_curves.png is drawn by plugins/curves.py.
 
 pandas is imported where it is used: the plot's helper process imports this module for
 write_atomically only, and starts faster without it.

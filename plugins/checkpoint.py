@@ -104,7 +104,9 @@ class BestCheckpoint:
 def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:
     """A run's checkpoints/best.keras, downloaded and loaded with Keras' safe mode."""
     with tempfile.TemporaryDirectory() as folder:
-        return keras.models.load_model(client.download_artifacts(run_id, "checkpoints/best.keras", folder), safe_mode=True)
+        return keras.models.load_model(
+            client.download_artifacts(run_id, "checkpoints/best.keras", folder), safe_mode=True
+        )
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:
@@ -115,8 +117,10 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
     except Exception as error:
         # A class Keras cannot find by its name (one defined inside a function) loads no model. The
         # clone holds config and weights: all the state of most models.
-        log.info("checkpoints/best.keras: the model is cloned for background writes, not loaded from a save (%s)",
-                 str(error).splitlines()[0] if str(error) else type(error).__name__)
+        log.info(
+            "checkpoints/best.keras: the model is cloned for background writes, not loaded from a save (%s)",
+            str(error).splitlines()[0] if str(error) else type(error).__name__,
+        )
         copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())
     return copy

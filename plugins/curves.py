@@ -49,8 +49,9 @@ def draw_learning_curves(rows: list[dict], path: Path, figures: dict | None = No
     ``figures`` keeps the figure of each set of columns for the next call (the helper's, single
     threaded): redrawn with new data, it skips building axes and ticks, a third of the cost.
     """
-    return write_atomically(path, lambda temporary: learning_curves_figure(rows, figures).savefig(
-        temporary, dpi=80, format="png"))
+    return write_atomically(
+        path, lambda temporary: learning_curves_figure(rows, figures).savefig(temporary, dpi=80, format="png")
+    )
 
 
 def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Figure:
@@ -97,7 +98,7 @@ def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str
     lines = {}
     for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         for column in panel:
-            lines[column], = axes.plot([], [], marker="o", markersize=3, label=column)
+            (lines[column],) = axes.plot([], [], marker="o", markersize=3, label=column)
         axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
         if panel == ("learning_rate",):
@@ -153,8 +154,11 @@ class HelperProcess:
             return self._ask(rows, path)
         except Exception as error:  # it could not start, died, hung or answered nonsense
             self._end_broken()
-            return {"error": f"no answer in {ANSWER_TIMEOUT_S:.0f} s" if isinstance(error, AnswerTimeout)
-                    else f"{type(error).__name__}: {error}"}
+            return {
+                "error": f"no answer in {ANSWER_TIMEOUT_S:.0f} s"
+                if isinstance(error, AnswerTimeout)
+                else f"{type(error).__name__}: {error}"
+            }
         finally:
             self._lock.release()
 
@@ -201,11 +205,17 @@ class HelperProcess:
     def _start(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+        environment = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+        )
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "plugins.curves"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, env=environment)
+            [sys.executable, "-m", "plugins.curves"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=environment,
+        )
 
 
 def _answers(answer, path: Path) -> bool:

@@ -38,8 +38,11 @@ def known_skipsets() -> Iterator[None]:
         for name in _NAMES:
             global_state.set_global_attribute(f"{name}{obj_type}", skipset)
     yield
-    found = {name[len(prefix):]: value
-             for name, value in vars(global_state.GLOBAL_STATE_TRACKER).items()
-             for prefix in _NAMES if name.startswith(prefix) and isinstance(value, set)}
+    found = {
+        name[len(prefix) :]: value
+        for name, value in vars(global_state.GLOBAL_STATE_TRACKER).items()
+        for prefix in _NAMES
+        if name.startswith(prefix) and isinstance(value, set)
+    }
     with _lock:
         _skipsets.update(found)

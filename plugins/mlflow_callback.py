@@ -112,8 +112,11 @@ class MLflowCallback(keras.callbacks.Callback):
             raise ValueError(f"params={params!r}: expected a mapping of names to values (a dict, a Hydra config)")
         if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
             raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
-        for name, seconds in (("metrics_interval_s", metrics_interval_s), ("checkpoint_interval_s", checkpoint_interval_s),
-                              ("flush_timeout_s", flush_timeout_s)):
+        for name, seconds in (
+            ("metrics_interval_s", metrics_interval_s),
+            ("checkpoint_interval_s", checkpoint_interval_s),
+            ("flush_timeout_s", flush_timeout_s),
+        ):
             # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
                 raise ValueError(f"{name}={seconds!r}: expected a number of seconds >= 0")
@@ -266,8 +269,12 @@ class MLflowCallback(keras.callbacks.Callback):
         if interrupt is not None:
             raise interrupt  # it cut the wait short; what it was sent to stop still stops
 
-    def finish_run(self, status: str = "FINISHED", metrics: Mapping[str, float] | None = None,
-                   tags: Mapping[str, str] | None = None) -> None:
+    def finish_run(
+        self,
+        status: str = "FINISHED",
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         """Log last metrics and tags (e.g. test results, a failure reason) and end the active run with
         ``status``. Never raises for the tracking server: what it does not take is kept with the
         run's other unsent calls for ``python -m experiments.sync``.
@@ -281,9 +288,12 @@ class MLflowCallback(keras.callbacks.Callback):
         with _no_http_retries() if self._server_unreachable else nullcontext():
             if metrics or tags:
                 timestamp = int(time.time() * 1000)
-                last = partial(client.log_batch, run.info.run_id,
-                               metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
-                               tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
+                last = partial(
+                    client.log_batch,
+                    run.info.run_id,
+                    metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+                    tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()],
+                )
                 if not _sent(last):
                     unsent.append(("last metrics and tags", last))
             try:
@@ -299,8 +309,13 @@ class MLflowCallback(keras.callbacks.Callback):
 
     def _keep_unsent(self, calls: list, run_id: str) -> None:
         self.unsent_folder = spool.keep(calls, self._spool_folder(run_id))
-        log.error("MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
-                  run_id, ", ".join(what for what, _ in calls), self.unsent_folder, self.unsent_folder)
+        log.error(
+            "MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
+            run_id,
+            ", ".join(what for what, _ in calls),
+            self.unsent_folder,
+            self.unsent_folder,
+        )
 
     def _flush_with_retries(self) -> tuple[list[str], KeyboardInterrupt | None]:
         """Wait for everything queued; retry what failed until it is sent or flush_timeout_s passes.
@@ -310,17 +325,22 @@ class MLflowCallback(keras.callbacks.Callback):
         try:
             unsent = self._sender.flush()
             if unsent and self.flush_timeout_s > 0:
-                log.warning("MLflow run %s: the tracking server has not taken %s; trying again for up to %g s "
-                            "(flush_timeout_s). Ctrl-C stops waiting and keeps them on disk",
-                            self.run_id, ", ".join(unsent), self.flush_timeout_s)
+                log.warning(
+                    "MLflow run %s: the tracking server has not taken %s; trying again for up to %g s "
+                    "(flush_timeout_s). Ctrl-C stops waiting and keeps them on disk",
+                    self.run_id,
+                    ", ".join(unsent),
+                    self.flush_timeout_s,
+                )
             while unsent and time.monotonic() < deadline:
                 time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
                 self._sender.retry()
                 unsent = self._sender.flush()
             return unsent, None
         except KeyboardInterrupt as interrupt:
-            log.warning("MLflow run %s: stopped waiting for the tracking server (%s)", self.run_id,
-                        _describe_error(interrupt))
+            log.warning(
+                "MLflow run %s: stopped waiting for the tracking server (%s)", self.run_id, _describe_error(interrupt)
+            )
             return self._sender.flush(), interrupt
 
     # ----------------------------------------------------------------- run
@@ -422,8 +442,11 @@ class MLflowCallback(keras.callbacks.Callback):
         earlier = _UNFINISHED.get(active.info.run_id) if active else None
         if earlier is None or _inside_another_fit():  # a fit run by another's callback: that one goes on
             return
-        log.warning("MLflow run %s of an earlier fit that raised or was interrupted was still open; it ends FAILED "
-                    "and this fit gets a run of its own", earlier.run_id)
+        log.warning(
+            "MLflow run %s of an earlier fit that raised or was interrupted was still open; it ends FAILED "
+            "and this fit gets a run of its own",
+            earlier.run_id,
+        )
         earlier._end_unfinished()
 
     def _stop_tracking(self, reason: str) -> None:
@@ -449,8 +472,13 @@ class MLflowCallback(keras.callbacks.Callback):
         epochs whose metrics were still on their way when the process was killed, or a fit whose
         initial_epoch skips some. Say so, in the log and the run."""
         missing = ",".join(map(str, epochs))
-        log.warning("MLflow run %s has no metrics of epochs %s (lost on their way when the process was killed, "
-                    "or skipped by initial_epoch); training goes on from epoch %d", self.run_id, missing, epochs[-1] + 1)
+        log.warning(
+            "MLflow run %s has no metrics of epochs %s (lost on their way when the process was killed, "
+            "or skipped by initial_epoch); training goes on from epoch %d",
+            self.run_id,
+            missing,
+            epochs[-1] + 1,
+        )
         self._sender.submit("missing_epochs tag", partial(self._client.set_tag, self.run_id, "missing_epochs", missing))
 
     def _is_chief(self) -> bool:
@@ -484,8 +512,11 @@ class MLflowCallback(keras.callbacks.Callback):
         self._lr_in_force = self._history[-1].get("learning_rate")
         for before, after in zip(self._history, self._history[1:]):
             if before.get("learning_rate") != after.get("learning_rate"):
-                self._lr_changes.append(LearningRateChange(after["epoch"], before.get("learning_rate"),
-                                                           after.get("learning_rate"), "earlier fit"))
+                self._lr_changes.append(
+                    LearningRateChange(
+                        after["epoch"], before.get("learning_rate"), after.get("learning_rate"), "earlier fit"
+                    )
+                )
         self._unranked_epochs = list(self._history)
 
     def _rank_logged_epochs(self) -> None:
@@ -559,8 +590,12 @@ class MLflowCallback(keras.callbacks.Callback):
                 continue
             self._warned_not_numbers.add(key)
             what = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-            log.warning("MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
-                        self.run_id, key, what)
+            log.warning(
+                "MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
+                self.run_id,
+                key,
+                what,
+            )
 
     @_never_raises
     def _log_batch_metrics(self, batch, logs=None):
@@ -594,8 +629,10 @@ class MLflowCallback(keras.callbacks.Callback):
         self._points_sent_at = time.monotonic()
         if points or tags:
             run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
-            self._sender.submit(_describe_points(points, tags),
-                                partial(self._client.log_batch, self.run_id, metrics=points, tags=run_tags))
+            self._sender.submit(
+                _describe_points(points, tags),
+                partial(self._client.log_batch, self.run_id, metrics=points, tags=run_tags),
+            )
 
     def _send_model_facts_once(self) -> None:
         """Params and model_summary.txt, once the model is built: a subclassed model is built by
@@ -728,14 +765,20 @@ class MLflowCallback(keras.callbacks.Callback):
                 raise ConnectionError("the tracking server gave no answer")
             model = load_logged_checkpoint(self._client, self.run_id)
         except Exception as error:  # no checkpoint was logged, or the server is gone
-            log.warning("MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
-                        self.run_id, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.warning(
+                "MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
+                self.run_id,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
             return
         self._send_model(model)
 
     def _send_last_model(self) -> None:
-        log.warning("MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
-                    self.run_id, self.monitor)
+        log.warning(
+            "MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
+            self.run_id,
+            self.monitor,
+        )
         self._send_model(self.model)
 
     def _send_model(self, model: keras.Model) -> None:
@@ -745,11 +788,15 @@ class MLflowCallback(keras.callbacks.Callback):
         self._send_model_folder(target)
 
     def _send_model_folder(self, target: Path) -> None:
-        self._sender.submit("model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"),
-                            needs=_WRITING_MODEL)
+        self._sender.submit(
+            "model/", partial(self._client.log_artifacts, self.run_id, str(target), "model"), needs=_WRITING_MODEL
+        )
         if self.registered_model_name:
-            self._sender.submit("registering model/", partial(mlflow.register_model, f"runs:/{self.run_id}/model",
-                                                              self.registered_model_name), needs=_WRITING_MODEL)
+            self._sender.submit(
+                "registering model/",
+                partial(mlflow.register_model, f"runs:/{self.run_id}/model", self.registered_model_name),
+                needs=_WRITING_MODEL,
+            )
 
     def _save_best_model(self, target: Path) -> None:
         """The best model as an MLflow Model in a local folder; its Keras file also becomes
@@ -842,10 +889,12 @@ def _warn_if_autologging() -> None:
     """MLflow's autologging of Keras fits logs the same metrics into the same run: say so once a fit."""
     on = [flavour for flavour in ("tensorflow", "keras") if not autologging_is_disabled(flavour)]
     if on:
-        log.warning("MLflow autologging of Keras fits is on (%s): it logs this fit's metrics too, so each epoch's "
-                    "points appear twice, and it slows training; switch it off with %s",
-                    ", ".join(f"mlflow.{flavour}.autolog()" for flavour in on),
-                    ", ".join(f"mlflow.{flavour}.autolog(disable=True)" for flavour in on))
+        log.warning(
+            "MLflow autologging of Keras fits is on (%s): it logs this fit's metrics too, so each epoch's "
+            "points appear twice, and it slows training; switch it off with %s",
+            ", ".join(f"mlflow.{flavour}.autolog()" for flavour in on),
+            ", ".join(f"mlflow.{flavour}.autolog(disable=True)" for flavour in on),
+        )
 
 
 def _inside_another_fit() -> bool:
@@ -883,7 +932,9 @@ def _describe_points(points: list[Metric], tags: Mapping[str, str] | None) -> st
     steps = sorted({point.step for point in points if point.key.startswith("batch_")})
     parts = []
     if epochs:
-        parts.append(f"metrics of epoch {epochs[0]}" if len(epochs) == 1 else f"metrics of epochs {epochs[0]}-{epochs[-1]}")
+        parts.append(
+            f"metrics of epoch {epochs[0]}" if len(epochs) == 1 else f"metrics of epochs {epochs[0]}-{epochs[-1]}"
+        )
     if steps:
         parts.append(f"metrics of steps {steps[0]}-{steps[-1]}")
     if tags:

@@ -53,15 +53,23 @@ def signature(model: keras.Model) -> ModelSignature | None:
     if not inputs or not outputs:
         return None
     output_names = getattr(model, "output_names", None) or [tensor.name for tensor in outputs]
-    return ModelSignature(inputs=_tensor_schema(inputs, [tensor.name for tensor in inputs]),
-                          outputs=_tensor_schema(outputs, output_names))
+    return ModelSignature(
+        inputs=_tensor_schema(inputs, [tensor.name for tensor in inputs]), outputs=_tensor_schema(outputs, output_names)
+    )
 
 
 def _tensor_schema(tensors: list, names: list[str]) -> Schema:
     several = len(tensors) > 1
-    return Schema([TensorSpec(_numpy_dtype(tensor.dtype), (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
-                              name if several else None)
-                   for tensor, name in zip(tensors, names)])
+    return Schema(
+        [
+            TensorSpec(
+                _numpy_dtype(tensor.dtype),
+                (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
+                name if several else None,
+            )
+            for tensor, name in zip(tensors, names)
+        ]
+    )
 
 
 def _numpy_dtype(keras_dtype: str) -> np.dtype:

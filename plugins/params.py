@@ -60,7 +60,9 @@ def redact_override(override: str) -> str:
 
 
 def to_params(flat: Mapping[str, Any]) -> list[Param]:
-    return [Param(sanitize_name(name), REDACTED if is_secret(name) else param_value(value)) for name, value in flat.items()]
+    return [
+        Param(sanitize_name(name), REDACTED if is_secret(name) else param_value(value)) for name, value in flat.items()
+    ]
 
 
 def batches(items: list, size: int = MAX_PARAMS_TAGS_PER_BATCH) -> list[list]:

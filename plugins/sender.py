@@ -111,7 +111,9 @@ class Sender:
             first = what not in self._not_written
             self._not_written[what] = reason
         if first:
-            log.warning("MLflow tracking: %s failed (%s); not retried, training goes on without its files", what, reason)
+            log.warning(
+                "MLflow tracking: %s failed (%s); not retried, training goes on without its files", what, reason
+            )
 
     def _keep(self, what: str, call: Callable[[], object], local: bool, error: Exception) -> None:
         """Any other tracking failure: keep the call for the next retry, never raise into training."""

@@ -67,8 +67,10 @@ def _encode(call: Callable[[], object], files: Path) -> dict | None:
         copy.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
         args[1] = str(copy)
-    keywords = {name: [_as_dict(entity) for entity in value] if name in _ENTITIES else value
-                for name, value in call.keywords.items()}
+    keywords = {
+        name: [_as_dict(entity) for entity in value] if name in _ENTITIES else value
+        for name, value in call.keywords.items()
+    }
     return {"method": method, "args": args, "keywords": keywords}
 
 
@@ -77,5 +79,7 @@ def _as_dict(entity) -> dict:
 
 
 def _decode_keywords(keywords: dict) -> dict:
-    return {name: [_ENTITIES[name].from_dictionary(entity) for entity in value] if name in _ENTITIES else value
-            for name, value in keywords.items()}
+    return {
+        name: [_ENTITIES[name].from_dictionary(entity) for entity in value] if name in _ENTITIES else value
+        for name, value in keywords.items()
+    }

@@ -47,8 +47,12 @@ class MLflowSweepCallback(Callback):
             log a comparison of the children onto the parent.
     """
 
-    def __init__(self, experiment_name: str, tracking_uri: str | None = None,
-                 report: Callable[[str, str | None], Any] | None = None):
+    def __init__(
+        self,
+        experiment_name: str,
+        tracking_uri: str | None = None,
+        report: Callable[[str, str | None], Any] | None = None,
+    ):
         self.experiment_name = experiment_name
         self.tracking_uri = tracking_uri
         self.report = report
@@ -63,11 +67,16 @@ class MLflowSweepCallback(Callback):
         # Under `mlflow run`, the run it made is the parent; the jobs must not log into it.
         self.parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         if self.parent_run_id is None:
-            self.parent_run_id = client.create_run(self._experiment_id(client), run_name="sweep " + " ".join(swept)).info.run_id
+            self.parent_run_id = client.create_run(
+                self._experiment_id(client), run_name="sweep " + " ".join(swept)
+            ).info.run_id
             self._owns_parent = True
         os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
-        client.log_batch(self.parent_run_id, params=[Param("sweep.overrides", " ".join(swept)[:6000])],
-                         tags=[RunTag(SWEEP_TAG, "true"), RunTag("sweep.dir", str(config.hydra.sweep.dir))])
+        client.log_batch(
+            self.parent_run_id,
+            params=[Param("sweep.overrides", " ".join(swept)[:6000])],
+            tags=[RunTag(SWEEP_TAG, "true"), RunTag("sweep.dir", str(config.hydra.sweep.dir))],
+        )
         self._sweep_dir = Path(config.hydra.sweep.dir)
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
         atexit.register(self._finish)
@@ -88,8 +97,14 @@ class MLflowSweepCallback(Callback):
         os.environ.pop(SWEEP_PARENT_ENV, None)
         client = mlflow.MlflowClient(self.tracking_uri)
         jobs, finished = self._count_jobs(client, parent)
-        client.log_batch(parent, metrics=[Metric("jobs", jobs, 0, 0), Metric("jobs_finished", finished, 0, 0),
-                                          Metric("jobs_failed", jobs - finished, 0, 0)])
+        client.log_batch(
+            parent,
+            metrics=[
+                Metric("jobs", jobs, 0, 0),
+                Metric("jobs_finished", finished, 0, 0),
+                Metric("jobs_failed", jobs - finished, 0, 0),
+            ],
+        )
         if self.report is not None:
             try:
                 self.report(parent, self.tracking_uri)
@@ -102,7 +117,11 @@ class MLflowSweepCallback(Callback):
 
     def _count_jobs(self, client: mlflow.MlflowClient, parent: str) -> tuple[int, int]:
         """(jobs launched, jobs whose run FINISHED); a job that failed before its run started counts as failed."""
-        launched = sum(1 for folder in self._sweep_dir.iterdir() if (folder / ".hydra").is_dir()) if self._sweep_dir.is_dir() else 0
+        launched = (
+            sum(1 for folder in self._sweep_dir.iterdir() if (folder / ".hydra").is_dir())
+            if self._sweep_dir.is_dir()
+            else 0
+        )
         experiment = client.get_run(parent).info.experiment_id
         children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
         finished = sum(child.info.status == "FINISHED" for child in children)

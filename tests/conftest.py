@@ -22,8 +22,11 @@ CONF = ROOT / "conf"
 def callback_errors_are_not_swallowed(caplog):
     """MLflowCallback logs an error of its own instead of raising it into training: in a test, a failure."""
     yield
-    swallowed = [record.getMessage() for record in caplog.get_records("call")
-                 if record.getMessage().startswith("MLflowCallback failed")]
+    swallowed = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if record.getMessage().startswith("MLflowCallback failed")
+    ]
     assert not swallowed, f"MLflowCallback swallowed an error (its traceback is in the captured log): {swallowed}"
 
 
@@ -72,7 +75,11 @@ def run_cli(tmp_path, tracking_uri):
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", module, *args],
-            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout,
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return _run
@@ -106,9 +113,25 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
     import urllib.request
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "a"), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "a"),
+        start_new_session=True,
         # Tracking only: MLflow 3's job runner (GenAI jobs) would start eight more Python processes
         # per server, about 16 s of CPU taken from the training beside it on a 2-core machine.
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},

@@ -36,23 +36,38 @@ CASES = {
     "missing data.path": (lambda t: ["data=npz"], "data.path is required for data=npz"),
     "no such npz": (lambda t: ["data=npz", f"data.path={t}/nowhere.npz"], "nowhere.npz: no such file"),
     "corrupt npz": (lambda t: ["data=npz", f"data.path={corrupt_npz(t)}"], "corrupt.npz: not a readable .npz file"),
-    "npz lacks arrays": (lambda t: ["data=npz", f"data.path={npz(t, 'empty.npz', z=np.zeros(3))}"],
-                         "lacks x_train, y_train"),
-    "x/y length mismatch": (lambda t: ["data=npz", f"data.path={npz(t, 'n.npz', x_train=np.zeros((50, 4, 4)), y_train=np.zeros(40, int))}"],
-                            "x_train has 50 images but y_train has 40 labels"),
-    "labels beyond class count": (lambda t: ["data=npz", "data.num_classes=3",
-                                             f"data.path={npz(t, 'l.npz', x_train=np.zeros((60, 4, 4)), y_train=np.arange(60) % 5)}"],
-                                  "label 4 does not fit data.num_classes=3"),
+    "npz lacks arrays": (
+        lambda t: ["data=npz", f"data.path={npz(t, 'empty.npz', z=np.zeros(3))}"],
+        "lacks x_train, y_train",
+    ),
+    "x/y length mismatch": (
+        lambda t: ["data=npz", f"data.path={npz(t, 'n.npz', x_train=np.zeros((50, 4, 4)), y_train=np.zeros(40, int))}"],
+        "x_train has 50 images but y_train has 40 labels",
+    ),
+    "labels beyond class count": (
+        lambda t: [
+            "data=npz",
+            "data.num_classes=3",
+            f"data.path={npz(t, 'l.npz', x_train=np.zeros((60, 4, 4)), y_train=np.arange(60) % 5)}",
+        ],
+        "label 4 does not fit data.num_classes=3",
+    ),
     "class_weight word": (lambda t: ["trainer.class_weight=heavy"], "trainer.class_weight='heavy'"),
     "class_weight negative": (lambda t: ["trainer.class_weight={0:1.0,1:-2.0}"], "trainer.class_weight: 1: -2.0"),
     "class_weight unknown class": (lambda t: ["trainer.class_weight={0:1.0,12:2.0}"], "names classes [12]"),
     "monitor typo": (lambda t: ["mlflow.monitor=val_los"], "mlflow.monitor='val_los'"),
-    "plateau factor above 1": (lambda t: ["callbacks.reduce_lr_on_plateau.factor=2"],
-                               "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1"),
-    "interpolation of no key": (lambda t: ["mlflow.run_name=${model.name}-${reg.nope}"],
-                                "mlflow.run_name: Interpolation key 'reg.nope' not found"),
-    "plateau with cosine": (lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
-                            "callbacks.reduce_lr_on_plateau and schedule=cosine"),
+    "plateau factor above 1": (
+        lambda t: ["callbacks.reduce_lr_on_plateau.factor=2"],
+        "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1",
+    ),
+    "interpolation of no key": (
+        lambda t: ["mlflow.run_name=${model.name}-${reg.nope}"],
+        "mlflow.run_name: Interpolation key 'reg.nope' not found",
+    ),
+    "plateau with cosine": (
+        lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
+        "callbacks.reduce_lr_on_plateau and schedule=cosine",
+    ),
 }
 
 
@@ -72,17 +87,40 @@ def shaped_npz(tmp_path, name, x_train, y_train, **more):
 
 
 MORE_DATA_CASES = {
-    "infinite pixels": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 'inf.npz', np.full((20, 4, 4), np.inf), np.arange(20) % 2)}"],
-                        "contains NaN or infinite values"),
-    "empty data set": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 'e.npz', np.zeros((0, 4, 4)), np.zeros(0, int))}"],
-                       "with N > 0"),
-    "test images of another shape": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 's.npz', np.zeros((40, 4, 4)), np.arange(40) % 2, x_test=np.zeros((10, 5, 5)), y_test=np.arange(10) % 2)}"],
-                                     "x_test images are (5, 5, 1) but x_train images are (4, 4, 1)"),
-    "text labels": (lambda t: ["data=npz", f"data.path={shaped_npz(t, 't.npz', np.zeros((20, 4, 4)), np.array(['a', 'b'] * 10))}"],
-                    "expected integer class labels, got dtype <U1"),
+    "infinite pixels": (
+        lambda t: ["data=npz", f"data.path={shaped_npz(t, 'inf.npz', np.full((20, 4, 4), np.inf), np.arange(20) % 2)}"],
+        "contains NaN or infinite values",
+    ),
+    "empty data set": (
+        lambda t: ["data=npz", f"data.path={shaped_npz(t, 'e.npz', np.zeros((0, 4, 4)), np.zeros(0, int))}"],
+        "with N > 0",
+    ),
+    "test images of another shape": (
+        lambda t: [
+            "data=npz",
+            "data.path="
+            + str(
+                shaped_npz(
+                    t,
+                    "s.npz",
+                    np.zeros((40, 4, 4)),
+                    np.arange(40) % 2,
+                    x_test=np.zeros((10, 5, 5)),
+                    y_test=np.arange(10) % 2,
+                )
+            ),
+        ],
+        "x_test images are (5, 5, 1) but x_train images are (4, 4, 1)",
+    ),
+    "text labels": (
+        lambda t: ["data=npz", f"data.path={shaped_npz(t, 't.npz', np.zeros((20, 4, 4)), np.array(['a', 'b'] * 10))}"],
+        "expected integer class labels, got dtype <U1",
+    ),
     "negative wait": (lambda t: ["mlflow.wait_for_server_s=-1"], "mlflow.wait_for_server_s=-1"),
-    "tracking store no database": (lambda t: [f"mlflow.tracking_uri=sqlite:///{not_a_database(t)}"],
-                                   "mlflow.tracking_uri: cannot open the tracking store sqlite:///"),
+    "tracking store no database": (
+        lambda t: [f"mlflow.tracking_uri=sqlite:///{not_a_database(t)}"],
+        "mlflow.tracking_uri: cannot open the tracking store sqlite:///",
+    ),
 }
 
 
@@ -104,8 +142,10 @@ def test_resume_ids_that_cannot_be_resumed(run_cli, tracking_uri):
     before = {run.info.run_id: (run.info.status, run.data.metrics, run.data.tags) for run in all_runs(tracking_uri)}
     cases = {
         "0123456789abcdef": "resume=0123456789abcdef: no such run",
-        running.info.run_id: f"resume={running.info.run_id}: the run is RUNNING; only KILLED or FAILED runs can be resumed",
-        elsewhere.info.run_id: f"resume={elsewhere.info.run_id}: the run belongs to experiment 'another', not 'keras-experiments'",
+        running.info.run_id: f"resume={running.info.run_id}: the run is RUNNING; "
+        "only KILLED or FAILED runs can be resumed",
+        elsewhere.info.run_id: f"resume={elsewhere.info.run_id}: the run belongs to experiment 'another', "
+        "not 'keras-experiments'",
     }
     for run_id, message in cases.items():
         done = run_cli("experiments.train", f"resume={run_id}", timeout=120)
@@ -120,12 +160,15 @@ def test_an_argument_the_callback_refuses_is_one_line_and_no_run(run_cli, tracki
     done = run_cli("experiments.train", "+callbacks.early_stopping.wait=3", timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'")
+        "error: callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'"
+    )
     assert all_runs(tracking_uri) == []
 
 
-@pytest.mark.parametrize(("override", "named"), [("reg=elastic", "reg/elastic"), ("model=resnet", "model/resnet"),
-                                                 ("trainer.epoch=3", "trainer.epoch")])
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("reg=elastic", "reg/elastic"), ("model=resnet", "model/resnet"), ("trainer.epoch=3", "trainer.epoch")],
+)
 def test_unknown_option_or_key_names_it(run_cli, tracking_uri, override, named):
     done = run_cli("experiments.train", override, timeout=120)
     assert done.returncode != 0

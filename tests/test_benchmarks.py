@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -15,44 +16,79 @@ pytestmark = pytest.mark.slow
 
 def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
     # As the README runs it: a script, with the project installed (no PYTHONPATH).
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "callback_work.py"), "--repeats", "1", "--epochs", "2"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "callback_work.py"), "--repeats", "1", "--epochs", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "MLflowCallback failed" not in done.stderr
     cpu_table, end_table = done.stdout.split("\n\n")
     parts = {line.rsplit(None, 2)[0] for line in cpu_table.splitlines()[2:]}
     # The sender's jobs ran: the metrics sent, the model saved once, the files uploaded; the helper
     # process drew the plot.
-    assert {"hook on_epoch_end", "sender log_batch of metrics", "sender writing model/", "sender learning_curves.png",
-            "helper process drawing learning_curves.png", "total"} <= parts
+    assert {
+        "hook on_epoch_end",
+        "sender log_batch of metrics",
+        "sender writing model/",
+        "sender learning_curves.png",
+        "helper process drawing learning_curves.png",
+        "total",
+    } <= parts
     # The end's waits, in ms: each was timed, and they happen inside on_train_end.
     waits = {label.strip(): float(ms) for label, ms, _ in (line.rsplit(None, 2) for line in end_table.splitlines()[1:])}
-    assert list(waits) == ["on_train_end, all of it", "waiting for the helper's learning_curves.png",
-                           "then waiting for the sender (model/, uploads)", "then ending the run"]
+    assert list(waits) == [
+        "on_train_end, all of it",
+        "waiting for the helper's learning_curves.png",
+        "then waiting for the sender (model/, uploads)",
+        "then ending the run",
+    ]
     assert waits["waiting for the helper's learning_curves.png"] > 0 and waits["then ending the run"] > 0
     assert waits["on_train_end, all of it"] >= sum(list(waits.values())[1:])
 
 
 def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_epochs_and_end(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_overhead.py"), "--repeats", "1",
-                           "--epochs", "2", "--setups", "callback"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tracking_overhead.py"),
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--setups",
+            "callback",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {line[:40].strip(): line[40:].split() for line in done.stdout.splitlines()[2:]}
+    rows = {row["setup"]: row for row in json.loads(done.stdout)["setups"]}
     assert list(rows) == ["no tracking", "MLflowCallback (everything on)"]
-    # Columns: median s, ratio, per repeat (3), epochs ratio, start and first epoch ms (2), later epoch
-    # ms (2), end of training s, then the slow releases ("0 of 1", or "1 of 1 (max 147 ms)").
-    for name, (total_s, _, _, _, _, _, first_ms, _, later_ms, _, end_s, *_) in rows.items():
+    for name, row in rows.items():
         # One fit of two epochs: its start and first epoch, its one later epoch and its end are the whole fit.
-        assert float(total_s) == pytest.approx(float(first_ms) / 1000 + float(later_ms) / 1000 + float(end_s), abs=0.01), name
-    (untracked, _), (tracked, ratio) = ((float(rows[name][0]), float(rows[name][1])) for name in rows)
-    assert ratio == pytest.approx(tracked / untracked, rel=0.02)  # the totals are printed to 0.01 s
+        parts = row["start_and_first_epoch_ms"] / 1000 + row["later_epoch_ms"] / 1000 + row["end_of_training_s"]
+        assert row["median_s"] == pytest.approx(parts, abs=0.001), name
+        assert row["fits"] == 1 and 0 <= row["slow_releases"] <= 1
+    untracked, tracked = rows["no tracking"], rows["MLflowCallback (everything on)"]
+    assert untracked["ratio"] == 1.0
+    assert tracked["ratio"] == pytest.approx(tracked["median_s"] / untracked["median_s"])
 
 
 @pytest.mark.parametrize("script", ["compare_speed.py", "server_gone.py", "sweep_parallel.py"])
 def test_every_benchmark_script_starts_as_the_readme_runs_it(tmp_path, script):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr[-3000:]
 
 

@@ -30,5 +30,8 @@ def test_a_file_that_is_no_database_is_one_line(tmp_path, capsys, command):
     before = path.read_bytes()
     assert COMMANDS[command](tmp_path, f"sqlite:///{path}") == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"error: cannot open the tracking store sqlite:///{path}: (sqlite3.DatabaseError) file is not a database"
+    assert (
+        error
+        == f"error: cannot open the tracking store sqlite:///{path}: (sqlite3.DatabaseError) file is not a database"
+    )
     assert path.read_bytes() == before  # left as it was

@@ -14,23 +14,52 @@ from experiments.compare import comparison_table, curve_labels
 from experiments.compare import main as compare
 
 
-def log_run(client, experiment_id, reg, test_accuracy, parent=None, epochs=3, model="cnn", early_stopping="true",
-            params=None, overrides=()):
+def log_run(
+    client,
+    experiment_id,
+    reg,
+    test_accuracy,
+    parent=None,
+    epochs=3,
+    model="cnn",
+    early_stopping="true",
+    params=None,
+    overrides=(),
+):
     """A finished run shaped like the runner's: tags, params, summary metrics and per-epoch histories."""
-    tags = {"mlflow.runName": f"{model}-{reg}", "model": model, "reg": reg, "regularised": str(reg != "none").lower(),
-            "early_stopping": early_stopping, "reduce_lr": "false",
-            "reproduce.command": shlex.join(["python", "-m", "experiments.train", f"reg={reg}", *overrides])}
+    tags = {
+        "mlflow.runName": f"{model}-{reg}",
+        "model": model,
+        "reg": reg,
+        "regularised": str(reg != "none").lower(),
+        "early_stopping": early_stopping,
+        "reduce_lr": "false",
+        "reproduce.command": shlex.join(["python", "-m", "experiments.train", f"reg={reg}", *overrides]),
+    }
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id)
     now = int(time.time() * 1000)
-    history = [Metric(key, value * (epoch + 1), now, epoch) for epoch in range(epochs)
-               for key, value in (("val_loss", 0.5), ("gap_loss", 0.1), ("learning_rate", 0.001))]
-    summary = {"test_accuracy": test_accuracy, "test_loss": 1 - test_accuracy, "best_val_loss": 0.4,
-               "val_accuracy_at_best": test_accuracy - 0.01, "best_epoch": epochs - 1, "epochs_run": epochs, "lr_changes": 0}
-    client.log_batch(run.info.run_id, metrics=history + [Metric(k, v, now, 0) for k, v in summary.items()],
-                     params=[Param(k, str(v)) for k, v in (params or {}).items()],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
+    history = [
+        Metric(key, value * (epoch + 1), now, epoch)
+        for epoch in range(epochs)
+        for key, value in (("val_loss", 0.5), ("gap_loss", 0.1), ("learning_rate", 0.001))
+    ]
+    summary = {
+        "test_accuracy": test_accuracy,
+        "test_loss": 1 - test_accuracy,
+        "best_val_loss": 0.4,
+        "val_accuracy_at_best": test_accuracy - 0.01,
+        "best_epoch": epochs - 1,
+        "epochs_run": epochs,
+        "lr_changes": 0,
+    }
+    client.log_batch(
+        run.info.run_id,
+        metrics=history + [Metric(k, v, now, 0) for k, v in summary.items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -42,8 +71,10 @@ def sweep(tracking_uri):
     experiment = client.create_experiment("study")
     parent = client.create_run(experiment, run_name="sweep reg=none,l2,dropout").info.run_id
     client.set_tag(parent, "sweep", "true")
-    children = {reg: log_run(client, experiment, reg, accuracy, parent=parent)
-                for reg, accuracy in (("none", 0.90), ("l2", 0.93), ("dropout", 0.88))}
+    children = {
+        reg: log_run(client, experiment, reg, accuracy, parent=parent)
+        for reg, accuracy in (("none", 0.90), ("l2", 0.93), ("dropout", 0.88))
+    }
     log_run(client, experiment, "none", 0.5)
     return client, parent, children
 
@@ -71,7 +102,14 @@ def test_table_values_equal_what_the_runs_logged(sweep, tmp_path, capsys):
 def test_report_files_and_upload_to_the_parent(sweep, tmp_path):
     client, parent, _ = sweep
     assert compare(["--experiment", "study", "--parent", parent, "--output", str(tmp_path / "out")]) == 0
-    expected = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "learning_rate.png", "test_accuracy.png"}
+    expected = {
+        "comparison.csv",
+        "comparison.md",
+        "val_loss.png",
+        "gap_loss.png",
+        "learning_rate.png",
+        "test_accuracy.png",
+    }
     assert {path.name for path in (tmp_path / "out").iterdir()} == expected
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")} == expected
     assert "| cnn-l2" in (tmp_path / "out" / "comparison.md").read_text()
@@ -100,24 +138,44 @@ def optimizer_sweep(tracking_uri):
     """Runs like the jobs of a sweep over reg and optimizer, and an l2 run trained for 30 epochs."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("setups")
-    for job, (reg, optimizer, accuracy, size) in enumerate([("none", "adam", 0.80, 100), ("none", "sgd", 0.70, 100),
-                                                           ("l2", "adam", 0.85, 100), ("l2", "sgd", 0.78, 100),
-                                                           ("batchnorm", "adam", 0.82, 120)]):
+    for job, (reg, optimizer, accuracy, size) in enumerate(
+        [
+            ("none", "adam", 0.80, 100),
+            ("none", "sgd", 0.70, 100),
+            ("l2", "adam", 0.85, 100),
+            ("l2", "sgd", 0.78, 100),
+            ("batchnorm", "adam", 0.82, 120),
+        ]
+    ):
         # As a sweep's jobs: each has its own output folder, and the regulariser sets its own params.
-        params = {"optimizer.name": optimizer, "trainer.epochs": 3, "reg.l2": 1e-4 if reg == "l2" else 0.0,
-                  "reg.batchnorm": reg == "batchnorm", "model.total_params": size,
-                  "callbacks.tensorboard.log_dir": f"/multirun/{job}/tensorboard"}
-        log_run(client, experiment, reg, accuracy, params=params, overrides=[f"optimizer={optimizer}", "trainer.verbose=0"])
-    log_run(client, experiment, "l2", 0.95, params={"optimizer.name": "adam", "trainer.epochs": 30, "reg.l2": 1e-4,
-                                                    "model.total_params": 100},
-            overrides=["optimizer=adam", "trainer.verbose=0", "trainer.epochs=30"])
+        params = {
+            "optimizer.name": optimizer,
+            "trainer.epochs": 3,
+            "reg.l2": 1e-4 if reg == "l2" else 0.0,
+            "reg.batchnorm": reg == "batchnorm",
+            "model.total_params": size,
+            "callbacks.tensorboard.log_dir": f"/multirun/{job}/tensorboard",
+        }
+        log_run(
+            client, experiment, reg, accuracy, params=params, overrides=[f"optimizer={optimizer}", "trainer.verbose=0"]
+        )
+    log_run(
+        client,
+        experiment,
+        "l2",
+        0.95,
+        params={"optimizer.name": "adam", "trainer.epochs": 30, "reg.l2": 1e-4, "model.total_params": 100},
+        overrides=["optimizer=adam", "trainer.verbose=0", "trainer.epochs=30"],
+    )
     return client, experiment
 
 
 def test_baseline_is_the_plain_run_trained_the_same_way_but_for_the_regulariser(optimizer_sweep, tmp_path):
     assert compare(["--experiment", "setups", "--output", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "comparison.csv", dtype={"trainer.epochs": str})
-    differences = table.fillna({"trainer.epochs": "default"}).set_index(["reg", "optimizer", "trainer.epochs"])["d_test_accuracy"]
+    differences = table.fillna({"trainer.epochs": "default"}).set_index(["reg", "optimizer", "trainer.epochs"])[
+        "d_test_accuracy"
+    ]
     assert differences[("l2", "adam", "default")] == pytest.approx(0.05)
     assert differences[("l2", "sgd", "default")] == pytest.approx(0.08)
     assert differences[("batchnorm", "adam", "default")] == pytest.approx(0.02)
@@ -131,20 +189,40 @@ def test_overrides_that_differ_between_runs_get_columns_and_label_the_curves(opt
     # The overrides every run shares (trainer.verbose) and the one shown already (reg) get none.
     assert list(table.columns[2:8]) == ["status", "model", "reg", "optimizer", "trainer.epochs", "regularised"]
     assert sorted(zip(table["reg"], table["optimizer"], table["trainer.epochs"])) == [
-        ("batchnorm", "adam", ""), ("l2", "adam", ""), ("l2", "adam", "30"), ("l2", "sgd", ""), ("none", "adam", ""),
-        ("none", "sgd", "")]
-    assert capsys.readouterr().out.splitlines()[1].split()[:6] == ["run", "status", "model", "reg", "optimizer", "trainer.epochs"]
+        ("batchnorm", "adam", ""),
+        ("l2", "adam", ""),
+        ("l2", "adam", "30"),
+        ("l2", "sgd", ""),
+        ("none", "adam", ""),
+        ("none", "sgd", ""),
+    ]
+    assert capsys.readouterr().out.splitlines()[1].split()[:6] == [
+        "run",
+        "status",
+        "model",
+        "reg",
+        "optimizer",
+        "trainer.epochs",
+    ]
     labels = curve_labels(comparison_table(client.search_runs([experiment]), "reg", "test_accuracy"), "reg")
-    assert sorted(labels.values()) == ["cnn-batchnorm (batchnorm) optimizer=adam", "cnn-l2 (l2) optimizer=adam",
-                                       "cnn-l2 (l2) optimizer=adam trainer.epochs=30", "cnn-l2 (l2) optimizer=sgd",
-                                       "cnn-none (none) optimizer=adam", "cnn-none (none) optimizer=sgd"]
+    assert sorted(labels.values()) == [
+        "cnn-batchnorm (batchnorm) optimizer=adam",
+        "cnn-l2 (l2) optimizer=adam",
+        "cnn-l2 (l2) optimizer=adam trainer.epochs=30",
+        "cnn-l2 (l2) optimizer=sgd",
+        "cnn-none (none) optimizer=adam",
+        "cnn-none (none) optimizer=sgd",
+    ]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--experiment", "nowhere"], "error: no experiment named 'nowhere'"),
-    (["--experiment", "empty"], "has no runs to compare"),
-    (["--experiment", "empty", "--parent", "0123456789abcdef"], "error: no run 0123456789abcdef"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiment", "nowhere"], "error: no experiment named 'nowhere'"),
+        (["--experiment", "empty"], "has no runs to compare"),
+        (["--experiment", "empty", "--parent", "0123456789abcdef"], "error: no run 0123456789abcdef"),
+    ],
+)
 def test_clear_errors(tracking_uri, tmp_path, capsys, args, message):
     mlflow.MlflowClient(tracking_uri).create_experiment("empty")
     assert compare([*args, "--output", str(tmp_path / "out")]) == 2

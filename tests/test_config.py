@@ -14,7 +14,12 @@ from tests.conftest import CONF
 
 GROUPS = ["data", "model", "reg", "optimizer", "schedule", "callbacks", "trainer", "mlflow"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
-AUGMENTATION = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom, keras.layers.RandomTranslation)
+AUGMENTATION = (
+    keras.layers.RandomFlip,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+    keras.layers.RandomTranslation,
+)
 
 
 class FakeSplits:
@@ -67,15 +72,24 @@ def test_run_tags_must_be_a_mapping(compose_cfg):
     check_config(compose_cfg("+mlflow.tags.team=vision"))
     with pytest.raises(ConfigError) as refused:
         check_config(compose_cfg("mlflow.tags=vision"))
-    assert str(refused.value) == "mlflow.tags='vision': expected a mapping of tag names to values, e.g. +mlflow.tags.team=vision"
+    assert (
+        str(refused.value)
+        == "mlflow.tags='vision': expected a mapping of tag names to values, e.g. +mlflow.tags.team=vision"
+    )
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("mlflow.run_name=${model.name}-${reg.nope}", "mlflow.run_name: Interpolation key 'reg.nope' not found"),
-    ("trainer.seed=${oc.env:NO_SUCH_VARIABLE_HERE}", "trainer.seed: KeyError raised while resolving interpolation: "
-                                                      "\"Environment variable 'NO_SUCH_VARIABLE_HERE' not found\""),
-    ("+mlflow.tags.team=${team:vision}", "mlflow.tags.team: Unsupported interpolation type team"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mlflow.run_name=${model.name}-${reg.nope}", "mlflow.run_name: Interpolation key 'reg.nope' not found"),
+        (
+            "trainer.seed=${oc.env:NO_SUCH_VARIABLE_HERE}",
+            "trainer.seed: KeyError raised while resolving interpolation: "
+            "\"Environment variable 'NO_SUCH_VARIABLE_HERE' not found\"",
+        ),
+        ("+mlflow.tags.team=${team:vision}", "mlflow.tags.team: Unsupported interpolation type team"),
+    ],
+)
 def test_an_interpolation_that_cannot_resolve_is_named_by_its_key(compose_cfg, override, message):
     check_config(compose_cfg("mlflow.run_name=${model.name}-${optimizer.learning_rate}"))  # one that resolves is fine
     with pytest.raises(ConfigError) as refused:
@@ -87,8 +101,15 @@ def test_defaults_are_digits_cnn_without_regularisation(compose_cfg):
     cfg = compose_cfg()
     assert (cfg.data.name, cfg.model.name, regularisation_label(cfg.reg)) == ("digits", "cnn", "none")
     assert cfg.mlflow.tracking_uri is None
-    assert set(cfg.callbacks) == {"early_stopping", "model_checkpoint", "reduce_lr_on_plateau",
-                                  "tensorboard", "csv_logger", "terminate_on_nan", "backup_and_restore"}
+    assert set(cfg.callbacks) == {
+        "early_stopping",
+        "model_checkpoint",
+        "reduce_lr_on_plateau",
+        "tensorboard",
+        "csv_logger",
+        "terminate_on_nan",
+        "backup_and_restore",
+    }
 
 
 REG_EXPECTED = {
@@ -134,8 +155,16 @@ def test_model_adapts_to_input_shape_and_classes(compose_cfg):
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 7)
 
 
-@pytest.mark.parametrize(("reg", "label"), [("none", "none"), ("l2", "l2"), ("[l2,dropout]", "l2+dropout"),
-                                            ("l1_l2", "l1+l2"), ("combined", "l2+dropout+batchnorm+augment")])
+@pytest.mark.parametrize(
+    ("reg", "label"),
+    [
+        ("none", "none"),
+        ("l2", "l2"),
+        ("[l2,dropout]", "l2+dropout"),
+        ("l1_l2", "l1+l2"),
+        ("combined", "l2+dropout+batchnorm+augment"),
+    ],
+)
 def test_regularisation_label(compose_cfg, reg, label):
     assert regularisation_label(compose_cfg(f"reg={reg}").reg) == label
 
@@ -145,20 +174,40 @@ def test_callbacks_instantiate_tune_and_remove(compose_cfg):
     callbacks = {type(callback).__name__: callback for callback in build_callbacks(cfg)}
     assert callbacks["EarlyStopping"].patience == 3
     assert "TensorBoard" not in callbacks
-    assert set(callbacks) == {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "TerminateOnNaN",
-                              "BackupAndRestore"}
+    assert set(callbacks) == {
+        "EarlyStopping",
+        "ModelCheckpoint",
+        "ReduceLROnPlateau",
+        "CSVLogger",
+        "TerminateOnNaN",
+        "BackupAndRestore",
+    }
     assert build_callbacks(compose_cfg("callbacks=none")) == []
 
 
 CALLBACK_VALUES_REFUSED = [
-    ("callbacks.reduce_lr_on_plateau.factor=2", "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1"),
-    ("callbacks.reduce_lr_on_plateau.min_lr=-1e-6", "callbacks.reduce_lr_on_plateau.min_lr=-1e-06: expected a number >= 0"),
-    ("callbacks.reduce_lr_on_plateau.cooldown=1.5", "callbacks.reduce_lr_on_plateau.cooldown=1.5: expected a whole number of epochs >= 0"),
-    ("callbacks.early_stopping.patience=soon", "callbacks.early_stopping.patience='soon': expected a whole number of epochs >= 0"),
+    (
+        "callbacks.reduce_lr_on_plateau.factor=2",
+        "callbacks.reduce_lr_on_plateau.factor=2: expected a number between 0 and 1",
+    ),
+    (
+        "callbacks.reduce_lr_on_plateau.min_lr=-1e-6",
+        "callbacks.reduce_lr_on_plateau.min_lr=-1e-06: expected a number >= 0",
+    ),
+    (
+        "callbacks.reduce_lr_on_plateau.cooldown=1.5",
+        "callbacks.reduce_lr_on_plateau.cooldown=1.5: expected a whole number of epochs >= 0",
+    ),
+    (
+        "callbacks.early_stopping.patience=soon",
+        "callbacks.early_stopping.patience='soon': expected a whole number of epochs >= 0",
+    ),
     ("callbacks.early_stopping.min_delta=-0.1", "callbacks.early_stopping.min_delta=-0.1: expected a number >= 0"),
     ("callbacks.early_stopping.mode=maximum", "callbacks.early_stopping.mode='maximum': expected auto, min or max"),
-    ("callbacks.early_stopping.restore_best_weights=maybe",
-     "callbacks.early_stopping.restore_best_weights='maybe': expected true or false"),
+    (
+        "callbacks.early_stopping.restore_best_weights=maybe",
+        "callbacks.early_stopping.restore_best_weights='maybe': expected true or false",
+    ),
 ]
 
 
@@ -173,12 +222,21 @@ def test_a_switched_off_callback_is_not_checked(compose_cfg):
     check_config(compose_cfg("callbacks.reduce_lr_on_plateau=null", "callbacks.early_stopping=null"))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("+callbacks.early_stopping.wait=3", "callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'"),
-    ("+optimizer.momentum=0.9", "optimizer: Argument(s) not recognized: {'momentum': 0.9}"),
-    ("model.filters=32", "model: filters=32: expected a list with one width per conv block, e.g. [32] for one"),
-    ("model=mlp model.units=256", "model: units=256: expected a list with one width per dense block, e.g. [256] for one"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+callbacks.early_stopping.wait=3",
+            "callbacks.early_stopping: EarlyStopping.__init__() got an unexpected keyword argument 'wait'",
+        ),
+        ("+optimizer.momentum=0.9", "optimizer: Argument(s) not recognized: {'momentum': 0.9}"),
+        ("model.filters=32", "model: filters=32: expected a list with one width per conv block, e.g. [32] for one"),
+        (
+            "model=mlp model.units=256",
+            "model: units=256: expected a list with one width per dense block, e.g. [256] for one",
+        ),
+    ],
+)
 def test_an_argument_the_class_refuses_is_a_config_error_naming_its_key(compose_cfg, override, message):
     cfg = compose_cfg(*override.split())
     with pytest.raises(ConfigError) as refused:
@@ -204,7 +262,11 @@ def test_per_step_schedules_span_the_configured_epochs(compose_cfg, schedule, en
 
 
 def test_optimizers_take_the_configured_rate(compose_cfg):
-    for name, kind in [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD), ("rmsprop", keras.optimizers.RMSprop)]:
+    for name, kind in [
+        ("adam", keras.optimizers.Adam),
+        ("sgd", keras.optimizers.SGD),
+        ("rmsprop", keras.optimizers.RMSprop),
+    ]:
         optimizer = instantiate(compose_cfg(f"optimizer={name}", "optimizer.learning_rate=0.005").optimizer)
         assert isinstance(optimizer, kind)
         assert float(optimizer.learning_rate) == pytest.approx(0.005)

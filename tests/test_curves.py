@@ -17,8 +17,15 @@ from plugins import curves
 
 
 def history(epochs: int, validation: bool = True) -> list[dict]:
-    rows = [{"epoch": epoch, "loss": 1.0 / (epoch + 1), "accuracy": epoch / epochs,
-             "learning_rate": 1e-3 * 0.5 ** (epoch // 3)} for epoch in range(epochs)]
+    rows = [
+        {
+            "epoch": epoch,
+            "loss": 1.0 / (epoch + 1),
+            "accuracy": epoch / epochs,
+            "learning_rate": 1e-3 * 0.5 ** (epoch // 3),
+        }
+        for epoch in range(epochs)
+    ]
     if validation:
         for row in rows:
             row.update(val_loss=1.2 * row["loss"], val_accuracy=0.9 * row["accuracy"])
@@ -49,7 +56,8 @@ def test_the_helper_draws_the_same_picture_as_this_process_and_reuses_its_figure
         assert picture.shape == (288, 1040, 4)
         assert np.array_equal(picture, drawn_here(rows, tmp_path / f"here-{number}.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary files left behind
-        [f"helper-{n}.png" for n in range(3)] + [f"here-{n}.png" for n in range(3)])
+        [f"helper-{n}.png" for n in range(3)] + [f"here-{n}.png" for n in range(3)]
+    )
 
 
 def test_every_point_lies_inside_its_panel_also_when_a_figure_is_redrawn():
@@ -83,24 +91,40 @@ def panel_labels(rows: list[dict]) -> list[list[str]]:
     return [[line.get_label() for line in axes.lines] for axes in curves.learning_curves_figure(rows).axes]
 
 
-@pytest.mark.parametrize(("metrics", "middle"), [
-    (["mae", "mse"], ["mae", "val_mae"]),  # a regression: its first metric
-    (["mae", "sparse_categorical_accuracy"], ["sparse_categorical_accuracy", "val_sparse_categorical_accuracy"]),
-    (["acc"], ["acc", "val_acc"]),
-    ([], None),  # compiled without metrics: no empty panel
-], ids=["regression", "accuracy-second", "acc", "no-metric"])
+@pytest.mark.parametrize(
+    ("metrics", "middle"),
+    [
+        (["mae", "mse"], ["mae", "val_mae"]),  # a regression: its first metric
+        (["mae", "sparse_categorical_accuracy"], ["sparse_categorical_accuracy", "val_sparse_categorical_accuracy"]),
+        (["acc"], ["acc", "val_acc"]),
+        ([], None),  # compiled without metrics: no empty panel
+    ],
+    ids=["regression", "accuracy-second", "acc", "no-metric"],
+)
 def test_a_model_without_accuracy_gets_its_own_metric_in_the_middle_panel(metrics, middle):
     # The rows as MLflowCallback keeps them: its own columns beside Keras' logs.
-    rows = [{"epoch": epoch, "loss": 1.0 / (epoch + 1), **{name: 0.5 / (epoch + 1) for name in metrics},
-             "val_loss": 1.2 / (epoch + 1), **{f"val_{name}": 0.6 / (epoch + 1) for name in metrics},
-             "learning_rate": 1e-3, "epoch_time_s": 0.2, "gap_loss": 0.1} for epoch in range(4)]
+    rows = [
+        {
+            "epoch": epoch,
+            "loss": 1.0 / (epoch + 1),
+            **{name: 0.5 / (epoch + 1) for name in metrics},
+            "val_loss": 1.2 / (epoch + 1),
+            **{f"val_{name}": 0.6 / (epoch + 1) for name in metrics},
+            "learning_rate": 1e-3,
+            "epoch_time_s": 0.2,
+            "gap_loss": 0.1,
+        }
+        for epoch in range(4)
+    ]
     expected = [["loss", "val_loss"], middle, ["learning_rate"]]
     assert panel_labels(rows) == [panel for panel in expected if panel]
 
 
 @pytest.mark.parametrize("rate", [1e-3, 0.05, 3e-5])
 def test_the_rate_panel_s_labels_stay_clear_of_the_panel_beside_it_and_inside_the_picture(rate):
-    figure = curves.learning_curves_figure([dict(row, learning_rate=rate) for row in history(5)])  # constant: longest labels
+    figure = curves.learning_curves_figure(
+        [dict(row, learning_rate=rate) for row in history(5)]
+    )  # constant: longest labels
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     accuracy, rates = figure.axes[1], figure.axes[2]

@@ -63,9 +63,13 @@ def write_npz(path, **arrays):
 
 def test_npz_with_its_own_test_split(compose_cfg, tmp_path):
     rng = np.random.default_rng(0)
-    file = write_npz(tmp_path / "own.npz", x_train=rng.integers(0, 256, (200, 6, 6), dtype=np.uint8),
-                     y_train=np.arange(200) % 4, x_test=rng.integers(0, 256, (40, 6, 6), dtype=np.uint8),
-                     y_test=np.arange(40) % 4)
+    file = write_npz(
+        tmp_path / "own.npz",
+        x_train=rng.integers(0, 256, (200, 6, 6), dtype=np.uint8),
+        y_train=np.arange(200) % 4,
+        x_test=rng.integers(0, 256, (40, 6, 6), dtype=np.uint8),
+        y_test=np.arange(40) % 4,
+    )
     splits = load_splits(compose_cfg("data=npz", f"data.path={file}").data, seed=0)
     assert len(splits.test) == 40 and len(splits.train) + len(splits.val) == 200
     assert splits.num_classes == 4 and splits.input_shape == (6, 6, 1)
@@ -73,21 +77,32 @@ def test_npz_with_its_own_test_split(compose_cfg, tmp_path):
 
 
 def test_npz_without_test_split_and_colour_images(compose_cfg, tmp_path):
-    file = write_npz(tmp_path / "rgb.npz", x_train=np.random.rand(100, 5, 5, 3).astype("float32"), y_train=np.arange(100) % 2)
+    file = write_npz(
+        tmp_path / "rgb.npz", x_train=np.random.rand(100, 5, 5, 3).astype("float32"), y_train=np.arange(100) % 2
+    )
     splits = load_splits(compose_cfg("data=npz", f"data.path={file}").data, seed=0)
     assert splits.input_shape == (5, 5, 3) and len(splits.test) == 15
 
 
-@pytest.mark.parametrize(("arrays", "message"), [
-    ({"x_train": np.zeros((10, 4, 4))}, "lacks y_train"),
-    ({"x_train": np.zeros((10, 4, 4)), "y_train": np.zeros(9, int)}, "x_train has 10 images but y_train has 9 labels"),
-    ({"x_train": np.zeros((10, 16)), "y_train": np.zeros(10, int)}, "expected images of shape"),
-    ({"x_train": np.full((10, 4, 4), np.nan), "y_train": np.zeros(10, int)}, "NaN or infinite"),
-    ({"x_train": np.zeros((10, 4, 4)), "y_train": np.full(10, 0.5)}, "expected integer class labels"),
-    ({"x_train": np.zeros((10, 4, 4)), "y_train": np.full(10, -1)}, "labels must be >= 0"),
-    ({"x_train": np.zeros((0, 4, 4)), "y_train": np.zeros(0, int)}, "N > 0"),
-    ({"x_train": np.zeros((10, 4, 4)), "y_train": np.zeros(10, int), "x_test": np.zeros((2, 4, 4))}, "only one of x_test"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x_train": np.zeros((10, 4, 4))}, "lacks y_train"),
+        (
+            {"x_train": np.zeros((10, 4, 4)), "y_train": np.zeros(9, int)},
+            "x_train has 10 images but y_train has 9 labels",
+        ),
+        ({"x_train": np.zeros((10, 16)), "y_train": np.zeros(10, int)}, "expected images of shape"),
+        ({"x_train": np.full((10, 4, 4), np.nan), "y_train": np.zeros(10, int)}, "NaN or infinite"),
+        ({"x_train": np.zeros((10, 4, 4)), "y_train": np.full(10, 0.5)}, "expected integer class labels"),
+        ({"x_train": np.zeros((10, 4, 4)), "y_train": np.full(10, -1)}, "labels must be >= 0"),
+        ({"x_train": np.zeros((0, 4, 4)), "y_train": np.zeros(0, int)}, "N > 0"),
+        (
+            {"x_train": np.zeros((10, 4, 4)), "y_train": np.zeros(10, int), "x_test": np.zeros((2, 4, 4))},
+            "only one of x_test",
+        ),
+    ],
+)
 def test_bad_npz_contents_are_refused_with_the_file_named(compose_cfg, tmp_path, arrays, message):
     file = write_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ConfigError, match=message) as refused:
@@ -95,10 +110,13 @@ def test_bad_npz_contents_are_refused_with_the_file_named(compose_cfg, tmp_path,
     assert "bad.npz" in str(refused.value)  # the file is named
 
 
-@pytest.mark.parametrize(("name", "write"), [
-    ("one_array.npz", lambda path: np.save(open(path, "wb"), np.zeros((10, 4, 4)))),
-    ("notes.npz", lambda path: path.write_text("x_train,y_train\n")),
-])
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("one_array.npz", lambda path: np.save(open(path, "wb"), np.zeros((10, 4, 4)))),
+        ("notes.npz", lambda path: path.write_text("x_train,y_train\n")),
+    ],
+)
 def test_a_file_that_is_no_npz_archive_is_refused_with_the_file_named(compose_cfg, tmp_path, name, write):
     write(tmp_path / name)
     with pytest.raises(ConfigError, match=f"data.path=.*{name}: not a readable .npz file \\(expected a zip archive"):
@@ -108,12 +126,14 @@ def test_a_file_that_is_no_npz_archive_is_refused_with_the_file_named(compose_cf
 def test_pipeline_batches_and_shuffles_reproducibly(compose_cfg):
     splits = load_splits(compose_cfg().data, seed=0)
     steps = steps_per_epoch(splits.val, 32)
-    passes = [np.concatenate([y.numpy() for _, y in make_pipeline(splits.val, 32, shuffle_seed=5).take(2 * steps)])
-              for _ in range(2)]
+    passes = [
+        np.concatenate([y.numpy() for _, y in make_pipeline(splits.val, 32, shuffle_seed=5).take(2 * steps)])
+        for _ in range(2)
+    ]
     plain = np.concatenate([y.numpy() for _, y in make_pipeline(splits.val, 32)])
     assert steps == int(np.ceil(len(splits.val) / 32)) and len(plain) == len(splits.val)
     assert np.array_equal(plain, splits.val.y)  # unshuffled for validation and test
-    first, second = passes[0][: len(plain)], passes[0][len(plain):]
+    first, second = passes[0][: len(plain)], passes[0][len(plain) :]
     assert np.array_equal(passes[0], passes[1])  # same seed, same orders
     assert sorted(first) == sorted(plain) and not np.array_equal(first, second)  # a new order every pass
 
@@ -123,4 +143,4 @@ def test_resumed_pipeline_sees_the_orders_it_would_have_seen(compose_cfg):
     steps = steps_per_epoch(splits.train, 32)
     straight = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3).take(3 * steps)]
     resumed = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3, start_epoch=2).take(steps)]
-    assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps:], resumed))
+    assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps :], resumed))

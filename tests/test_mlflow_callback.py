@@ -25,7 +25,16 @@ from plugins.params import TRUNCATED
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
 
-EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
+EPOCH_KEYS = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+    "gap_loss",
+    "gap_accuracy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +46,9 @@ def digits():
 
 def tiny_model(learning_rate=1e-3) -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -132,13 +142,22 @@ def test_best_checkpoint_reproduces_best_val_loss(tracking_uri, digits):
     assert run.data.metrics["best_epoch"] == best_step
     assert run.data.metrics["best_val_loss"] == pytest.approx(best_value)
     client = mlflow.MlflowClient(tracking_uri)
-    checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True)
+    checkpoint = keras.models.load_model(
+        client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
+    )
     x_val, y_val = digits[1]
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
     logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")  # the MLflow Model is the best one too
     assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"} <= artifacts
+    assert {
+        "history.csv",
+        "learning_curves.png",
+        "lr_changes.csv",
+        "model_summary.txt",
+        "model",
+        "checkpoints",
+    } <= artifacts
 
 
 def test_mode_auto_takes_the_direction_keras_metrics_declare(tracking_uri, digits):
@@ -148,8 +167,15 @@ def test_mode_auto_takes_the_direction_keras_metrics_declare(tracking_uri, digit
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=[keras.metrics.R2Score()])
-    model.fit(x, y.reshape(-1, 1).astype("float32"), validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
-              epochs=4, batch_size=64, verbose=0, callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)])
+    model.fit(
+        x,
+        y.reshape(-1, 1).astype("float32"),
+        validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
+        epochs=4,
+        batch_size=64,
+        verbose=0,
+        callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)],
+    )
     run = only_run(tracking_uri)
     r2 = history(tracking_uri, run.info.run_id, "val_r2_score")
     best_step, best_value = max(r2, key=lambda point: point[1])
@@ -170,9 +196,16 @@ def test_a_resumed_run_ranks_its_earlier_epochs_in_the_direction_keras_declares(
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1)])
         model.compile(keras.optimizers.Adam(0.0), "mse", metrics=[keras.metrics.R2Score()])
-        model.fit(x, y.reshape(-1, 1).astype("float32"), validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
-                  initial_epoch=2, epochs=4, batch_size=64, verbose=0,
-                  callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)])
+        model.fit(
+            x,
+            y.reshape(-1, 1).astype("float32"),
+            validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
+            initial_epoch=2,
+            epochs=4,
+            batch_size=64,
+            verbose=0,
+            callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)],
+        )
     metrics = client.get_run(run.info.run_id).data.metrics
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_r2_score")] == [0, 1, 2, 3]
     assert max(value for step, value in history(tracking_uri, run.info.run_id, "val_r2_score") if step >= 2) < 0.98
@@ -186,7 +219,9 @@ def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tr
     # weights that the model no longer holds.
     model = tiny_model()
     final = {}
-    keep_last = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: final.update(weights=model.get_weights()))
+    keep_last = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: final.update(weights=model.get_weights())
+    )
     fit(digits, [keep_last, MLflowCallback(monitor="val_loss", mode="max", log_model=log_model)], epochs=4, model=model)
     for after_fit, last_epoch in zip(model.get_weights(), final["weights"], strict=True):
         np.testing.assert_array_equal(after_fit, last_epoch)
@@ -194,12 +229,17 @@ def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tr
     val_loss = history(tracking_uri, run.info.run_id, "val_loss")
     assert run.data.metrics["best_epoch"] == 0 and val_loss[0][1] > val_loss[-1][1]
     checkpoint = keras.models.load_model(
-        mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True)
+        mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
+    )
     x_val, y_val = digits[1]
-    assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_loss[0][1], rel=1e-4)
+    assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        val_loss[0][1], rel=1e-4
+    )
     if log_model:
         logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-        assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_loss[0][1], rel=1e-4)
+        assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(
+            val_loss[0][1], rel=1e-4
+        )
 
 
 def test_mode_max_for_accuracy(tracking_uri, digits):
@@ -267,8 +307,16 @@ def test_epochs_whose_metrics_never_arrived_are_named_when_training_goes_on_past
     with mlflow.start_run() as run:
         fit(digits, [MLflowCallback(log_model=False)], epochs=2, model=model)
     with mlflow.start_run(run_id=run.info.run_id):
-        model.fit(x, y, validation_data=validation, initial_epoch=3, epochs=5, batch_size=64,
-                  callbacks=[MLflowCallback(log_model=False)], verbose=0)
+        model.fit(
+            x,
+            y,
+            validation_data=validation,
+            initial_epoch=3,
+            epochs=5,
+            batch_size=64,
+            callbacks=[MLflowCallback(log_model=False)],
+            verbose=0,
+        )
     logged = mlflow.MlflowClient(tracking_uri).get_run(run.info.run_id)
     assert logged.data.tags["missing_epochs"] == "2"
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 3, 4]
@@ -309,9 +357,18 @@ def test_batch_metrics_every_n_steps(tracking_uri, digits):
 def test_batch_metrics_every_n_steps_when_keras_runs_several_steps_per_call(tracking_uri, digits, steps_per_execution):
     (x, y), validation = digits
     model = tiny_model()
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps_per_execution)
-    model.fit(x[:400], y[:400], validation_data=validation, epochs=2, batch_size=10, verbose=0,
-              callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps_per_execution
+    )
+    model.fit(
+        x[:400],
+        y[:400],
+        validation_data=validation,
+        epochs=2,
+        batch_size=10,
+        verbose=0,
+        callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)],
+    )
     steps = [step for step, _ in history(tracking_uri, only_run(tracking_uri).info.run_id, "batch_loss")]
     # 80 steps, one batch hook per steps_per_execution of them: a point at the first hook at or past
     # each multiple of 5 (every 5 steps when 5 steps run per call; 8, 12, 16, 20, 28, ... for 4).
@@ -322,8 +379,15 @@ def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
     (x, y), validation = digits
     model = tiny_model()
     # 600 steps of 2 metrics each: more points than MLflow takes in one log_batch (1000).
-    model.fit(x[:600], y[:600], validation_data=validation, epochs=1, batch_size=1, verbose=0,
-              callbacks=[MLflowCallback(log_model=False, log_every_n_steps=1)])
+    model.fit(
+        x[:600],
+        y[:600],
+        validation_data=validation,
+        epochs=1,
+        batch_size=1,
+        verbose=0,
+        callbacks=[MLflowCallback(log_model=False, log_every_n_steps=1)],
+    )
     run = only_run(tracking_uri)
     for key in ("batch_loss", "batch_accuracy"):
         assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == list(range(1, 601)), key
@@ -351,8 +415,16 @@ def test_batch_metrics_of_a_resumed_optimizer_keep_its_own_step_count(tracking_u
     with mlflow.start_run() as run:
         fit_broken_at_step_29(digits, model, MLflowCallback(log_model=False, log_every_n_steps=5))
         model.optimizer.iterations.assign(19)  # what the runner's resume sets without a backup
-        model.fit(x, y, validation_data=validation, initial_epoch=1, epochs=2, batch_size=64, verbose=0,
-                  callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+        model.fit(
+            x,
+            y,
+            validation_data=validation,
+            initial_epoch=1,
+            epochs=2,
+            batch_size=64,
+            verbose=0,
+            callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)],
+        )
     steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
     assert steps == sorted([5, 10, 15, 20, 25] + [24, 29, 34])
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
@@ -369,7 +441,9 @@ def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, dig
                 deadline = time.monotonic() + 30  # a bounded wait for the sender thread, not a speed check
                 while not client.get_metric_history(tracker.run_id, "batch_loss") and time.monotonic() < deadline:
                     time.sleep(0.05)
-                seen_during_the_epoch.extend(point.step for point in client.get_metric_history(tracker.run_id, "batch_loss"))
+                seen_during_the_epoch.extend(
+                    point.step for point in client.get_metric_history(tracker.run_id, "batch_loss")
+                )
 
     fit(digits, [tracker, Watch()], epochs=1)
     assert 5 in seen_during_the_epoch
@@ -377,7 +451,8 @@ def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, dig
 
 @pytest.mark.parametrize("interval_s, epochs_per_call", [(3600, [[0, 1, 2, 3]]), (0, [[0], [1], [2], [3]])])
 def test_epochs_shorter_than_the_metrics_interval_share_one_log_batch(
-        tracking_uri, digits, monkeypatch, interval_s, epochs_per_call):
+    tracking_uri, digits, monkeypatch, interval_s, epochs_per_call
+):
     calls = []  # the epochs of each log_batch the store got, counted on the real client
     log_batch = mlflow.MlflowClient.log_batch
 
@@ -425,12 +500,23 @@ def test_hooks_with_synthetic_logs(tracking_uri):
     assert tracker.best_epoch == 1
 
 
-@pytest.mark.parametrize(("logged", "accuracy"), [
-    ({"acc": 0.75, "val_acc": 0.5}, "acc"),
-    ({"sparse_categorical_accuracy": 0.75, "val_sparse_categorical_accuracy": 0.5}, "sparse_categorical_accuracy"),
-    ({"top_k_categorical_accuracy": 1.0, "val_top_k_categorical_accuracy": 0.25, "accuracy": 0.75,
-      "val_accuracy": 0.5}, "accuracy"),
-], ids=["acc", "sparse_categorical_accuracy", "accuracy-beside-top-k"])
+@pytest.mark.parametrize(
+    ("logged", "accuracy"),
+    [
+        ({"acc": 0.75, "val_acc": 0.5}, "acc"),
+        ({"sparse_categorical_accuracy": 0.75, "val_sparse_categorical_accuracy": 0.5}, "sparse_categorical_accuracy"),
+        (
+            {
+                "top_k_categorical_accuracy": 1.0,
+                "val_top_k_categorical_accuracy": 0.25,
+                "accuracy": 0.75,
+                "val_accuracy": 0.5,
+            },
+            "accuracy",
+        ),
+    ],
+    ids=["acc", "sparse_categorical_accuracy", "accuracy-beside-top-k"],
+)
 def test_gap_accuracy_follows_the_accuracy_the_model_logs_whatever_its_name(tracking_uri, logged, accuracy):
     callbacks = keras.callbacks.CallbackList([MLflowCallback(log_model=False)], model=tiny_model())
     callbacks.set_params({"epochs": 2, "steps": 1})
@@ -447,16 +533,35 @@ def test_gap_accuracy_follows_the_accuracy_the_model_logs_whatever_its_name(trac
 def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits, caplog):
     (x, y), (x_val, y_val) = digits
     model = tiny_model()
-    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None)])
-    model.fit(x, keras.utils.to_categorical(y, 10), validation_data=(x_val, keras.utils.to_categorical(y_val, 10)),
-              epochs=2, batch_size=64, verbose=0, callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)])
+    model.compile(
+        keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None)]
+    )
+    model.fit(
+        x,
+        keras.utils.to_categorical(y, 10),
+        validation_data=(x_val, keras.utils.to_categorical(y_val, 10)),
+        epochs=2,
+        batch_size=64,
+        verbose=0,
+        callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)],
+    )
     run = only_run(tracking_uri)
     keras_history = model.history.history
     for prefix in ("", "val_"):
         for label in range(10):
             logged = history(tracking_uri, run.info.run_id, f"{prefix}f1_score_{label}")
-            assert logged == [(epoch, pytest.approx(keras_history[f"{prefix}f1_score"][epoch][label])) for epoch in (0, 1)]
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_f1_score_9")] == [5, 10, 15, 20, 25, 30, 35]
+            assert logged == [
+                (epoch, pytest.approx(keras_history[f"{prefix}f1_score"][epoch][label])) for epoch in (0, 1)
+            ]
+    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_f1_score_9")] == [
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+        35,
+    ]
     table = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
     assert table["val_f1_score_3"].tolist() == pytest.approx([values[3] for values in keras_history["val_f1_score"]])
     assert "is not logged" not in caplog.text
@@ -470,9 +575,16 @@ class Confusion(keras.metrics.Metric):
         self.counts = self.add_variable(shape=(10, 10), initializer="zeros", name="counts")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        pairs = keras.ops.stack([keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                                 keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32")], axis=1)
-        self.counts.assign(self.counts + keras.ops.scatter(pairs, keras.ops.ones((keras.ops.shape(pairs)[0],)), (10, 10)))
+        pairs = keras.ops.stack(
+            [
+                keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32"),
+            ],
+            axis=1,
+        )
+        self.counts.assign(
+            self.counts + keras.ops.scatter(pairs, keras.ops.ones((keras.ops.shape(pairs)[0],)), (10, 10))
+        )
 
     def result(self):
         return self.counts
@@ -482,13 +594,26 @@ def test_a_metric_that_is_a_matrix_is_named_in_one_warning_and_the_rest_is_logge
     (x, y), validation = digits
     model = tiny_model()
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy", Confusion()])
-    model.fit(x, y, validation_data=validation, epochs=3, batch_size=64, verbose=0, callbacks=[MLflowCallback(log_model=False)])
+    model.fit(
+        x,
+        y,
+        validation_data=validation,
+        epochs=3,
+        batch_size=64,
+        verbose=0,
+        callbacks=[MLflowCallback(log_model=False)],
+    )
     assert model.history.history["confusion"][0].shape == (10, 10)  # Keras logs the matrix itself
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED"
     assert not [key for key in run.data.metrics if "confusion" in key]
     for key in ("confusion", "val_confusion"):
-        assert caplog.text.count(f"{key!r} is not logged: MLflow metrics are numbers, and its value is an array of shape (10, 10)") == 1
+        assert (
+            caplog.text.count(
+                f"{key!r} is not logged: MLflow metrics are numbers, and its value is an array of shape (10, 10)"
+            )
+            == 1
+        )
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_accuracy")] == [0, 1, 2]
 
 
@@ -500,8 +625,16 @@ def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, ca
 
 def test_validation_every_second_epoch_picks_the_best_among_them_without_a_warning(tracking_uri, digits, caplog):
     (x, y), validation = digits
-    tiny_model().fit(x, y, validation_data=validation, validation_freq=2, epochs=4, batch_size=64, verbose=0,
-                     callbacks=[MLflowCallback(log_model=False)])
+    tiny_model().fit(
+        x,
+        y,
+        validation_data=validation,
+        validation_freq=2,
+        epochs=4,
+        batch_size=64,
+        verbose=0,
+        callbacks=[MLflowCallback(log_model=False)],
+    )
     run = only_run(tracking_uri)
     logged = history(tracking_uri, run.info.run_id, "val_loss")
     assert [step for step, _ in logged] == [1, 3]
@@ -548,9 +681,11 @@ def test_mlflow_autologging_of_the_same_fit_is_named_in_a_warning(tracking_uri, 
     callback.on_train_begin()
     callback.end()
     warnings = [record.message for record in caplog.records if "autologging" in record.message]
-    assert warnings == ["MLflow autologging of Keras fits is on (mlflow.tensorflow.autolog()): it logs this fit's "
-                        "metrics too, so each epoch's points appear twice, and it slows training; switch it off with "
-                        "mlflow.tensorflow.autolog(disable=True)"]
+    assert warnings == [
+        "MLflow autologging of Keras fits is on (mlflow.tensorflow.autolog()): it logs this fit's "
+        "metrics too, so each epoch's points appear twice, and it slows training; switch it off with "
+        "mlflow.tensorflow.autolog(disable=True)"
+    ]
 
 
 def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_uri, digits):
@@ -563,7 +698,9 @@ def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_ur
     assert run.data.params["model.total_params"] == str(model.count_params()) == str(64 * 16 + 16 + 16 * 10 + 10)
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
     client = mlflow.MlflowClient(tracking_uri)
-    assert {"model", "checkpoints", "history.csv", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "checkpoints", "history.csv", "model_summary.txt"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
     summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
     assert f"Trainable params: {model.count_params():,}" in summary
 
@@ -581,7 +718,9 @@ def test_the_logged_model_takes_each_input_with_its_own_name_and_dtype(tracking_
     logged = mlflow.pyfunc.load_model(f"runs:/{only_run(tracking_uri).info.run_id}/model")
     signature = logged.metadata.signature
     assert [(spec.name, spec.type, spec.shape) for spec in signature.inputs.inputs] == [
-        ("tokens", np.dtype("int32"), (-1, 5)), ("scale", np.dtype("float32"), (-1, 2))]
+        ("tokens", np.dtype("int32"), (-1, 5)),
+        ("scale", np.dtype("float32"), (-1, 2)),
+    ]
     assert [(spec.type, spec.shape) for spec in signature.outputs.inputs] == [(np.dtype("float32"), (-1, 3))]
     given = {"tokens": x["tokens"][:4], "scale": x["scale"][:4]}
     np.testing.assert_allclose(logged.predict(given), model.predict(given, verbose=0), rtol=1e-5)
@@ -589,7 +728,9 @@ def test_the_logged_model_takes_each_input_with_its_own_name_and_dtype(tracking_
 
 def test_a_signature_names_each_output_of_a_model_with_several():
     features = keras.Input((4,), name="features")
-    model = keras.Model(features, [keras.layers.Dense(3, name="kind")(features), keras.layers.Dense(1, name="size")(features)])
+    model = keras.Model(
+        features, [keras.layers.Dense(3, name="kind")(features), keras.layers.Dense(1, name="size")(features)]
+    )
     outputs = model_facts.signature(model).outputs.inputs
     assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
@@ -616,7 +757,9 @@ def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(trac
     assert run.info.status == "FINISHED"
     assert tracker.best_epoch == 1  # the model holds the best epoch's weights
     logged = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [(np.dtype(object), (-1, 1))]
+    assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [
+        (np.dtype(object), (-1, 1))
+    ]
     expected = model.predict(reviews[:4], verbose=0)
     logged_keras = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_allclose(logged_keras.predict(reviews[:4], verbose=0), expected, rtol=1e-6)
@@ -634,12 +777,19 @@ def test_the_checkpoint_lands_when_mlflow_cannot_write_model_folder(tracking_uri
     assert run.info.status == "FINISHED"
     client = mlflow.MlflowClient(tracking_uri)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
-        "checkpoints", "history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}
+        "checkpoints",
+        "history.csv",
+        "learning_curves.png",
+        "lr_changes.csv",
+        "model_summary.txt",
+    }
     checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
     loss = checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4)
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
-    assert len(errors) == 1 and "writing model/ failed (MlflowException: Expected one of the following types:" in errors[0]
+    assert (
+        len(errors) == 1 and "writing model/ failed (MlflowException: Expected one of the following types:" in errors[0]
+    )
 
 
 def test_constructor_refuses_bad_arguments():
@@ -684,7 +834,8 @@ def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri
 
 @pytest.mark.parametrize("same_callback", [False, True])
 def test_a_fit_that_raised_ends_its_run_failed_when_the_next_fit_in_the_process_begins(
-        tracking_uri, digits, caplog, same_callback):
+    tracking_uri, digits, caplog, same_callback
+):
     # A notebook, or a loop that catches each fit's error: no process exit comes to end the first run.
     first = MLflowCallback(log_model=False)
     with pytest.raises(RuntimeError):
@@ -732,8 +883,16 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
     assert "model" not in {a.path for a in client.list_artifacts(run.info.run_id)}
     (x, y), (x_val, y_val) = digits
     with mlflow.start_run(run_id=run.info.run_id):
-        tiny_model(learning_rate=0.0).fit(x, y, validation_data=(x_val, y_val), initial_epoch=3, epochs=5,
-                                          batch_size=64, callbacks=[MLflowCallback()], verbose=0)
+        tiny_model(learning_rate=0.0).fit(
+            x,
+            y,
+            validation_data=(x_val, y_val),
+            initial_epoch=3,
+            epochs=5,
+            batch_size=64,
+            callbacks=[MLflowCallback()],
+            verbose=0,
+        )
     run = client.get_run(run.info.run_id)
     val_loss = history(tracking_uri, run.info.run_id, "val_loss")
     assert [step for step, _ in val_loss] == [0, 1, 2, 3, 4]
@@ -742,7 +901,8 @@ def test_a_resumed_run_that_never_improves_logs_its_earlier_best_as_the_model(tr
     assert run.info.status == "FINISHED"
     changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
     assert changes.to_dict("records") == [
-        {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "new fit"}]
+        {"epoch": 3, "old_learning_rate": pytest.approx(1e-3), "new_learning_rate": 0.0, "cause": "new fit"}
+    ]
     logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
 
@@ -772,16 +932,25 @@ STANDALONE = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("explode_at", "interrupt", "status", "stop_reason", "reason", "epochs"), [
-    (None, False, "FINISHED", "completed", None, 4),
-    (1, False, "FAILED", "error", "RuntimeError: boom", 2),
-    (1, True, "KILLED", "interrupted", "KeyboardInterrupt", 2),
-])
+@pytest.mark.parametrize(
+    ("explode_at", "interrupt", "status", "stop_reason", "reason", "epochs"),
+    [
+        (None, False, "FINISHED", "completed", None, 4),
+        (1, False, "FAILED", "error", "RuntimeError: boom", 2),
+        (1, True, "KILLED", "interrupted", "KeyboardInterrupt", 2),
+    ],
+)
 def test_plain_keras_script(tmp_path, tracking_uri, explode_at, interrupt, status, stop_reason, reason, epochs):
     script = tmp_path / "train_script.py"
     script.write_text(f"EXPLODE_AT = {explode_at}\nINTERRUPT = {interrupt}\n" + STANDALONE)
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert (done.returncode == 0) == (explode_at is None), done.stderr[-2000:]
     run = only_run(tracking_uri)
     assert run.info.status == status
@@ -835,18 +1004,25 @@ def test_in_a_notebook_a_fit_that_raised_ends_its_run_when_its_cell_ends(tmp_pat
     """IPython's own shell runs the cells, as a Jupyter kernel does: a fit interrupted (the kernel's
     Interrupt) ends KILLED and one that raised FAILED, each as its cell ends, with what they logged."""
     driver = tmp_path / "notebook.py"
-    driver.write_text(textwrap.dedent("""
+    driver.write_text(
+        textwrap.dedent("""
         import json, signal, sys
         from IPython.core.interactiveshell import InteractiveShell
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has it (see STANDALONE)
         shell = InteractiveShell.instance()
         for cell in json.load(open(sys.argv[1])):
             shell.run_cell(cell)
-    """))
+    """)
+    )
     (tmp_path / "cells.json").write_text(json.dumps(NOTEBOOK_CELLS))
-    done = subprocess.run([sys.executable, str(driver), str(tmp_path / "cells.json")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "IPYTHONDIR": str(tmp_path / "ipython")})
+    done = subprocess.run(
+        [sys.executable, str(driver), str(tmp_path / "cells.json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "IPYTHONDIR": str(tmp_path / "ipython")},
+    )
     printed = dict(line.split(" [", 1) for line in done.stdout.splitlines() if line.startswith("after the "))
     assert set(printed) == {"after the interrupted cell", "after the failed cell", "after the last cell"}, done.stdout
     killed = ["KILLED", "interrupted", "KeyboardInterrupt"]
@@ -861,8 +1037,9 @@ def test_in_a_notebook_a_fit_that_raised_ends_its_run_when_its_cell_ends(tmp_pat
     interrupted = min(all_runs(tracking_uri), key=lambda run: run.info.start_time)
     assert interrupted.info.status == "KILLED"
     assert len(history(tracking_uri, interrupted.info.run_id, "val_loss")) == 2
-    assert {"checkpoints", "history.csv", "learning_curves.png"} <= {a.path for a in client.list_artifacts(
-        interrupted.info.run_id)}
+    assert {"checkpoints", "history.csv", "learning_curves.png"} <= {
+        a.path for a in client.list_artifacts(interrupted.info.run_id)
+    }
 
 
 def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch):
@@ -957,14 +1134,16 @@ class ArtifactWatch(keras.callbacks.Callback):
 
 @pytest.mark.parametrize(("interval_s", "during_training"), [(0.0, True), (3600.0, False)])
 def test_checkpoint_interval_decides_whether_the_checkpoint_is_written_during_training(
-        tracking_uri, digits, interval_s, during_training):
+    tracking_uri, digits, interval_s, during_training
+):
     tracker = MLflowCallback(log_model=False, checkpoint_interval_s=interval_s)
     watch = ArtifactWatch(tracking_uri, tracker, wait_s=30 if during_training else 1)
     fit(digits, [tracker, watch], epochs=2)
     assert watch.seen == [during_training] * 2
     run = only_run(tracking_uri)
     assert [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")] == [
-        "checkpoints/best.keras"]  # the final best always lands
+        "checkpoints/best.keras"
+    ]  # the final best always lands
 
 
 def test_a_layer_class_keras_cannot_load_by_name_still_gets_checkpoints_during_training(tracking_uri, digits, caplog):
@@ -1008,18 +1187,28 @@ def test_a_model_keras_cannot_save_is_tracked_without_its_files(tracking_uri, di
     assert run.data.params["optimizer.learning_rate"] == "WarmUp" and run.data.params["optimizer.class"] == "Adam"
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1, 2]
     artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
-    assert artifacts == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}  # nothing half-written
+    assert artifacts == {
+        "history.csv",
+        "learning_curves.png",
+        "lr_changes.csv",
+        "model_summary.txt",
+    }  # nothing half-written
     assert tracker.unsent_folder is None  # not kept for a later sync: writing it again would fail again
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     # At the end the checkpoint is tried on its own too, since model/ can fail where Keras would not.
-    failed = ["writing checkpoints/best.keras", "writing model/"] if checkpoint_interval_s == 0 else [
-        "writing model/", "writing checkpoints/best.keras"]
+    failed = (
+        ["writing checkpoints/best.keras", "writing model/"]
+        if checkpoint_interval_s == 0
+        else ["writing model/", "writing checkpoints/best.keras"]
+    )
     assert len(errors) == len(failed)
     for what, error in zip(failed, errors):  # one line each, at the end, with Keras' reason
         assert f"{what} failed (NotImplementedError: Learning rate schedule 'WarmUp' must override" in error
 
 
-def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_the_same_model(tmp_path, digits, monkeypatch):
+def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_the_same_model(
+    tmp_path, digits, monkeypatch
+):
     model = fit(digits, [], epochs=1)
     built = []  # reference optimizers Keras builds to learn which attributes a save skips
     real_init = keras.optimizers.Optimizer.__init__
@@ -1027,12 +1216,14 @@ def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_th
     def counted_init(self, *args, **kwargs):
         built.append(type(self).__name__)
         real_init(self, *args, **kwargs)
+
     monkeypatch.setattr(keras.optimizers.Optimizer, "__init__", counted_init)
 
     def save_on_a_new_thread(path):
         def save():
             with keras_saving.known_skipsets():
                 model.save(path)
+
         thread = threading.Thread(target=save)
         thread.start()
         thread.join()
@@ -1068,16 +1259,20 @@ class _ClusterModel:
         import tensorflow as tf
 
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+        )
         self.distribute_strategy = type("Strategy", (), {"cluster_resolver": resolver})()
 
 
-@pytest.mark.parametrize(("cluster", "task_type", "task_id", "chief"), [
-    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "chief", 0, True),
-    ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "worker", 0, False),
-    ({"worker": ["b:1", "c:1"]}, "worker", 0, True),  # no chief: worker 0 is the chief
-    ({"worker": ["b:1", "c:1"]}, "worker", 1, False),
-])
+@pytest.mark.parametrize(
+    ("cluster", "task_type", "task_id", "chief"),
+    [
+        ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "chief", 0, True),
+        ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "worker", 0, False),
+        ({"worker": ["b:1", "c:1"]}, "worker", 0, True),  # no chief: worker 0 is the chief
+        ({"worker": ["b:1", "c:1"]}, "worker", 1, False),
+    ],
+)
 def test_only_the_chief_of_a_multi_worker_strategy_logs(tracking_uri, cluster, task_type, task_id, chief):
     tracker = MLflowCallback(log_model=False)
     tracker.set_model(_ClusterModel(cluster, task_type, task_id))

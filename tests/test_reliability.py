@@ -18,15 +18,30 @@ import pytest
 from tests.conftest import ROOT, all_runs, free_port, start_mlflow_server, stop_mlflow_server
 
 pytestmark = pytest.mark.slow
-EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
+EPOCH_KEYS = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+    "gap_loss",
+    "gap_accuracy",
+]
 # A fixed budget (no early stopping) and verbose=2, which prints "Epoch k/N" as epoch k-1 begins.
 TRAIN = ["experiments.train", "callbacks=basic", "trainer.verbose=2"]
 
 
 def start_training(tmp_path, *overrides, env=None):
     log = open(tmp_path / f"train-{time.monotonic_ns()}.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", *TRAIN, *overrides], cwd=tmp_path, stdout=log,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    process = subprocess.Popen(
+        [sys.executable, "-m", *TRAIN, *overrides],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
     return process, log
 
 
@@ -67,16 +82,23 @@ def test_a_signal_during_an_epoch_ends_the_run_killed_with_everything_logged(tmp
     assert process.wait(timeout=120) == 128 + signum
     log.seek(0)
     last_line = log.read().strip().splitlines()[-1]
-    assert last_line.startswith(f"error: training interrupted by {signal.Signals(signum).name}: run ") and "resume=" in last_line
+    assert (
+        last_line.startswith(f"error: training interrupted by {signal.Signals(signum).name}: run ")
+        and "resume=" in last_line
+    )
     run = all_runs(tracking_uri)[0]
     client = mlflow.MlflowClient(tracking_uri)
     assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
     assert run.data.tags["failure.reason"] == f"training interrupted by {signal.Signals(signum).name}"
     finished = steps(client, run.info.run_id)
-    assert finished == list(range(len(finished))) and at - 1 <= len(finished) <= at  # every finished epoch, no partial one
+    assert (
+        finished == list(range(len(finished))) and at - 1 <= len(finished) <= at
+    )  # every finished epoch, no partial one
     for key in EPOCH_KEYS:
         assert steps(client, run.info.run_id, key) == finished, key
-    assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "lr_changes.csv"} <= artifact_names(client, run.info.run_id)
+    assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "lr_changes.csv"} <= artifact_names(
+        client, run.info.run_id
+    )
     history = pd.read_csv(client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path)))
     assert list(history["epoch"]) == finished
 
@@ -93,8 +115,13 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tracking_ur
 
     refused = run_cli(*TRAIN, f"resume={cut}", "reg=l2")  # a resumed run keeps its config
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith(
-        f"error: resume={cut}: a resumed run keeps its params; only trainer.epochs may change, not reg.l2=0.0001")
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: resume={cut}: a resumed run keeps its params; only trainer.epochs may change, not reg.l2=0.0001"
+        )
+    )
     untouched = mlflow.MlflowClient(tracking_uri).get_run(cut)
     assert untouched.info.status == "KILLED" and untouched.data.metrics == runs["cut"].data.metrics
 
@@ -139,8 +166,12 @@ def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
 def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, tracking_uri, run_cli):
     # No BackupAndRestore, and a plateau that halves the rate after every epoch but the first: the
     # continuation starts from the best checkpoint, at the rate the run had reached, not the initial one.
-    plateau = ["callbacks=[basic,reduce_lr_on_plateau]", "~callbacks.backup_and_restore",
-               "callbacks.reduce_lr_on_plateau.patience=0", "callbacks.reduce_lr_on_plateau.min_delta=10"]
+    plateau = [
+        "callbacks=[basic,reduce_lr_on_plateau]",
+        "~callbacks.backup_and_restore",
+        "callbacks.reduce_lr_on_plateau.patience=0",
+        "callbacks.reduce_lr_on_plateau.min_delta=10",
+    ]
     process, log = start_training(tmp_path, "trainer.epochs=6", *plateau)
     wait_for_epoch(log, 4, process)
     process.send_signal(signal.SIGTERM)
@@ -176,17 +207,28 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
     def model():
         keras.utils.set_random_seed(0)
         built = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
-        built.compile(keras.optimizers.Adam(cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)),
-                      "sparse_categorical_crossentropy")
+        built.compile(
+            keras.optimizers.Adam(cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)),
+            "sparse_categorical_crossentropy",
+        )
         return built
 
     x, y = np.random.default_rng(0).random((50, 64)).astype("float32"), np.arange(50) % 10
     trained = model()
     with mlflow.start_run() as run:  # logs checkpoints/best.keras
-        trained.fit(x, y, validation_data=(x, y), batch_size=10, epochs=2, verbose=0, callbacks=[MLflowCallback(log_model=False)])
+        trained.fit(
+            x,
+            y,
+            validation_data=(x, y),
+            batch_size=10,
+            epochs=2,
+            verbose=0,
+            callbacks=[MLflowCallback(log_model=False)],
+        )
     fresh = model()
-    restore_for_resume(fresh, ResumePoint(run.info.run_id, next_epoch=4, backup_dir=None, learning_rate=1e-2),
-                       steps_per_epoch=5)
+    restore_for_resume(
+        fresh, ResumePoint(run.info.run_id, next_epoch=4, backup_dir=None, learning_rate=1e-2), steps_per_epoch=5
+    )
     assert int(fresh.optimizer.iterations) == 20
     schedule = cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)
     assert float(fresh.optimizer.learning_rate) == pytest.approx(float(schedule(20)))  # the schedule's, not 1e-2
@@ -197,7 +239,11 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
 def test_nan_loss_ends_the_run_failed_with_the_reason(tracking_uri, run_cli):
     done = run_cli(*TRAIN, "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e12")
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].endswith("FAILED: the loss became NaN; try a lower optimizer.learning_rate")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("FAILED: the loss became NaN; try a lower optimizer.learning_rate")
+    )
     run = all_runs(tracking_uri)[0]
     assert run.info.status == "FAILED" and "NaN" in run.data.tags["failure.reason"]
     assert run.data.tags["stop_reason"] == "nan_loss"
@@ -243,13 +289,24 @@ def test_tracking_server_stopped_and_restarted_during_training(tmp_path, run_cli
 def test_unreachable_server_at_start_fails_before_training(tmp_path, run_cli):
     done = run_cli(*TRAIN, "mlflow.wait_for_server_s=1", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() .splitlines()[-1].startswith("error: the tracking server http://127.0.0.1:9 does not answer")
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("error: the tracking server http://127.0.0.1:9 does not answer")
+    )
     assert "Epoch 1/" not in done.stdout
 
 
 def test_four_parallel_writers_to_one_sqlite_store(tracking_uri, run_cli):
-    done = run_cli("experiments.train", "-m", "reg=none,l2,dropout,batchnorm", "trainer.epochs=3", "trainer.verbose=0",
-                   "callbacks=basic", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.threads=1")
+    done = run_cli(
+        "experiments.train",
+        "-m",
+        "reg=none,l2,dropout,batchnorm",
+        "trainer.epochs=3",
+        "trainer.verbose=0",
+        "callbacks=basic",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "trainer.threads=1",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(tracking_uri)
     children = [run for run in all_runs(tracking_uri) if "mlflow.parentRunId" in run.data.tags]
@@ -312,8 +369,9 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         # The three epochs' metrics and the checkpoint wait for the end, whatever the machine's speed: one
         # call with the summary's metrics, one write of the model (the HTTP retries can pass 10 s).
-        tracker = MLflowCallback(flush_timeout_s=0, metrics_interval_s=3600, checkpoint_interval_s=3600,
-                                 output_dir=tmp_path / "out")
+        tracker = MLflowCallback(
+            flush_timeout_s=0, metrics_interval_s=3600, checkpoint_interval_s=3600, output_dir=tmp_path / "out"
+        )
         model.fit(x / 16, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[tracker])
         # reading the run's earlier epochs, the first call, then one per epoch's retry at most
         assert 2 * 3 <= gone.connections <= (2 + 3) * 3
@@ -359,12 +417,15 @@ def test_an_upload_whose_file_was_never_written_is_named_and_the_rest_is_kept(tm
     run_id = client.create_run(client.create_experiment("full-disk")).info.run_id
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss\n0,0.5\n")
-    calls = [("best.keras", partial(client.log_artifact, run_id, str(tmp_path / "never" / "best.keras"), "checkpoints")),
-             ("metrics of epoch 0", partial(client.log_batch, run_id, metrics=[Metric("loss", 0.5, 0, 0)])),
-             ("history.csv", partial(client.log_artifact, run_id, str(history)))]
+    calls = [
+        ("best.keras", partial(client.log_artifact, run_id, str(tmp_path / "never" / "best.keras"), "checkpoints")),
+        ("metrics of epoch 0", partial(client.log_batch, run_id, metrics=[Metric("loss", 0.5, 0, 0)])),
+        ("history.csv", partial(client.log_artifact, run_id, str(history))),
+    ]
     folder = spool.keep(calls, tmp_path / "unsent" / run_id)
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
-        f"cannot keep 'best.keras' for later: its file {tmp_path / 'never' / 'best.keras'} is not there"]
+        f"cannot keep 'best.keras' for later: its file {tmp_path / 'never' / 'best.keras'} is not there"
+    ]
     assert spool.send(folder, client) == (2, 0)
     assert client.get_run(run_id).data.metrics == {"loss": 0.5}
     assert [a.path for a in client.list_artifacts(run_id)] == ["history.csv"]
@@ -384,7 +445,9 @@ def test_a_run_the_callback_started_is_ended_by_sync_when_the_server_is_gone(tmp
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     mlflow.set_tracking_uri(uri)
-    stop_server = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch == 0 and stop_mlflow_server(server))
+    stop_server = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch == 0 and stop_mlflow_server(server)
+    )
     try:
         x, y = load_digits(return_X_y=True)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
@@ -415,8 +478,13 @@ def test_server_gone_when_training_ends_then_synced(tmp_path, run_cli):
     uri = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     try:
-        done = run_cli(*TRAIN, "trainer.epochs=2", "mlflow.flush_timeout_s=0", env=env,
-                       *[f"+callbacks.fault={{_target_: tests.faults.StopServerWhenTrainingEnds, server_pid: {server.pid}}}"])
+        done = run_cli(
+            *TRAIN,
+            "trainer.epochs=2",
+            "mlflow.flush_timeout_s=0",
+            f"+callbacks.fault={{_target_: tests.faults.StopServerWhenTrainingEnds, server_pid: {server.pid}}}",
+            env=env,
+        )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
         said = done.stdout + done.stderr  # Hydra logs to stdout
         assert "python -m experiments.sync" in said and "ending the run FINISHED" in said
@@ -463,7 +531,8 @@ def test_ctrl_c_while_the_end_waits_for_the_server_keeps_everything_and_stops_at
         for key in EPOCH_KEYS:
             assert steps(client, run.info.run_id, key) == [0, 1], key
         assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "model/MLmodel"} <= artifact_names(
-            client, run.info.run_id)
+            client, run.info.run_id
+        )
         resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", env=env)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         run = client.get_run(run.info.run_id)

@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import mlflow
 import pytest
+import tomllib
 import yaml
 
 from experiments.cli import expand_quoted_option
@@ -19,8 +19,13 @@ from tests.conftest import ROOT, all_runs
 
 def test_quoted_overrides_become_separate_arguments():
     argv = ["train.py", "--overrides", "model=cnn reg=[l2,dropout] mlflow.run_name='my run'", "trainer.epochs=2"]
-    assert expand_quoted_option(argv, "--overrides") == \
-        ["train.py", "model=cnn", "reg=[l2,dropout]", "mlflow.run_name=my run", "trainer.epochs=2"]
+    assert expand_quoted_option(argv, "--overrides") == [
+        "train.py",
+        "model=cnn",
+        "reg=[l2,dropout]",
+        "mlflow.run_name=my run",
+        "trainer.epochs=2",
+    ]
     assert expand_quoted_option(["train.py", "--overrides", ""], "--overrides") == ["train.py"]
     assert expand_quoted_option(["train.py", "reg=l2"], "--overrides") == ["train.py", "reg=l2"]
 
@@ -50,7 +55,9 @@ def test_run_without_logged_config(tracking_uri, capsys):
     client = mlflow.MlflowClient(tracking_uri)
     run = client.create_run(client.create_experiment("bare"))
     assert reproduce([run.info.run_id]) == 2
-    assert capsys.readouterr().err.strip() == f"error: run {run.info.run_id} has no logged config (hydra/overrides.yaml)"
+    assert (
+        capsys.readouterr().err.strip() == f"error: run {run.info.run_id} has no logged config (hydra/overrides.yaml)"
+    )
 
 
 def test_unreachable_store(monkeypatch, capsys):
@@ -67,9 +74,26 @@ def test_mlflow_run_makes_exactly_one_run(tmp_path, tracking_uri):
         pytest.fail("git is needed by `mlflow run` on a local project")
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
     overrides = f"trainer.epochs=2 reg=l2 trainer.verbose=0 hydra.run.dir={tmp_path / 'out'}"
-    done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",
-                           "--experiment-name", "projects", "-P", f"overrides={overrides}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "projects",
+            "-P",
+            f"overrides={overrides}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = all_runs(tracking_uri)
     assert len(runs) == 1
@@ -86,12 +110,14 @@ def train(run_cli, *overrides):
 
 
 @pytest.mark.slow
-def test_same_seed_reproduces_exactly_and_a_tampered_original_fails(run_cli, tracking_uri, tmp_path, capsys, monkeypatch):
+def test_same_seed_reproduces_exactly_and_a_tampered_original_fails(
+    run_cli, tracking_uri, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     train(run_cli, "trainer.seed=1")
     original = all_runs(tracking_uri)[0]
     client = mlflow.MlflowClient(tracking_uri)
-    note = (tmp_path / "reproduce.txt")
+    note = tmp_path / "reproduce.txt"
     note.write_text(open(client.download_artifacts(original.info.run_id, "reproduce.txt")).read())
     assert "python -m experiments.train trainer.epochs=2 trainer.verbose=0 trainer.seed=1" in note.read_text()
     assert "mlflow run . --env-manager local -P 'overrides=" in note.read_text()

@@ -28,6 +28,7 @@ def test_once_the_server_does_not_answer_the_other_calls_wait_untried(tracking_u
         def call():
             tried.append(name)
             server["client"].search_experiments()  # a real request
+
         return call
 
     written = []

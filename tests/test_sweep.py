@@ -9,7 +9,16 @@ import pytest
 from tests.conftest import all_runs
 
 pytestmark = pytest.mark.slow
-EPOCH_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s", "gap_loss", "gap_accuracy"]
+EPOCH_KEYS = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+    "gap_loss",
+    "gap_accuracy",
+]
 REPORT = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "learning_rate.png", "test_accuracy.png"}
 
 
@@ -21,8 +30,16 @@ def parent_and_children(runs):
 
 
 def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path):
-    done = run_cli("experiments.train", "-m", "reg=none,l2", "trainer.epochs=2", "trainer.verbose=0",
-                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    done = run_cli(
+        "experiments.train",
+        "-m",
+        "reg=none,l2",
+        "trainer.epochs=2",
+        "trainer.verbose=0",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(mlflow_server)
     runs = all_runs(mlflow_server)
@@ -33,7 +50,11 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
     for child in children:
         for key in EPOCH_KEYS:
             assert sorted(m.step for m in client.get_metric_history(child.info.run_id, key)) == [0, 1], key
-    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (2, 2, 0)
+    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (
+        2,
+        2,
+        0,
+    )
     assert parent.data.params["sweep.overrides"].startswith("reg=none,l2")
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "comparison")} == REPORT
 
@@ -47,14 +68,20 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
 
 
 def test_a_failed_job_does_not_stop_the_others(run_cli, tracking_uri):
-    done = run_cli("experiments.train", "-m", "reg=dropout", "reg.dropout=1.5,0.2", "trainer.epochs=1", "trainer.verbose=0")
+    done = run_cli(
+        "experiments.train", "-m", "reg=dropout", "reg.dropout=1.5,0.2", "trainer.epochs=1", "trainer.verbose=0"
+    )
     assert done.returncode != 0
     assert "reg.dropout=1.5: expected a number in [0, 1)" in done.stderr and "Traceback" not in done.stderr
     parent, children = parent_and_children(all_runs(tracking_uri))
     assert [child.info.status for child in children] == ["FINISHED"]
     assert children[0].data.params["reg.dropout"] == "0.2"
     assert parent.info.status == "FAILED"
-    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (2, 1, 1)
+    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (
+        2,
+        1,
+        1,
+    )
 
 
 def test_an_interpolation_only_some_jobs_can_resolve_fails_those_jobs_only(run_cli, tracking_uri):

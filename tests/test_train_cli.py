@@ -22,21 +22,37 @@ def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
     assert run.data.params["trainer.epochs"] == "5"
     assert run.data.metrics["test_accuracy"] >= 0.85
     assert {"test_loss", "val_loss", "best_val_loss", "best_epoch"} <= set(run.data.metrics)
-    assert (run.data.tags["model"], run.data.tags["reg"], run.data.tags["regularised"], run.data.tags["data"]) == \
-        ("cnn", "l2", "true", "digits")
+    assert (run.data.tags["model"], run.data.tags["reg"], run.data.tags["regularised"], run.data.tags["data"]) == (
+        "cnn",
+        "l2",
+        "true",
+        "digits",
+    )
     client = mlflow.MlflowClient(tracking_uri)
     overrides = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml")
     assert "reg=l2" in open(overrides).read()
-    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits-training", "digits-validation", "digits-test"]
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [
+        "digits-training",
+        "digits-validation",
+        "digits-test",
+    ]
 
 
 def test_tags_say_what_regularisation_the_model_has(run_cli, tracking_uri):
-    done = run_cli("experiments.train", "-m", "reg=none,[l2,dropout]", "trainer.epochs=1", "trainer.verbose=0",
-                   "mlflow.log_model=false")
+    done = run_cli(
+        "experiments.train",
+        "-m",
+        "reg=none,[l2,dropout]",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "mlflow.log_model=false",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     children = {run.data.tags["reg"]: run for run in all_runs(tracking_uri) if "mlflow.parentRunId" in run.data.tags}
     assert set(children) == {"none", "l2+dropout"}
     assert children["none"].data.tags["regularised"] == "false"
     assert children["l2+dropout"].data.tags["regularised"] == "true"
-    assert children["l2+dropout"].data.params["reg.dropout"] == "0.3" and children["none"].data.params["reg.l2"] == "0.0"
+    assert (
+        children["l2+dropout"].data.params["reg.dropout"] == "0.3" and children["none"].data.params["reg.l2"] == "0.0"
+    )
     assert {run.info.run_name for run in children.values()} == {"cnn-none", "cnn-l2+dropout"}
