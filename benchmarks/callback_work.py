@@ -1,6 +1,6 @@
 """Where MLflowCallback's cost goes: the work it adds to a real fit, part by part.
 
-    python benchmarks/callback_work.py [--repeats 5] [--epochs 15]
+    python benchmarks/callback_work.py [--repeats 5] [--epochs 15] [--json]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) with MLflowCallback (everything on) and records
 the CPU time of each of its hooks on the training thread, of each job on its sender thread and of
@@ -16,6 +16,7 @@ the no-tracking fit time.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -30,6 +31,7 @@ from tensorflow.python.eager import context as tf_context
 from tracking_overhead import prepared_data, timed_fit  # the script beside this one
 
 from plugins import MLflowCallback, curves
+from plugins.delivery import Delivery
 from plugins.sender import Sender
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")
@@ -37,7 +39,7 @@ HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_e
 END_WAITS = (
     ("on_train_end, all of it", MLflowCallback, "on_train_end"),
     ("  waiting for the helper's learning_curves.png", curves, "plot_learning_curves"),
-    ("  then waiting for the sender (model/, uploads)", MLflowCallback, "_flush_with_retries"),
+    ("  then waiting for the sender (model/, uploads)", Delivery, "flush_with_retries"),
     ("  then ending the run", MLflowCallback, "finish_run"),
 )
 
@@ -122,6 +124,7 @@ def main() -> None:
         action="store_true",
         help="seed each fit without emptying TensorFlow's cache of eager kernels",
     )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
     args = parser.parse_args()
     if args.keep_kernel_cache:
         keep_kernel_cache()
@@ -153,19 +156,41 @@ def main() -> None:
             for label, seconds in ledger.wall.items():
                 end_waits[label].append(seconds)
     fit_s = statistics.median(baseline)
-    medians = {part: statistics.median(samples) for part, samples in per_fit.items()}
-    print(f"digits CNN, {args.epochs} epochs; no-tracking fit {fit_s:.2f} s (median of {args.repeats})")
+    parts_ms = {part: statistics.median(samples) * 1000 for part, samples in per_fit.items()}
+    figures = {
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "untracked_fit_s": fit_s,
+        "parts_ms": dict(sorted(parts_ms.items(), key=lambda item: -item[1])),
+        "total_ms": sum(parts_ms.values()),
+        "first_fit_ms": first_fit * 1000,
+        "end_waits_ms": {label.strip(): statistics.median(end_waits[label]) * 1000 for label, _, _ in END_WAITS},
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print_tables(figures)
+
+
+def print_tables(figures: dict) -> None:
+    """The CPU time of each part, then the end of training's waits, in ms per fit and as a share of
+    the untracked fit."""
+    fit_ms = figures["untracked_fit_s"] * 1000
+    print(
+        f"digits CNN, {figures['epochs']} epochs; no-tracking fit {fit_ms / 1000:.2f} s "
+        f"(median of {figures['repeats']})"
+    )
     print(f"{'part (CPU time: hooks, sender jobs, plot helper)':<58} {'ms per fit':>10} {'share':>7}")
-    for part, seconds in sorted(medians.items(), key=lambda item: -item[1]):
-        print(f"{part:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
-    total = sum(medians.values())
-    print(f"{'total':<58} {total * 1000:>10.1f} {total / fit_s:>7.1%}")
-    first_label = "the first tracked fit of this process, with its one-off costs"
-    print(f"{first_label:<58} {first_fit * 1000:>10.1f} {first_fit / fit_s:>7.1%}")
+    rows = [
+        *figures["parts_ms"].items(),
+        ("total", figures["total_ms"]),
+        ("the first tracked fit of this process, with its one-off costs", figures["first_fit_ms"]),
+    ]
+    for part, ms in rows:
+        print(f"{part:<58} {ms:>10.1f} {ms / fit_ms:>7.1%}")
     print(f"\n{'end of training (wall time on the training thread)':<58} {'ms per fit':>10} {'share':>7}")
-    for label, _, _ in END_WAITS:
-        seconds = statistics.median(end_waits[label])
-        print(f"{label:<58} {seconds * 1000:>10.1f} {seconds / fit_s:>7.1%}")
+    for (label, _, _), ms in zip(END_WAITS, figures["end_waits_ms"].values()):
+        print(f"{label:<58} {ms:>10.1f} {ms / fit_ms:>7.1%}")
 
 
 if __name__ == "__main__":

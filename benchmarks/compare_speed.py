@@ -10,6 +10,7 @@ each), then times experiments.compare.main on them in this process, and the whol
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -86,13 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{folder}/mlflow.db"
         client = mlflow.MlflowClient(uri)
         started = time.perf_counter()
         parent = log_sweep(client, args.runs, args.epochs)
-        print(f"logged {args.runs} runs x {args.epochs} epochs in {time.perf_counter() - started:.1f} s")
+        logged_s = time.perf_counter() - started
         options = ["--experiment", "compare-speed", "--tracking-uri", uri, "--output", str(Path(folder) / "report")]
         started = time.perf_counter()
         with open(os.devnull, "w") as quiet:
@@ -106,6 +108,18 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "experiments.compare", *options], check=True, capture_output=True)
         whole = time.perf_counter() - started
         uploaded = len(client.list_artifacts(parent, "comparison"))
+    figures = {
+        "runs": args.runs,
+        "epochs": args.epochs,
+        "logging_s": logged_s,
+        "compare_own_s": own,
+        "compare_command_s": whole,
+        "files_on_parent": uploaded,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print(f"logged {args.runs} runs x {args.epochs} epochs in {logged_s:.1f} s")
     print(
         f"experiments.compare over {args.runs} runs: {own:.2f} s of its own work, "
         f"{whole:.2f} s as a command (with interpreter start-up and imports); {uploaded} files on the parent"

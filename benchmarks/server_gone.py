@@ -11,6 +11,7 @@ keeping the unsent calls for `python -m experiments.sync`. It takes minutes, as 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--stop-after", type=int, default=1, help="stop the server after this epoch")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     x, y = load_digits(return_X_y=True)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
@@ -57,6 +59,18 @@ def main() -> None:
         finally:
             stop_mlflow_server(server)
         returned = time.perf_counter()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "epochs": args.epochs,
+                    "stopped_after_epoch": args.stop_after,
+                    "training_ended_s": moments["training ended"] - started,
+                    "fit_returned_s": returned - started,
+                }
+            )
+        )
+        return
     print(
         f"{args.epochs} epochs, server stopped after epoch {args.stop_after}: training ended after "
         f"{moments['training ended'] - started:.1f} s, fit returned after {returned - started:.1f} s "

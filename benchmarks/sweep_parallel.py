@@ -9,6 +9,7 @@ into a fresh SQLite store; the two launchers alternate and the medians are compa
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -37,12 +38,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     times = {name: [] for name in LAUNCHERS}
     for _ in range(args.repeats):
         for name, launcher in LAUNCHERS.items():
             times[name].append(timed_sweep([f"trainer.epochs={args.epochs}", *launcher, *args.overrides]))
     sequential = statistics.median(times["sequential (basic launcher)"])
+    if args.json:
+        rows = [
+            {"sweep": name, "median_s": statistics.median(samples), "ratio": statistics.median(samples) / sequential}
+            for name, samples in times.items()
+        ]
+        print(json.dumps({"epochs": args.epochs, "repeats": args.repeats, "sweeps": rows}, indent=2))
+        return
     print(f"4-job sweep, {args.epochs} epochs each, median of {args.repeats}")
     for name, samples in times.items():
         print(f"{name:<30} {statistics.median(samples):7.1f} s   x{statistics.median(samples) / sequential:.2f}")

@@ -32,7 +32,7 @@ import mlflow
 from hydra import compose, initialize_config_dir
 
 from experiments.data import load_splits, make_pipeline, steps_per_epoch
-from experiments.train import build_model
+from experiments.training import build_model
 from plugins import MLflowCallback
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -14,6 +14,8 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from plugins.errors import first_line
+
 
 class ConfigError(CompactHydraException, ValueError):
     """A config value or input file the runner cannot use; the message is for the user.
@@ -130,7 +132,7 @@ def _check_resolvable(cfg: DictConfig) -> None:
             if OmegaConf.is_config(value):
                 OmegaConf.to_container(value, resolve=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{error.full_key}: {first_line(error)}") from None
 
 
 def _check_data_path(cfg: DictConfig) -> None:

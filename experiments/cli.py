@@ -7,6 +7,7 @@ import shlex
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from plugins.errors import first_line
 from plugins.sender import got_no_answer
 
 
@@ -40,12 +41,6 @@ def read_run(client: mlflow.MlflowClient, run_id: str):
         raise TrackingStoreError(
             f"cannot reach the tracking store {client.tracking_uri}: {first_line(error)}"
         ) from None
-
-
-def first_line(error: Exception) -> str:
-    """The first line of an error's message (library errors run to many lines), or its type."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def expand_quoted_option(argv: list[str], option: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import sys
 import tempfile
 from collections import Counter
@@ -30,6 +29,10 @@ from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
+from experiments.command import override_key, overrides_of
+from plugins import tags as tag_names
+from plugins.errors import first_line
+from plugins.metric_names import higher_is_better
 
 DEFAULT_EXPERIMENT = OmegaConf.load(
     Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml"
@@ -135,9 +138,7 @@ def find_experiment(client: mlflow.MlflowClient, name: str):
     try:
         experiment = client.get_experiment_by_name(name)
     except MlflowException as error:
-        raise CompareError(
-            f"cannot read the tracking store {client.tracking_uri}: {str(error).splitlines()[0]}"
-        ) from None
+        raise CompareError(f"cannot read the tracking store {client.tracking_uri}: {first_line(error)}") from None
     if experiment is None:
         raise CompareError(f"no experiment named {name!r} in {client.tracking_uri}")
     return experiment
@@ -159,11 +160,11 @@ def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
 
 
 def find_runs(client: mlflow.MlflowClient, experiment_id: str, parent) -> list:
-    query = f"tags.mlflow.parentRunId = '{parent.info.run_id}'" if parent else ""
+    query = f"tags.{tag_names.PARENT_RUN} = '{parent.info.run_id}'" if parent else ""
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], query, max_results=5000, page_token=token)
-        runs.extend(run for run in page if run.data.tags.get("sweep") != "true")
+        runs.extend(run for run in page if run.data.tags.get(tag_names.SWEEP) != "true")
         token = page.token
         if not token:
             break
@@ -184,16 +185,16 @@ def at_best_epoch(metrics: dict, key: str) -> float | None:
 def run_row(run, group_by: str) -> dict:
     metrics, tags = run.data.metrics, run.data.tags
     end = run.info.end_time
-    described = {"model": tags.get("model"), "reg": tags.get("reg")}
+    described = {"model": tags.get(tag_names.MODEL), "reg": tags.get(tag_names.REG)}
     described.setdefault(group_by, tags.get(group_by))  # a tag of its own gets a column beside them
     return {
         "run": tags.get("mlflow.runName", run.info.run_id[:8]),
         "run_id": run.info.run_id,
         "status": run.info.status,
         **described,
-        "regularised": tags.get("regularised"),
-        "early_stopping": tags.get("early_stopping"),
-        "reduce_lr": tags.get("reduce_lr"),
+        "regularised": tags.get(tag_names.REGULARISED),
+        "early_stopping": tags.get(tag_names.EARLY_STOPPING),
+        "reduce_lr": tags.get(tag_names.REDUCE_LR),
         "epochs": metrics.get("epochs_run"),
         "stopped_epoch": metrics.get("stopped_epoch"),
         "best_epoch": metrics.get("best_epoch"),
@@ -239,7 +240,7 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
         table[f"d_{metric}"] = table[metric] - keys.map(plain)
     if sort_by not in table:
         raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
-    descending = any(sign in sort_by for sign in ("acc", "auc"))
+    descending = higher_is_better(sort_by)
     return table.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable").reset_index(
         drop=True
     )
@@ -249,7 +250,7 @@ def training_setup(run) -> str:
     """How a run was trained, but for its regulariser: its model and training-callback tags (early
     stopping and plateau reduction are compared as rows of their own) and its params but NOT_SETUP."""
     tags = run.data.tags
-    setup = {f"tag {name}": tags.get(name) for name in ("model", "early_stopping", "reduce_lr")}
+    setup = {f"tag {name}": tags.get(name) for name in (tag_names.MODEL, tag_names.EARLY_STOPPING, tag_names.REDUCE_LR)}
     setup.update((key, value) for key, value in run.data.params.items() if not NOT_SETUP.match(key))
     return json.dumps(setup, sort_keys=True)
 
@@ -266,12 +267,8 @@ def varying_overrides(runs: list, shown) -> pd.DataFrame:
 def job_overrides(run) -> dict[str, str]:
     """The overrides a run was trained with, by key (``optimizer``, ``trainer.seed``), read from the
     runner's reproduce.command tag; none for a run the runner did not make."""
-    try:
-        words = shlex.split(run.data.tags.get("reproduce.command", ""))[3:]  # after python -m experiments.train
-    except ValueError:  # an edited tag that is no command line
-        return {}
-    pairs = (word.partition("=") for word in words)
-    return {key.lstrip("+~"): value for key, _, value in pairs}
+    overrides = overrides_of(run.data.tags.get(tag_names.REPRODUCE_COMMAND, ""))
+    return {override_key(override): override.partition("=")[2] for override in overrides}
 
 
 def check_group_by(runs: list, group_by: str) -> None:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from experiments.cli import TrackingStoreError, open_tracking_store, read_run
 from experiments.resume import logged_overrides
-from experiments.train import PROJECT_ROOT
+from experiments.tracked_run import PROJECT_ROOT
+from plugins import tags
 from plugins.provenance import git_state
 
 # Wall-clock timings differ on every run; they are not results.
@@ -95,13 +96,13 @@ def overrides_to_rerun(client: mlflow.MlflowClient, run) -> list[str]:
 
 
 def warn_about_code_drift(run) -> None:
-    logged = run.data.tags.get("git.commit", "unknown")
+    logged = run.data.tags.get(tags.GIT_COMMIT, "unknown")
     commit, dirty = git_state(PROJECT_ROOT)
     if logged != "unknown" and commit and commit != logged:
         print(
             f"warning: the run was made at commit {logged[:12]}, the working tree is at {commit[:12]}", file=sys.stderr
         )
-    if run.data.tags.get("git.dirty") == "true":
+    if run.data.tags.get(tags.GIT_DIRTY) == "true":
         print("warning: the run was made from a working tree with uncommitted changes", file=sys.stderr)
     if dirty:
         print("warning: the working tree has uncommitted changes", file=sys.stderr)

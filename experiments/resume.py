@@ -21,6 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
+from experiments.command import override_key
+from plugins import tags
+from plugins.errors import first_line
 from plugins.params import flatten, to_params
 
 # May differ between the interrupted run and its continuation: they change no result.
@@ -28,8 +31,6 @@ CHANGEABLE = {"trainer.epochs", "fit.epochs", "trainer.verbose", "resume"}
 # Output locations (callbacks.tensorboard.log_dir, ...): a continued run writes where it wrote before.
 OUTPUT_PATHS = ("filepath", "filename", "log_dir", "backup_dir")
 RESUMABLE = {"KILLED", "FAILED"}
-BACKUP_TAG = "backup.dir"
-HOST_TAG, PID_TAG = "process.host", "process.pid"  # which process trains the run
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _compose(run_id: str, overrides: list[str]) -> DictConfig:
     try:
         return compose("train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:  # e.g. a group given now drops a key the run set
-        reason = str(error).strip().splitlines()[0]
+        reason = first_line(error)
         raise ConfigError(
             f"resume={run_id}: the run's overrides ({' '.join(overrides)}) do not compose: {reason}"
         ) from None
@@ -83,10 +84,10 @@ def _compose(run_id: str, overrides: list[str]) -> DictConfig:
 def _process_is_gone(run) -> bool:
     """A RUNNING run whose training process on this machine no longer exists (killed with -9, or the
     machine went down): nothing will ever end it, so it may be resumed."""
-    if run.info.status != "RUNNING" or run.data.tags.get(HOST_TAG) != socket.gethostname():
+    if run.info.status != "RUNNING" or run.data.tags.get(tags.PROCESS_HOST) != socket.gethostname():
         return False
     try:
-        os.kill(int(run.data.tags.get(PID_TAG, "0")), 0)
+        os.kill(int(run.data.tags.get(tags.PROCESS_PID, "0")), 0)
     except ProcessLookupError:
         return True
     except (ValueError, PermissionError):
@@ -116,12 +117,8 @@ def logged_overrides(client: mlflow.MlflowClient, run_id: str) -> list[str] | No
 
 def _merged(logged: list[str], given: list[str]) -> list[str]:
     """The run's overrides, then this command's; a key given now replaces the logged one."""
-    given_keys = {_key(override) for override in given}
-    return [o for o in logged if _key(o) not in given_keys and _key(o) != "resume"] + given
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+    given_keys = {override_key(override) for override in given}
+    return [o for o in logged if override_key(o) not in given_keys and override_key(o) != "resume"] + given
 
 
 def _keep_output_paths(cfg: DictConfig, run) -> None:
@@ -155,5 +152,5 @@ def _epochs_logged(client: mlflow.MlflowClient, run_id: str) -> int:
 
 
 def _existing_backup(run) -> str | None:
-    folder = run.data.tags.get(BACKUP_TAG)
+    folder = run.data.tags.get(tags.BACKUP_DIR)
     return folder if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) else None

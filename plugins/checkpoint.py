@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 
 from plugins import artifacts, keras_saving
+from plugins.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _copy_for_saving(model: keras.Model) -> keras.Model:
         # clone holds config and weights: all the state of most models.
         log.info(
             "checkpoints/best.keras: the model is cloned for background writes, not loaded from a save (%s)",
-            str(error).splitlines()[0] if str(error) else type(error).__name__,
+            first_line(error),
         )
         copy = keras.models.clone_model(model)
     copy.compile_from_config(model.get_compile_config())

@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import requests
 
+from plugins.errors import describe
+
 log = logging.getLogger(__name__)
 
 
@@ -105,8 +107,7 @@ class Sender:
                     self._not_written.pop(what, None)
 
     def _give_up(self, what: str, error: Exception) -> None:
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        reason = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+        reason = describe(error)
         with self._lock:
             first = what not in self._not_written
             self._not_written[what] = reason

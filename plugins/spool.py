@@ -16,6 +16,8 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from plugins.errors import first_line
+
 log = logging.getLogger(__name__)
 
 SPOOL_FILE = "unsent.jsonl"
@@ -48,7 +50,7 @@ def send(folder: Path, client: mlflow.MlflowClient) -> tuple[int, int]:
         try:
             getattr(client, record["method"])(*record["args"], **_decode_keywords(record["keywords"]))
         except Exception as error:  # still unreachable, or rejected: keep it
-            log.warning("not sent (%s): %s", record["what"], str(error).splitlines()[0] if str(error) else error)
+            log.warning("not sent (%s): %s", record["what"], first_line(error))
             left.append(record)
     path.write_text("".join(json.dumps(record) + "\n" for record in left))
     if not left:

@@ -19,10 +19,11 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
+from plugins import tags as tag_names
+
 log = logging.getLogger(__name__)
 
 SWEEP_PARENT_ENV = "SWEEP_PARENT_RUN_ID"
-SWEEP_TAG = "sweep"
 
 
 def sweep_tags(job_number: int | None = None) -> dict[str, str]:
@@ -31,10 +32,10 @@ def sweep_tags(job_number: int | None = None) -> dict[str, str]:
     if not parent:
         return {}
     # Set as a tag, not start_run(parent_run_id=...): MLFLOW_RUN_ID would override that (mlflow#15713).
-    tags = {"mlflow.parentRunId": parent}
+    run_tags = {tag_names.PARENT_RUN: parent}
     if job_number is not None:
-        tags["sweep.job"] = str(job_number)
-    return tags
+        run_tags[tag_names.SWEEP_JOB] = str(job_number)
+    return run_tags
 
 
 class MLflowSweepCallback(Callback):
@@ -75,7 +76,7 @@ class MLflowSweepCallback(Callback):
         client.log_batch(
             self.parent_run_id,
             params=[Param("sweep.overrides", " ".join(swept)[:6000])],
-            tags=[RunTag(SWEEP_TAG, "true"), RunTag("sweep.dir", str(config.hydra.sweep.dir))],
+            tags=[RunTag(tag_names.SWEEP, "true"), RunTag(tag_names.SWEEP_DIR, str(config.hydra.sweep.dir))],
         )
         self._sweep_dir = Path(config.hydra.sweep.dir)
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).

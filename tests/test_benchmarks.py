@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
-    # As the README runs it: a script, with the project installed (no PYTHONPATH).
+    # As the docs run it: a script, with the project installed (no PYTHONPATH).
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "callback_work.py"), "--repeats", "1", "--epochs", "2"],
+        [sys.executable, str(ROOT / "benchmarks" / "callback_work.py"), "--repeats", "1", "--epochs", "2", "--json"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -25,8 +25,7 @@ def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "MLflowCallback failed" not in done.stderr
-    cpu_table, end_table = done.stdout.split("\n\n")
-    parts = {line.rsplit(None, 2)[0] for line in cpu_table.splitlines()[2:]}
+    figures = json.loads(done.stdout)
     # The sender's jobs ran: the metrics sent, the model saved once, the files uploaded; the helper
     # process drew the plot.
     assert {
@@ -35,10 +34,10 @@ def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
         "sender writing model/",
         "sender learning_curves.png",
         "helper process drawing learning_curves.png",
-        "total",
-    } <= parts
+    } <= set(figures["parts_ms"])
+    assert figures["total_ms"] == pytest.approx(sum(figures["parts_ms"].values()))
     # The end's waits, in ms: each was timed, and they happen inside on_train_end.
-    waits = {label.strip(): float(ms) for label, ms, _ in (line.rsplit(None, 2) for line in end_table.splitlines()[1:])}
+    waits = figures["end_waits_ms"]
     assert list(waits) == [
         "on_train_end, all of it",
         "waiting for the helper's learning_curves.png",

@@ -9,7 +9,8 @@ import pytest
 from hydra.utils import instantiate
 
 from experiments.checks import ConfigError, check_config
-from experiments.train import build_callbacks, build_model, regularisation_label
+from experiments.tracked_run import regularisation_label
+from experiments.training import build_callbacks, build_model
 from tests.conftest import CONF
 
 GROUPS = ["data", "model", "reg", "optimizer", "schedule", "callbacks", "trainer", "mlflow"]

@@ -21,7 +21,10 @@ import pytest
 from sklearn.datasets import load_digits
 
 from plugins import MLflowCallback, keras_saving, model_facts
+from plugins.fit import Fit
 from plugins.params import TRUNCATED
+from plugins.publisher import Publisher
+from plugins.run_binding import is_chief
 from tests.conftest import ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
 
@@ -1055,22 +1058,22 @@ def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch)
     assert len(model.history.history["loss"]) == 3
 
 
-class BrokenAtEpoch(MLflowCallback):
-    """A bug of the callback's own, at one epoch's end: a fault injected into the real callback."""
+def break_at_epoch(monkeypatch, epoch: int) -> None:
+    """A bug of the callback's own, at one epoch's end: a fault injected into its real per-fit part."""
+    epoch_metrics = Fit._epoch_metrics
 
-    def __init__(self, epoch: int, **kwargs):
-        super().__init__(**kwargs)
-        self.broken_epoch = epoch
-
-    def _epoch_metrics(self, logs):
-        if self._epoch == self.broken_epoch:
+    def broken(fit_state, logs):
+        if fit_state.epoch == epoch:
             raise KeyError("a bug")
-        return super()._epoch_metrics(logs)
+        return epoch_metrics(fit_state, logs)
+
+    monkeypatch.setattr(Fit, "_epoch_metrics", broken)
 
 
 @pytest.mark.parametrize("own_run", [True, False], ids=["run-it-started", "run-of-its-owner"])
-def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digits, caplog, own_run):
-    tracker = BrokenAtEpoch(1, log_model=False)
+def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digits, caplog, own_run, monkeypatch):
+    break_at_epoch(monkeypatch, 1)
+    tracker = MLflowCallback(log_model=False)
     with contextlib.nullcontext() if own_run else mlflow.start_run() as outer:
         model = fit(digits, [tracker], epochs=4)
         assert mlflow.active_run() is None if own_run else mlflow.active_run().info.run_id == outer.info.run_id
@@ -1085,8 +1088,11 @@ def test_an_error_of_the_callback_itself_never_stops_training(tracking_uri, digi
         assert run.info.status == "FAILED" and run.data.tags["failure.reason"] == run.data.tags["tracking.error"]
 
 
-def test_batch_metrics_gathered_before_an_error_of_the_callback_itself_still_land(tracking_uri, digits, caplog):
-    fit(digits, [BrokenAtEpoch(1, log_model=False, log_every_n_steps=5)], epochs=2)
+def test_batch_metrics_gathered_before_an_error_of_the_callback_itself_still_land(
+    tracking_uri, digits, caplog, monkeypatch
+):
+    break_at_epoch(monkeypatch, 1)
+    fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=2)
     caplog.clear()  # the error is expected: tests/conftest.py fails any other test whose callback swallowed one
     run = only_run(tracking_uri)
     assert run.info.status == "FAILED"
@@ -1094,12 +1100,14 @@ def test_batch_metrics_gathered_before_an_error_of_the_callback_itself_still_lan
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")] == [5, 10, 15, 20, 25, 30, 35]
 
 
-def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raised(tracking_uri, digits, caplog):
-    class BrokenAtEnd(MLflowCallback):
-        def _send_history(self):
-            raise KeyError("a bug at the end")
+def test_an_error_of_the_callback_in_end_called_by_its_owner_is_logged_not_raised(
+    tracking_uri, digits, caplog, monkeypatch
+):
+    def broken(*args):
+        raise KeyError("a bug at the end")
 
-    tracker = BrokenAtEnd(log_model=False)
+    monkeypatch.setattr(Publisher, "send_history", broken)
+    tracker = MLflowCallback(log_model=False)
     with mlflow.start_run() as run:
         with pytest.raises(RuntimeError, match="injected fault at epoch 2"):
             fit(digits, [tracker, RaiseAtEpoch(2)], epochs=4)
@@ -1274,9 +1282,10 @@ class _ClusterModel:
     ],
 )
 def test_only_the_chief_of_a_multi_worker_strategy_logs(tracking_uri, cluster, task_type, task_id, chief):
+    model = _ClusterModel(cluster, task_type, task_id)
+    assert is_chief(model) == chief
     tracker = MLflowCallback(log_model=False)
-    tracker.set_model(_ClusterModel(cluster, task_type, task_id))
-    assert tracker._is_chief() == chief
+    tracker.set_model(model)
     if not chief:  # every hook is a no-op: no run, nothing touched
         tracker.on_train_begin()
         tracker.on_epoch_begin(0)

@@ -201,7 +201,7 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
 
     from experiments.resume import ResumePoint
     from experiments.schedules import cosine_decay
-    from experiments.train import restore_for_resume
+    from experiments.training import restore_for_resume
     from plugins import MLflowCallback
 
     def model():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mlflow
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import ROOT, all_runs
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +59,21 @@ def test_tags_say_what_regularisation_the_model_has(run_cli, tracking_uri):
         children["l2+dropout"].data.params["reg.dropout"] == "0.3" and children["none"].data.params["reg.l2"] == "0.0"
     )
     assert {run.info.run_name for run in children.values()} == {"cnn-none", "cnn-l2+dropout"}
+
+
+def test_the_runner_loads_tensorflow_only_after_the_input_is_checked():
+    """Bad input is refused in about a second: importing the runner loads neither Keras nor TensorFlow
+    (experiments/training.py, the one module of the runner that imports them, loads once the input is good)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, experiments.train; print(sorted({'keras', 'tensorflow'} & set(sys.modules)))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,209 @@
+"""The MLflow run of one training job, from its start to its end on every path.
+
+The tracker (plugins.MLflowCallback, built from conf/mlflow/) starts, joins (``mlflow run``) or
+reopens (resume) the run and ends it; this module says what the runner records into it and which
+status and failure reason each way out of training gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+from pathlib import Path
+
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.command import train_command
+from experiments.data import Splits
+from experiments.resume import ResumePoint
+from plugins import tags
+from plugins.errors import describe
+from plugins.params import flatten, redact, redact_override
+from plugins.provenance import git_state
+from plugins.sweep import sweep_tags
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrainingStopped(Exception):
+    """Training ended early for a reason the user reads in one line (interrupt, NaN loss).
+
+    ``whole_sweep``: meant for every job of a sweep (an interrupt), not just this one."""
+
+    def __init__(self, message: str, exit_code: int, whole_sweep: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.whole_sweep = whole_sweep
+
+
+def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
+    """The MLflowCallback conf/mlflow/ names, given what only the runner knows: the config as params,
+    the run's name and tags, an input example, the output folder and the run to resume."""
+    reg = regularisation_label(cfg.reg)
+    return instantiate(
+        cfg.mlflow,
+        params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+        run_name=cfg.mlflow.run_name or f"{cfg.model.name}-{reg}",
+        tags={**cfg.mlflow.tags, **run_tags(cfg, reg)},
+        run_id=resume.run_id if resume else None,
+        input_example=splits.val.x[:5],
+        output_dir=str(Path(HydraConfig.get().runtime.output_dir) / "mlflow"),
+        _convert_="all",
+    )
+
+
+class LossBecameNaN(Exception):
+    """callbacks.terminate_on_nan stopped training: there is no model worth testing."""
+
+
+class TrackedRun:
+    """``with TrackedRun(tracker, cfg, splits, resume) as run:`` starts the run and records the job's
+    files and data; leaving it ends the run: FINISHED with the test metrics given to ``finish``,
+    KILLED for an interrupt and FAILED for an error, each with its ``failure.reason``. An interrupt
+    or a NaN loss leaves as TrainingStopped (one line for the user); any other error goes on."""
+
+    def __init__(self, tracker, cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
+        self.tracker = tracker
+        self.cfg = cfg
+        self.splits = splits
+        self.resume = resume
+        self.run_id: str | None = None
+        self.test_metrics: dict[str, float] = {}
+
+    def __enter__(self) -> TrackedRun:
+        run = self.tracker.start_run()
+        self.run_id = run.info.run_id
+        if self.resume is None:
+            record_job(run.info.run_id, self.cfg, self.splits)
+        else:
+            record_resume(run, self.resume)
+        return self
+
+    def finish(self, test_metrics: dict[str, float]) -> None:
+        self.test_metrics = {f"test_{name}": float(value) for name, value in test_metrics.items()}
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None:
+            self.tracker.finish_run("FINISHED", metrics=self.test_metrics)
+            accuracy = self.test_metrics.get("test_accuracy", float("nan"))
+            log.info("run %s (%s): test_accuracy=%.4f", self.run_id, self.tracker.run_settings.run_name, accuracy)
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self.tracker.end(status)  # what training produced so far: epochs, best checkpoint, history
+        # An interrupt (plugins.interrupt.TrainingInterrupted, a KeyboardInterrupt) and a NaN loss say it all.
+        reason = str(error) if isinstance(error, (KeyboardInterrupt, LossBecameNaN)) else describe(error)
+        self.tracker.finish_run(status, tags={tags.FAILURE_REASON: reason[:MAX_TAG_VAL_LENGTH]})
+        if isinstance(error, KeyboardInterrupt):
+            message = (
+                f"{error}: run {self.run_id} ended KILLED; continue it with "
+                f"python -m experiments.train resume={self.run_id}"
+            )
+            raise TrainingStopped(message, getattr(error, "exit_code", 130), whole_sweep=True) from None
+        if isinstance(error, LossBecameNaN):
+            raise TrainingStopped(
+                f"run {self.run_id} FAILED: the loss became NaN; try a lower optimizer.learning_rate", 1
+            ) from None
+
+
+def run_tags(cfg: DictConfig, reg: str) -> dict[str, str]:
+    """What the run is (the tags a person filters by), where its code came from, how to re-run it,
+    and which process trains it."""
+    commit, dirty = git_state(PROJECT_ROOT)
+    hydra = HydraConfig.get()
+    return {
+        **sweep_tags(hydra.job.num if hydra.mode == RunMode.MULTIRUN else None),
+        tags.MODEL: cfg.model.name,
+        tags.REG: reg,
+        tags.REGULARISED: str(reg != "none").lower(),
+        tags.DATA: cfg.data.name,
+        tags.EARLY_STOPPING: str(bool(cfg.callbacks.get("early_stopping"))).lower(),
+        tags.REDUCE_LR: str(bool(cfg.callbacks.get("reduce_lr_on_plateau"))).lower(),
+        tags.GIT_COMMIT: commit or "unknown",
+        tags.GIT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
+        tags.REPRODUCE_COMMAND: train_command(job_overrides()),
+        tags.BACKUP_DIR: str(OmegaConf.select(cfg, "callbacks.backup_and_restore.backup_dir", default="")),
+        **process_tags(),
+    }
+
+
+def regularisation_label(reg: DictConfig) -> str:
+    """'none', 'l2', 'l2+dropout', ...: what the model really has, whichever options set it."""
+    parts = [name for name in ("l1", "l2", "dropout") if reg[name] > 0]
+    parts += [name for name in ("batchnorm", "augment") if reg[name]]
+    return "+".join(parts) or "none"
+
+
+def job_overrides() -> list[str]:
+    """This job's overrides as typed, secrets redacted."""
+    return [redact_override(override) for override in HydraConfig.get().overrides.task]
+
+
+def process_tags() -> dict[str, str]:
+    return {tags.PROCESS_HOST: socket.gethostname(), tags.PROCESS_PID: str(os.getpid())}
+
+
+def record_job(run_id: str, cfg: DictConfig, splits: Splits) -> None:
+    """A new run's Hydra files, how to re-run it, and its data."""
+    overrides = job_overrides()
+    commit, dirty = git_state(PROJECT_ROOT)
+    mlflow.log_text(OmegaConf.to_yaml(redact(OmegaConf.to_container(cfg, resolve=True))), "hydra/config.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(overrides), "hydra/overrides.yaml")
+    mlflow.log_text(reproduce_note(run_id, overrides, commit, dirty), "reproduce.txt")
+    log_data_inputs(splits)
+
+
+def record_resume(run: mlflow.ActiveRun, resume: ResumePoint) -> None:
+    """The reopened run: which process trains it now, and the command and epoch of this resume."""
+    resumes = int(run.data.tags.get(tags.RESUMES, "0")) + 1
+    mlflow.set_tags(
+        {
+            **process_tags(),
+            tags.RESUMES: str(resumes),
+            tags.resume_command(resumes): train_command(job_overrides()),
+            tags.resume_from_epoch(resumes): str(resume.next_epoch),
+        }
+    )
+    if tags.FAILURE_REASON in run.data.tags:
+        mlflow.delete_tag(tags.FAILURE_REASON)
+
+
+def reproduce_note(run_id: str, overrides: list[str], commit: str | None, dirty: bool | None) -> str:
+    """The command lines that re-run this configuration, for reproduce.txt."""
+    state = (
+        f"git commit {commit}" + (" with uncommitted changes" if dirty else "") if commit else "no git commit recorded"
+    )
+    return "\n".join(
+        [
+            f"# Re-run this configuration (code: {state}).",
+            *([f"git checkout {commit}"] if commit else []),
+            train_command(overrides),
+            f"mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
+            "# Re-run it and compare the metric histories:",
+            f"python -m experiments.reproduce {run_id} --verify",
+            "",
+        ]
+    )
+
+
+def log_data_inputs(splits: Splits) -> None:
+    """The data set as MLflow inputs: name, digest and size of each split."""
+    digest = splits.digest()
+    for context, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        dataset = mlflow.data.from_numpy(split.x, targets=split.y, name=f"{splits.name}-{context}", digest=digest)
+        for attempt in range(3):
+            try:
+                mlflow.log_input(dataset, context=context, tags={"samples": str(len(split))})
+                break
+            except mlflow.exceptions.MlflowException as error:
+                # Parallel jobs registering the same data set race in MLflow's get-or-create
+                # (a UNIQUE constraint); the retry finds the row the other job made.
+                if attempt == 2:
+                    log.warning("could not record the %s data set in MLflow: %s", context, str(error)[:200])

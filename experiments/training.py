@@ -1,0 +1,187 @@
+"""The runner's TensorFlow side: seeds, pipelines, model, callbacks, fit and test. The one module of
+the runner that imports Keras and TensorFlow, loaded once the input is known to be good."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import tensorflow as tf
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.checks import ConfigError
+from experiments.data import Splits, make_pipeline, steps_per_epoch
+from experiments.resume import ResumePoint
+from experiments.tracked_run import LossBecameNaN
+from plugins.checkpoint import load_logged_checkpoint
+from plugins.errors import first_line
+from plugins.interrupt import StopOnSignal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """Everything one fit needs, built from the config."""
+
+    model: keras.Model
+    callbacks: list
+    train: Any  # tf.data pipelines
+    val: Any
+    test: Any
+    steps_per_epoch: int
+    initial_epoch: int
+    class_weight: dict[int, float] | None
+
+
+def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
+    """Seeds first (they must precede the first TensorFlow op), then pipelines, model and callbacks.
+    A value a class itself refuses is a ConfigError naming its key."""
+    seed_everything(cfg.trainer)
+    batch_size, start_epoch = cfg.trainer.batch_size, resume.next_epoch if resume else 0
+    steps = steps_per_epoch(splits.train, batch_size)
+    return Job(
+        model=build_model(cfg, splits, steps_per_epoch=steps),
+        callbacks=build_callbacks(cfg),
+        train=make_pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
+        val=make_pipeline(splits.val, batch_size),
+        test=make_pipeline(splits.test, batch_size),
+        steps_per_epoch=steps,
+        initial_epoch=start_epoch,
+        class_weight=class_weights(cfg.trainer.class_weight, splits),
+    )
+
+
+def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoint | None) -> dict[str, float]:
+    """Train (the tracker last: it sees what the others did), then the test split's metrics with the
+    best epoch's weights."""
+    restore_for_resume(job.model, resume, job.steps_per_epoch)
+    job.model.fit(
+        job.train,
+        validation_data=job.val,
+        epochs=cfg.trainer.epochs,
+        initial_epoch=job.initial_epoch,
+        steps_per_epoch=job.steps_per_epoch,
+        class_weight=job.class_weight,
+        callbacks=[stopper, *job.callbacks, tracker],
+        shuffle=False,  # the pipeline shuffles, seeded
+        verbose=cfg.trainer.verbose,
+    )
+    if tracker.stop_reason == "nan_loss":
+        raise LossBecameNaN("the loss became NaN (callbacks.terminate_on_nan stopped training)")
+    job.model.set_weights(best_weights(tracker, job.model))
+    return job.model.evaluate(job.test, return_dict=True, verbose=0)
+
+
+def clear() -> None:
+    keras.backend.clear_session()
+
+
+def stop_on_signal() -> StopOnSignal:
+    """SIGINT and SIGTERM stop fit at the next batch boundary (see plugins.interrupt)."""
+    return StopOnSignal()
+
+
+def seed_everything(trainer: DictConfig) -> None:
+    """Seeds, determinism and the thread budget: everything that must precede the first TensorFlow op."""
+    keras.utils.set_random_seed(trainer.seed)  # Python, NumPy and TensorFlow
+    if trainer.threads:
+        # Parallel jobs on one machine each get their share of the cores instead of all fighting for them.
+        tf.config.threading.set_intra_op_parallelism_threads(trainer.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(trainer.threads)
+    if trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def build_model(cfg: DictConfig, splits: Splits, steps_per_epoch: int) -> keras.Model:
+    # _convert_="object" hands the builder the Regularisation object itself, not a config copy of it.
+    model = instantiate_at(
+        cfg,
+        "model",
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        reg=instantiate_at(cfg, "reg"),
+        _convert_="object",
+    )
+    learning_rate = cfg.optimizer.learning_rate
+    if cfg.schedule.get("learning_rate"):
+        learning_rate = instantiate_at(cfg, "schedule.learning_rate", steps_per_epoch=steps_per_epoch)
+    model.compile(
+        optimizer=instantiate_at(cfg, "optimizer", learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """The Keras callbacks conf/callbacks/ lists (null ones are switched off), plus the schedule's."""
+    keys = [f"callbacks.{name}" for name, callback in cfg.callbacks.items() if callback is not None]
+    if cfg.schedule.get("callback"):
+        keys.append("schedule.callback")
+    return [instantiate_at(cfg, key) for key in keys]
+
+
+def instantiate_at(cfg: DictConfig, key: str, **kwargs):
+    """instantiate() the config at key; a value its class refuses is a ConfigError naming the key."""
+    try:
+        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (TypeError, ValueError)):
+            raise  # not a refused value: a fault, with its traceback
+        raise ConfigError(f"{key}: {first_line(error.__cause__)}") from None
+
+
+def class_weights(setting, splits: Splits) -> dict[int, float] | None:
+    if setting is None:
+        return None
+    if setting == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        classes = np.unique(splits.train.y)
+        weights = compute_class_weight("balanced", classes=classes, y=splits.train.y)
+        return {int(label): float(weight) for label, weight in zip(classes, weights)}
+    return {int(label): float(weight) for label, weight in setting.items()}
+
+
+def restore_for_resume(model: keras.Model, resume: ResumePoint | None, steps_per_epoch: int) -> None:
+    """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch).
+    When that is gone: the weights of the run's logged best checkpoint, the optimizer's step count
+    (a schedule goes on where it was) and, for a plain rate, the last logged one (a plateau's cuts stay)."""
+    if resume is None or resume.backup_dir is not None:
+        return
+    model.set_weights(logged_best_weights(resume.run_id))
+    optimizer = model.optimizer
+    optimizer.iterations.assign(resume.next_epoch * steps_per_epoch)
+    if resume.learning_rate is not None:
+        with contextlib.suppress(TypeError):  # a LearningRateSchedule's rate is not settable: it follows the step count
+            optimizer.learning_rate = resume.learning_rate
+    rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    log.warning(
+        "no local backup of run %s: continuing from its best checkpoint's weights at learning rate %.3g "
+        "(the optimizer's moments start afresh)",
+        resume.run_id,
+        rate,
+    )
+
+
+def best_weights(tracker, model: keras.Model) -> list:
+    """The best epoch's weights: the tracker's, or for a resumed run that never improved, the logged checkpoint's."""
+    if tracker.best_weights is not None:
+        return tracker.best_weights
+    try:
+        return logged_best_weights(tracker.run_id)
+    except Exception:  # nothing logged (tracking was off): the weights training ended with
+        return model.get_weights()
+
+
+def logged_best_weights(run_id: str) -> list:
+    """The weights in the run's checkpoints/best.keras."""
+    return load_logged_checkpoint(mlflow.MlflowClient(), run_id).get_weights()

@@ -1,0 +1,85 @@
+"""Delivery of a fit's tracking calls: the sender thread, retries until a deadline, and the spool
+of what the server never took."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from plugins import spool
+from plugins.errors import describe
+from plugins.sender import Sender
+
+log = logging.getLogger(__name__)
+
+
+class Delivery:
+    """One Sender for one fit's calls, with what happens when the server does not take them.
+
+    Args:
+        run_id: the run the calls are for (named in messages).
+        spool_base: what is never sent goes to ``spool_base/unsent/<run id>/``.
+    """
+
+    def __init__(self, run_id: str, spool_base: Path):
+        self.run_id = run_id
+        self.sender = Sender()
+        self._spool_base = spool_base
+        self.unsent_folder: Path | None = None
+
+    def submit(self, what: str, call, local: bool = False, needs: str | None = None) -> None:
+        self.sender.submit(what, call, local=local, needs=needs)
+
+    def retry_if_unsent(self) -> None:
+        if self.sender.has_unsent:
+            self.sender.retry()
+
+    @property
+    def unreachable(self) -> bool:
+        return self.sender.unreachable
+
+    def flush_with_retries(self, timeout_s: float) -> tuple[list[str], KeyboardInterrupt | None]:
+        """Wait for everything queued; retry what failed until it is sent or ``timeout_s`` passes.
+        An interrupt (Ctrl-C) cuts the wait short: it is handed back, to be raised once what was not
+        sent is kept on disk and the run is ended."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            unsent = self.sender.flush()
+            if unsent and timeout_s > 0:
+                log.warning(
+                    "MLflow run %s: the tracking server has not taken %s; trying again for up to %g s "
+                    "(flush_timeout_s). Ctrl-C stops waiting and keeps them on disk",
+                    self.run_id,
+                    ", ".join(unsent),
+                    timeout_s,
+                )
+            while unsent and time.monotonic() < deadline:
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+                self.sender.retry()
+                unsent = self.sender.flush()
+            return unsent, None
+        except KeyboardInterrupt as interrupt:
+            log.warning("MLflow run %s: stopped waiting for the tracking server (%s)", self.run_id, describe(interrupt))
+            return self.sender.flush(), interrupt
+
+    def close(self, keep_unsent: bool) -> None:
+        """Report the files that were never written, stop the thread, keep what was not sent on disk."""
+        for what, reason in self.sender.not_written.items():
+            log.error("MLflow run %s: %s failed (%s), so its files are not in the run", self.run_id, what, reason)
+        self.sender.close()
+        if keep_unsent:
+            self.unsent_folder = keep_unsent_calls(self.sender.unsent_calls(), self.run_id, self._spool_base)
+
+
+def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path:
+    """``calls`` on disk in ``spool_base/unsent/<run id>/``, for ``python -m experiments.sync``."""
+    folder = spool.keep(calls, spool_base / "unsent" / run_id)
+    log.error(
+        "MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
+        run_id,
+        ", ".join(what for what, _ in calls),
+        folder,
+        folder,
+    )
+    return folder

@@ -1,0 +1,281 @@
+"""One fit's tracking: every per-fit part and its state, made at on_train_begin."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+from plugins import curves, metric_names
+from plugins import tags as tag_names
+from plugins.best_epoch import BestEpoch
+from plugins.checkpoint import BestCheckpoint
+from plugins.continuation import LoggedEpochs, StepOffsets
+from plugins.delivery import Delivery
+from plugins.errors import describe
+from plugins.learning_rate import LearningRateWatcher, changes_in_history
+from plugins.metric_batcher import MetricBatcher, as_points
+from plugins.params import sanitize_name
+from plugins.publisher import Publisher, model_source, stop_reason, summary_metrics
+from plugins.run_binding import RunBinding
+
+log = logging.getLogger(__name__)
+
+UNFINISHED_REASON = "fit never reached its end: it raised or was interrupted"
+
+
+class Fit:
+    """The tracking of one ``fit`` into one run: the parts, and what the fit has logged so far.
+
+    Args:
+        front: the MLflowCallback (its model, Keras' params and its settings).
+        binding: the run this fit logs into.
+        spool_base: where what the server never takes is kept.
+    """
+
+    def __init__(self, front, binding: RunBinding, spool_base: Path):
+        self.front = front
+        self.model: keras.Model = front.model
+        self.binding = binding
+        self.run_id = binding.run_id
+        self.local_dir = front.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
+        self.delivery = Delivery(self.run_id, spool_base)
+        logged = (
+            LoggedEpochs()
+            if binding.fresh
+            else LoggedEpochs.read(binding.client, self.run_id, bool(front.log_every_n_steps))
+        )
+        binding.fresh = False  # a second fit into it has this one's epochs to read back
+        self.logged_params = logged.params
+        self.history: list[dict] = list(logged.history)
+        self.offsets = StepOffsets(logged)
+        last_rate = logged.history[-1].get("learning_rate") if logged.history else None
+        self.rate = LearningRateWatcher(
+            self._read_rate, self._has_schedule, last_rate, changes_in_history(logged.history)
+        )
+        self.best = BestEpoch(front.monitor, front.mode, self._higher_is_better)
+        self.best.add_logged(logged.history)
+        self.best_weights: list[np.ndarray] | None = None
+        self.batcher = MetricBatcher(self._send_batch, front.metrics_interval_s)
+        checkpoint = BestCheckpoint(self.model, self.local_dir / "checkpoints" / "best.keras")
+        self.publisher = Publisher(
+            self.delivery,
+            binding.client,
+            self.run_id,
+            self.local_dir,
+            checkpoint,
+            front.checkpoint_interval_s,
+            front.registered_model_name,
+            front.input_example,
+        )
+        self.active = True
+        self.epoch = 0  # the run's number of the current epoch
+        self.last_epoch: int | None = None
+        self.epoch_logs: dict = {}
+        self.epoch_started = 0.0
+        self.fit_steps = 0  # training steps of this fit so far, as the batch hooks report them
+        self.epoch_first_step = 0  # fit_steps when the current epoch began
+        self.warned_not_numbers: set[str] = set()  # log keys whose values are not metrics
+        self.stop_reason: str | None = None
+        self.server_unreachable = False  # at the end of training, the last attempt got no answer
+
+    # ----------------------------------------------------------------- the fit's moments
+
+    def begin(self) -> None:
+        curves.HELPER.start()  # ready by the end of training
+        self._send_model_facts()
+
+    def epoch_begins(self, epoch: int) -> None:
+        if not self.offsets.started:
+            missing = self.offsets.first_epoch(epoch, self._optimizer_step)
+            if missing:
+                self._note_missing_epochs(missing)
+        self.epoch = self.offsets.run_epoch(epoch)
+        self.epoch_first_step = self.fit_steps
+        self.epoch_started = time.perf_counter()
+        self.rate.epoch_begins(self.epoch)
+
+    def epoch_ends(self, epoch: int, logs: dict) -> None:
+        epoch = self.offsets.run_epoch(epoch)
+        self.rate.epoch_ends(logs)
+        self.epoch_logs = logs
+        self._send_model_facts()
+        metrics = self._epoch_metrics(logs)
+        self.history.append({"epoch": epoch, **metrics})
+        self.last_epoch = epoch
+        self.delivery.retry_if_unsent()
+        self.batcher.gather(as_points(metrics, step=epoch))
+        self.batcher.send_if_due()
+        if self.best.update(epoch, logs):
+            self.best_weights = self.model.get_weights()
+            self.publisher.checkpoint.offer(self.best_weights)
+        self.publisher.checkpoint_if_due()
+
+    def batch_ends(self, batch: int, logs: dict | None, every_n_steps: int) -> None:
+        # With steps_per_execution > 1, Keras calls this once per execution, with the epoch's index
+        # of its last step: points are due whenever the steps pass a multiple of every_n_steps.
+        steps_before, self.fit_steps = self.fit_steps, self.epoch_first_step + batch + 1
+        if not self.active or steps_before // every_n_steps == self.fit_steps // every_n_steps:
+            return
+        step = self._optimizer_step() + self.offsets.batch_offset
+        timestamp = int(time.time() * 1000)
+        batch_metrics = _numbers(logs or {})
+        self.batcher.gather(
+            [
+                Metric(f"{metric_names.BATCH_PREFIX}{key}", value, timestamp, step)
+                for key, value in batch_metrics.items()
+            ]
+        )
+        self.batcher.send_if_due()
+
+    def end(self, status: str) -> tuple[list[str], KeyboardInterrupt | None]:
+        """Send everything still pending; (what was never sent, an interrupt that cut the wait short)."""
+        self.active = False
+        self._send_model_facts()  # a model first built by an epoch that never ended
+        self.best.rank_logged()  # no epoch of this fit ended
+        # First: it reads the model's weights, which the final save may swap. The points still
+        # gathered (of short epochs, or of an epoch that never ended) go with it.
+        self._send_summary(status)
+        if self.best.epoch is None and self.history and self.front.monitor not in self.epoch_logs:
+            self.best.warn_missing(self.epoch_logs)  # no epoch was validated
+        source = model_source(
+            status,
+            self.front.log_model,
+            self.best_weights is not None,
+            self.best.epoch is not None,
+            self.best.warned_missing,
+        )
+        self.publisher.send_model(source, self.model, self.front.monitor)
+        self.publisher.send_history(self.history, self.rate.changes)
+        unsent, interrupt = self.delivery.flush_with_retries(self.front.flush_timeout_s)
+        self.server_unreachable = self.delivery.unreachable
+        self.delivery.close(keep_unsent=bool(unsent))
+        if self.front.output_dir is None:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+        return unsent, interrupt
+
+    def tag_failure(self, error: BaseException | None) -> None:
+        reason = UNFINISHED_REASON if error is None else describe(error)[:MAX_TAG_VAL_LENGTH]
+        call = partial(self.binding.client.set_tag, self.run_id, tag_names.FAILURE_REASON, reason)
+        self.delivery.submit("failure.reason tag", call)
+
+    def stop(self) -> None:
+        """After an error of the callback's own: send what was gathered, stop the sender."""
+        self.active = False
+        self.rate.stop()
+        self.batcher.send()
+        self.delivery.sender.close()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _send_model_facts(self) -> None:
+        self.publisher.send_model_facts(
+            self.model, self.front.params or {}, self.front.extra_params, self.logged_params
+        )
+
+    def _send_batch(self, what: str, points: list, tags: list) -> None:
+        call = partial(self.binding.client.log_batch, self.run_id, metrics=points, tags=tags)
+        self.delivery.submit(what, call)
+
+    def _send_summary(self, status: str) -> None:
+        metrics = summary_metrics(
+            self.history, len(self.rate.changes), self.best.epoch, self.best.value, self.front.monitor
+        )
+        fit_epochs = None if self.last_epoch is None else self.offsets.fit_epochs(self.last_epoch)
+        last_loss = self.history[-1].get("loss") if self.history else None
+        self.stop_reason = stop_reason(
+            status,
+            bool(getattr(self.model, "stop_training", False)),
+            last_loss,
+            fit_epochs,
+            (self.front.params or {}).get("epochs"),
+        )
+        tags = {tag_names.STOP_REASON: self.stop_reason}
+        if self.stop_reason == "early_stopping":
+            metrics["stopped_epoch"] = self.last_epoch
+            tags[tag_names.RESTORED_BEST_WEIGHTS] = str(self._holds_best_weights()).lower()
+        self.batcher.gather(as_points(metrics, step=0), room=len(tags))
+        self.batcher.send(tags)
+
+    def _holds_best_weights(self) -> bool:
+        """Whether the model ends fit with the best epoch's weights (EarlyStopping restored them)."""
+        current = self.model.get_weights()
+        return self.best_weights is not None and all(np.array_equal(a, b) for a, b in zip(current, self.best_weights))
+
+    def _epoch_metrics(self, logs: dict) -> dict[str, float]:
+        self._warn_not_numbers(logs)
+        metrics = {key: value for key, value in _numbers(logs).items() if key != "learning_rate"}
+        # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
+        metrics["learning_rate"] = self.rate.in_force
+        metrics["epoch_time_s"] = time.perf_counter() - self.epoch_started
+        if "loss" in metrics and "val_loss" in metrics:
+            metrics["gap_loss"] = metrics["val_loss"] - metrics["loss"]
+        accuracy = curves.accuracy_key(metrics)  # a model compiled with metrics=["acc"] logs acc
+        if accuracy and metric_names.validation_twin(accuracy) in metrics:
+            metrics["gap_accuracy"] = metrics[accuracy] - metrics[metric_names.validation_twin(accuracy)]
+        return metrics
+
+    def _warn_not_numbers(self, logs: dict) -> None:
+        """Once a fit for each log key whose value cannot be a metric (a matrix, a string)."""
+        for key, value in logs.items():
+            if key in self.warned_not_numbers or _numbers({key: value}):
+                continue
+            self.warned_not_numbers.add(key)
+            what = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            log.warning(
+                "MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
+                self.run_id,
+                key,
+                what,
+            )
+
+    def _note_missing_epochs(self, epochs: list[int]) -> None:
+        """Training goes on past epochs the run has no metrics for: a resume from a backup taken after
+        epochs whose metrics were still on their way when the process was killed, or a fit whose
+        initial_epoch skips some. Say so, in the log and the run."""
+        missing = ",".join(map(str, epochs))
+        log.warning(
+            "MLflow run %s has no metrics of epochs %s (lost on their way when the process was killed, "
+            "or skipped by initial_epoch); training goes on from epoch %d",
+            self.run_id,
+            missing,
+            epochs[-1] + 1,
+        )
+        call = partial(self.binding.client.set_tag, self.run_id, tag_names.MISSING_EPOCHS, missing)
+        self.delivery.submit("missing_epochs tag", call)
+
+    def _read_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def _has_schedule(self) -> bool:
+        schedule = getattr(self.model.optimizer, "_learning_rate", None)
+        return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+
+    def _optimizer_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _higher_is_better(self) -> bool:
+        return metric_names.higher_is_better(self.front.monitor, getattr(self.model, "metrics", []))
+
+
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    """Keras logs as metric names and numbers. A metric with one value per class (F1Score with
+    average=None) gives one metric per class, <name>_<class>; any other value is left out (the
+    callback warns of it once a fit)."""
+    numbers = {}
+    for key, value in logs.items():
+        if isinstance(value, (int, float, np.number)):
+            numbers[sanitize_name(key)] = float(value)
+        elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
+            numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
+    return numbers

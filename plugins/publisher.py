@@ -1,0 +1,246 @@
+"""Publishing a fit's files and model: params and summary once the model is built, the best
+checkpoint during training, and at the end the summary, history, plot and model/."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+
+from plugins import artifacts, curves, keras_saving, model_facts
+from plugins.checkpoint import BestCheckpoint, load_logged_checkpoint
+from plugins.delivery import Delivery
+from plugins.errors import first_line
+from plugins.params import batches, sanitize_name, to_params
+
+log = logging.getLogger(__name__)
+
+# Local work on the sender's thread that the uploads of its files wait for.
+WRITING_CHECKPOINT = "writing checkpoints/best.keras"
+WRITING_MODEL = "writing model/"  # and checkpoints/best.keras from the same save, at the end
+
+
+def stop_reason(
+    status: str, stopped: bool, last_loss: float | None, fit_epochs: int | None, planned_epochs: int | None
+) -> str:
+    """Why training ended: ``completed``, ``early_stopping``, ``nan_loss``, or for a fit that raised,
+    ``interrupted`` (KILLED) or ``error`` (FAILED). ``stopped``: a callback set ``model.stop_training``;
+    ``fit_epochs``: the epochs this fit trained (None if none ended)."""
+    if status != "FINISHED":
+        return "interrupted" if status == "KILLED" else "error"
+    if fit_epochs is None or not stopped:
+        return "completed"
+    if last_loss is not None and not math.isfinite(last_loss):
+        return "nan_loss"
+    if planned_epochs is not None and fit_epochs >= planned_epochs:
+        return "completed"
+    return "early_stopping"
+
+
+def model_source(
+    status: str, log_model: bool, has_best_weights: bool, has_best_epoch: bool, monitor_missing: bool
+) -> str | None:
+    """Which model becomes model/: ``best`` (this fit's best weights), ``logged best`` (a continued run
+    that never improved: the checkpoint it logged before), ``last`` (no monitored metric to pick a
+    best epoch by), or None (no model/: a fit that raised, or log_model off)."""
+    if status != "FINISHED" or not log_model:
+        return None
+    if has_best_weights:
+        return "best"
+    if has_best_epoch:
+        return "logged best"
+    return "last" if monitor_missing else None
+
+
+def summary_metrics(
+    history: list[dict], lr_changes: int, best_epoch: int | None, best_value: float | None, monitor: str
+) -> dict[str, float]:
+    """The run's one-value metrics: counts, the best epoch and value, and the other validation
+    metrics at that epoch (so a comparison needs no metric histories)."""
+    metrics: dict[str, float] = {"lr_changes": lr_changes, "epochs_run": len(history)}
+    if best_epoch is not None:
+        monitored = sanitize_name(monitor)
+        metrics["best_epoch"] = best_epoch
+        metrics[f"best_{monitored}"] = best_value
+        best_row = next(row for row in history if row["epoch"] == best_epoch)
+        metrics.update(
+            {f"{key}_at_best": value for key, value in best_row.items() if key.startswith("val_") and key != monitored}
+        )
+    return metrics
+
+
+class Publisher:
+    """Queues a fit's files and model on its delivery's sender thread, each write before its upload.
+
+    Args:
+        delivery: the fit's Delivery.
+        client, run_id: where the files go.
+        local_dir: where they are written first.
+        checkpoint: the fit's BestCheckpoint.
+        checkpoint_interval_s: least time between background writes of the checkpoint.
+        registered_model_name: also register model/ under this name.
+        input_example: a few inputs stored with model/.
+        clock: seconds, monotonic (a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        client: mlflow.MlflowClient,
+        run_id: str,
+        local_dir: Path,
+        checkpoint: BestCheckpoint,
+        checkpoint_interval_s: float,
+        registered_model_name: str | None = None,
+        input_example: np.ndarray | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._delivery = delivery
+        self._registered_model_name = registered_model_name
+        self._input_example = input_example
+        self._client = client
+        self._run_id = run_id
+        self.local_dir = local_dir
+        self.checkpoint = checkpoint
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._clock = clock
+        # The first background write waits checkpoint_interval_s too: a short fit writes its
+        # checkpoint once, at the end, from the same file as model/.
+        self._last_checkpoint = clock()
+        self.model_facts_sent = False
+
+    def send_model_facts(
+        self, model: keras.Model, fit_params: Mapping, extra_params: Mapping, logged_params: Mapping[str, str]
+    ) -> None:
+        """Params and model_summary.txt, once the model is built: a subclassed model is built by its
+        first batch, after on_train_begin."""
+        if self.model_facts_sent or not model.built:
+            return
+        self.model_facts_sent = True
+        params = model_facts.model_params(model, fit_params)
+        params.update(extra_params)  # the caller's values win: they are the config as asked
+        # MLflow refuses a changed value for a logged param; a continued run keeps the ones it has.
+        new = [param for param in to_params(params) if param.key not in logged_params]
+        for chunk in batches(new):
+            self._delivery.submit("params", partial(self._client.log_batch, self._run_id, params=chunk))
+        self.upload(artifacts.write_text(model_facts.model_summary(model), self.local_dir / "model_summary.txt"))
+
+    def checkpoint_if_due(self) -> None:
+        """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
+        if self.checkpoint.pending and self._clock() - self._last_checkpoint >= self._checkpoint_interval_s:
+            self._last_checkpoint = self._clock()
+            self.send_checkpoint(self.checkpoint.save_pending)
+
+    def send_checkpoint(self, write: Callable[[], None]) -> None:
+        # Two steps on the sender's thread, in order: writing the file never needs the server, and
+        # an upload that fails is a plain client call that can be retried or kept on disk.
+        self._delivery.submit(WRITING_CHECKPOINT, write, local=True)
+        self.upload(self.checkpoint.path, "checkpoints", needs=WRITING_CHECKPOINT)
+
+    def send_history(self, history: list[dict], lr_changes: list) -> None:
+        if not history:
+            return
+        # The CSVs are written on the sender's thread, after the model save: the plot is the longest
+        # wait of the end of training, so this thread asks for it first.
+        self._send_file(partial(artifacts.write_history, history), self.local_dir / "history.csv")
+        self._send_file(partial(artifacts.write_lr_changes, lr_changes), self.local_dir / "lr_changes.csv")
+        # Drawn by a helper process while this process saves the model on the sender's thread.
+        self.upload(curves.plot_learning_curves(history, self.local_dir / "learning_curves.png"))
+
+    def send_model(self, source: str | None, model: keras.Model, monitor: str) -> None:
+        """model/ from ``source`` (see model_source); else only the pending checkpoint, if any."""
+        checkpoint_due = self.checkpoint.pending
+        if source == "best":
+            self._send_saved(self._save_best_model)
+            if checkpoint_due:  # copied from model/ by then; where model/ could not be written, Keras writes it alone
+                self.send_checkpoint(self.checkpoint.save_final)
+            self._send_model_folder()
+        elif source == "logged best":
+            self._send_logged_best_model()
+        elif source == "last":
+            log.warning(
+                "MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
+                self._run_id,
+                monitor,
+            )
+            self._send_saved(partial(self._save, model))
+            self._send_model_folder()
+        elif checkpoint_due:
+            self.send_checkpoint(self.checkpoint.save_final)
+
+    def upload(self, path: Path, folder: str | None = None, needs: str | None = None) -> None:
+        self._delivery.submit(
+            path.name, partial(self._client.log_artifact, self._run_id, str(path), folder), needs=needs
+        )
+
+    def _send_file(self, write: Callable[[Path], object], path: Path) -> None:
+        """``write(path)`` on the sender's thread, then the upload of ``path``."""
+        writing = f"writing {path.name}"
+        self._delivery.submit(writing, partial(write, path), local=True)
+        self.upload(path, needs=writing)
+
+    def _send_saved(self, save_into: Callable[[Path], None]) -> None:
+        self._delivery.submit(WRITING_MODEL, partial(save_into, self.local_dir / "model"), local=True)
+
+    def _send_model_folder(self) -> None:
+        target = str(self.local_dir / "model")
+        self._delivery.submit(
+            "model/", partial(self._client.log_artifacts, self._run_id, target, "model"), needs=WRITING_MODEL
+        )
+        if self._registered_model_name:
+            register = partial(mlflow.register_model, f"runs:/{self._run_id}/model", self._registered_model_name)
+            self._delivery.submit("registering model/", register, needs=WRITING_MODEL)
+
+    def _save(self, model: keras.Model, target: Path) -> None:
+        save_mlflow_model(model, target, self._input_example)
+
+    def _save_best_model(self, target: Path) -> None:
+        """The best model as an MLflow Model; its Keras file also becomes checkpoints/best.keras, so
+        the model is saved once."""
+        with self.checkpoint.final_model() as model:
+            self._save(model, target)
+        self.checkpoint.write_from(target / "data" / "model.keras")
+
+    def _send_logged_best_model(self) -> None:
+        """A resumed run whose continuation never improved: its best model is the checkpoint it
+        logged before it was interrupted."""
+        try:
+            if self._delivery.unreachable:  # not minutes of MLflow's retries for a download that cannot work
+                raise ConnectionError("the tracking server gave no answer")
+            model = load_logged_checkpoint(self._client, self._run_id)
+        except Exception as error:  # no checkpoint was logged, or the server is gone
+            log.warning(
+                "MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
+                self._run_id,
+                first_line(error),
+            )
+            return
+        self._send_saved(partial(self._save, model))
+        self._send_model_folder()
+
+
+def save_mlflow_model(model: keras.Model, target: Path, input_example: np.ndarray | None) -> None:
+    """``model`` as an MLflow Model (Keras flavour) in a local folder; no half-written folder is left."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)  # save_model writes the input example before it creates the folder
+    try:
+        with keras_saving.known_skipsets():
+            mlflow.keras.save_model(
+                model,
+                str(target),
+                signature=model_facts.signature(model),
+                input_example=input_example,
+                # Named here: inferring them starts a subprocess that loads the model (seconds).
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={model_facts.tensorflow_version()}"],
+            )
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
