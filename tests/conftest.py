@@ -16,6 +16,17 @@ from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
+# The metrics MLflowCallback logs for every epoch of a classifier compiled with accuracy.
+EPOCH_KEYS = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+    "gap_loss",
+    "gap_accuracy",
+]
 
 
 @pytest.fixture(autouse=True)

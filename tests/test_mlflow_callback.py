@@ -25,19 +25,8 @@ from plugins.fit import Fit
 from plugins.params import TRUNCATED
 from plugins.publisher import Publisher
 from plugins.run_binding import is_chief
-from tests.conftest import ROOT, all_runs
+from tests.conftest import EPOCH_KEYS, ROOT, all_runs
 from tests.faults import RaiseAtEpoch, RaiseAtStep
-
-EPOCH_KEYS = [
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "epoch_time_s",
-    "gap_loss",
-    "gap_accuracy",
-]
 
 
 @pytest.fixture(scope="module")

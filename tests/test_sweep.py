@@ -6,19 +6,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import EPOCH_KEYS, all_runs
 
 pytestmark = pytest.mark.slow
-EPOCH_KEYS = [
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "epoch_time_s",
-    "gap_loss",
-    "gap_accuracy",
-]
 REPORT = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "learning_rate.png", "test_accuracy.png"}
 
 
