@@ -6,6 +6,7 @@ Every rule names the config key and what it accepts, so a user sees one line suc
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,7 +27,8 @@ class ConfigError(CompactHydraException, ValueError):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A real, finite number: inf and nan pass Python's comparisons in surprising ways and cannot train."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_whole(value: Any) -> bool:
@@ -71,6 +73,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("reg.zoom", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("reg.translation", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("optimizer.learning_rate", _positive, "a number > 0"),
+    # A schedule's own numbers (each where the chosen schedule has it): a rate must stay > 0.
+    ("schedule.callback.schedule.factor", lambda v: v is None or _positive(v), "a number > 0"),
+    ("schedule.learning_rate.alpha", lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
+    ("schedule.learning_rate.decay_rate", lambda v: v is None or _positive(v), "a number > 0"),
     ("trainer.epochs", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.batch_size", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.seed", lambda v: _is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),

@@ -8,11 +8,15 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from plugins.errors import first_line
+from plugins.redaction import redact_text
 from plugins.sender import got_no_answer
 
 
 class TrackingStoreError(Exception):
-    """The tracking store cannot be opened; the message names it."""
+    """The tracking store cannot be opened; the message names it (a URL's password redacted)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact_text(message))
 
 
 def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:

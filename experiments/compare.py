@@ -33,6 +33,7 @@ from experiments.command import override_key, overrides_of
 from plugins import tags as tag_names
 from plugins.errors import first_line
 from plugins.metric_names import higher_is_better
+from plugins.sweep import end_orphaned_sweeps
 
 DEFAULT_EXPERIMENT = OmegaConf.load(
     Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml"
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = open_tracking_store(args.tracking_uri)
         experiment = find_experiment(client, args.experiment)
+        end_orphaned_sweeps(client, experiment.experiment_id)  # a sweep whose driver died is not running
         parent = find_parent(client, experiment.experiment_id, args.parent)
         runs = find_runs(client, experiment.experiment_id, parent)
         table = comparison_table(runs, args.group_by, args.sort_by)

@@ -120,6 +120,7 @@ def load_splits(data_cfg: DictConfig, seed: int) -> Splits:
     )
     _check_lengths(x_train, y_train, label, "train")
     if raw.x_test is None:
+        num_classes = _num_classes(data_cfg.num_classes, (y_train,), label)
         x_train, x_test, y_train, y_test = _stratified_split(x_train, y_train, data_cfg.test_fraction, seed, label)
     else:
         x_test, y_test = (
@@ -131,7 +132,7 @@ def load_splits(data_cfg: DictConfig, seed: int) -> Splits:
             raise ConfigError(
                 f"{label}: x_test images are {x_test.shape[1:]} but x_train images are {x_train.shape[1:]}"
             )
-    num_classes = _num_classes(data_cfg.num_classes, (y_train, y_test), label)
+        num_classes = _num_classes(data_cfg.num_classes, (y_train, y_test), label)
     x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, data_cfg.val_fraction, seed, label)
     return Splits(data_cfg.name, Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test), num_classes)
 
@@ -183,6 +184,14 @@ def _check_lengths(x: np.ndarray, y: np.ndarray, label: str, part: str) -> None:
 def _num_classes(configured: int | None, labels: tuple[np.ndarray, ...], label: str) -> int:
     largest = max(int(y.max()) for y in labels)
     if configured is None:
+        # Told by the labels alone, the classes are 0..K-1, every one present: one stray label of
+        # 10^8 would otherwise build a 10^8-way classifier and exhaust memory.
+        present = len(np.unique(np.concatenate(labels)))
+        if present != largest + 1:
+            raise ConfigError(
+                f"{label}: the labels hold {present} classes but run up to {largest}; labels must be 0..K-1 with "
+                "every class present, or give data.num_classes"
+            )
         return largest + 1
     if largest >= configured:
         raise ConfigError(

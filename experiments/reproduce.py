@@ -14,7 +14,9 @@ import sys
 import mlflow
 import pandas as pd
 
+from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, open_tracking_store, read_run
+from experiments.logged_overrides import checked_overrides
 from experiments.resume import logged_overrides
 from experiments.tracked_run import PROJECT_ROOT
 from plugins import tags
@@ -88,11 +90,16 @@ def fetch_run(client: mlflow.MlflowClient, run_id: str):
 
 
 def overrides_to_rerun(client: mlflow.MlflowClient, run) -> list[str]:
-    """The run's own Hydra overrides, less the ones the re-run sets itself."""
-    overrides = logged_overrides(client, run.info.run_id)
-    if overrides is None:
-        raise ReproduceError(f"run {run.info.run_id} has no logged config (hydra/overrides.yaml)")
-    return [override for override in overrides if not override.startswith(OWN_OVERRIDES)]
+    """The run's own Hydra overrides, checked (they are data from the store), less the ones the
+    re-run sets itself."""
+    try:
+        overrides = logged_overrides(client, run.info.run_id)
+        if overrides is None:
+            raise ReproduceError(f"run {run.info.run_id} has no logged config (hydra/overrides.yaml)")
+        checked = checked_overrides(run.info.run_id, overrides)
+    except ConfigError as error:
+        raise ReproduceError(str(error)) from None
+    return [override for override in checked if not override.startswith(OWN_OVERRIDES)]
 
 
 def warn_about_code_drift(run) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
 from experiments.command import override_key
+from experiments.logged_overrides import checked_overrides
 from plugins import tags
 from plugins.errors import first_line
 from plugins.params import flatten, to_params
@@ -47,7 +50,7 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
         return cfg, None
     client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     run = _fetch(client, cfg.resume)
-    if run.info.status not in RESUMABLE and not _process_is_gone(run):
+    if not _resumable(run):
         raise ConfigError(
             f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
             + (" (another process may still be training it)" if run.info.status == "RUNNING" else "")
@@ -55,7 +58,8 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     logged = logged_overrides(client, run.info.run_id)
     if logged is None:
         raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)")
-    resumed = _compose(run.info.run_id, _merged(logged, given_overrides))
+    kept = checked_overrides(run.info.run_id, _not_given(logged, given_overrides))
+    resumed = _compose(run.info.run_id, [*kept, *given_overrides])
     experiment = client.get_experiment(run.info.experiment_id).name
     if experiment != resumed.mlflow.experiment_name:
         raise ConfigError(
@@ -69,6 +73,31 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
         _existing_backup(run),
         run.data.metrics.get("learning_rate"),
     )
+
+
+def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0) -> None:
+    """Make this process the one that resumes the run, or refuse: MLflow has no compare-and-set, so
+    each resume writes its own token, waits ``wait_s`` for any other to write too, and reads back. The
+    last writer sees its token and takes the run (RUNNING, with this process's tags) at once; every
+    other sees another token, or, if it wrote after the winner read back, the run already RUNNING."""
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    try:
+        client.set_tag(resume.run_id, tags.RESUME_CLAIM, token)
+        time.sleep(wait_s)
+        run = client.get_run(resume.run_id)
+        won = run.data.tags.get(tags.RESUME_CLAIM) == token and _resumable(run)
+        if won:
+            client.update_run(resume.run_id, status="RUNNING")
+            client.set_tag(resume.run_id, tags.PROCESS_HOST, socket.gethostname())
+            client.set_tag(resume.run_id, tags.PROCESS_PID, str(os.getpid()))
+    except Exception as error:  # the store refused or went away between the checks and now
+        raise ConfigError(f"resume={resume.run_id}: cannot claim the run: {first_line(error)}") from None
+    if not won:
+        raise ConfigError(f"resume={resume.run_id}: another process is resuming this run; nothing was trained here")
+
+
+def _resumable(run) -> bool:
+    return run.info.status in RESUMABLE or _process_is_gone(run)
 
 
 def _compose(run_id: str, overrides: list[str]) -> DictConfig:
@@ -112,13 +141,19 @@ def logged_overrides(client: mlflow.MlflowClient, run_id: str) -> list[str] | No
             path = client.download_artifacts(run_id, "hydra/overrides.yaml", folder)
         except Exception:  # no such artifact (MLflow raises several kinds)
             return None
-        return list(yaml.safe_load(Path(path).read_text()) or [])
+        try:
+            overrides = yaml.safe_load(Path(path).read_text()) or []
+        except (yaml.YAMLError, UnicodeDecodeError):
+            overrides = None
+    if not isinstance(overrides, list):
+        raise ConfigError(f"run {run_id}: its hydra/overrides.yaml is not a list of overrides")
+    return overrides
 
 
-def _merged(logged: list[str], given: list[str]) -> list[str]:
-    """The run's overrides, then this command's; a key given now replaces the logged one."""
+def _not_given(logged: list[str], given: list[str]) -> list[str]:
+    """The run's overrides that this command does not give again (a key given now replaces the logged one)."""
     given_keys = {override_key(override) for override in given}
-    return [o for o in logged if override_key(o) not in given_keys and override_key(o) != "resume"] + given
+    return [o for o in logged if override_key(str(o)) not in given_keys and override_key(str(o)) != "resume"]
 
 
 def _keep_output_paths(cfg: DictConfig, run) -> None:

@@ -3,7 +3,8 @@
     python -m experiments.sync [FOLDER ...] [--tracking-uri URI]
 
 Without folders it looks for every `unsent/<run id>` folder under outputs/ and multirun/.
-Exits 0 when everything was sent, 1 when something is still unsent (run it again later).
+Exits 0 when everything was sent, 1 when something is still unsent (run it again later) or a line
+was refused: only the calls the callback keeps, for the folder's own run, are ever made.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingStoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    left_total = 0
+    not_done = 0
     for folder in folders:
-        sent, left = spool.send(folder, client)
-        left_total += left
-        print(f"{folder}: sent {sent}, {left} still unsent")
+        replay = spool.send(folder, client)
+        not_done += replay.unsent + replay.refused
+        refused = f", {replay.refused} refused (kept in {folder / spool.REFUSED_FILE})" if replay.refused else ""
+        print(f"{folder}: sent {replay.sent}, {replay.unsent} still unsent{refused}")
     if not folders:
         print("nothing to send")
-    return 1 if left_total else 0
+    return 1 if not_done else 0
 
 
 if __name__ == "__main__":

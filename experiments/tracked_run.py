@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
@@ -25,23 +26,29 @@ from experiments.data import Splits
 from experiments.resume import ResumePoint
 from plugins import tags
 from plugins.errors import describe
-from plugins.params import flatten, redact, redact_override
+from plugins.params import flatten
 from plugins.provenance import git_state
+from plugins.redaction import redact, redact_override
 from plugins.sweep import sweep_tags
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class TrainingStopped(Exception):
+class TrainingStopped(CompactHydraException):
     """Training ended early for a reason the user reads in one line (interrupt, NaN loss).
 
-    ``whole_sweep``: meant for every job of a sweep (an interrupt), not just this one."""
+    ``whole_sweep``: meant for every job of a sweep (an interrupt), not just this one. A Hydra
+    CompactHydraException: where a sweep's driver re-raises it, Hydra prints its message alone."""
 
     def __init__(self, message: str, exit_code: int, whole_sweep: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
         self.whole_sweep = whole_sweep
+
+    def __reduce__(self):
+        # A joblib worker sends it back to the sweep's driver pickled: with every argument, not the message alone.
+        return type(self), (str(self), self.exit_code, self.whole_sweep)
 
 
 def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):

@@ -5,6 +5,7 @@ compose -> check -> build -> start the run -> fit -> test -> end the run.
 
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -17,15 +18,19 @@ from omegaconf import DictConfig
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
 from experiments.data import load_splits
-from experiments.resume import prepare_resume
+from experiments.resume import claim, prepare_resume
 from experiments.tracked_run import TrackedRun, TrainingStopped, build_tracker
+from plugins.redaction import install_log_redaction, redact_text
+from plugins.sweep_stop import in_driver, request_stop, stop_requested
 from plugins.tracking_server import ServerUnreachable, wait_for_server
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train, evaluate the test split with the best weights, record it all; return the best monitored value."""
+    install_log_redaction()
     with one_line_errors():
+        refuse_if_the_sweep_stopped()
         cfg, resume, splits = load_checked_input(cfg)
         from experiments import training  # TensorFlow loads only now (seconds, and noisy), once the input is good
 
@@ -52,7 +57,17 @@ def load_checked_input(cfg: DictConfig):
     check_config(cfg)  # a resumed run's own config, with this command's overrides on top
     splits = load_splits(cfg.data, seed=cfg.trainer.seed)
     check_class_weight_labels(cfg.trainer.class_weight, splits.num_classes)
+    if resume is not None:  # last: a run this process takes is one it goes on to train
+        claim(open_tracking_store(cfg.mlflow.tracking_uri), resume)
     return cfg, resume, splits
+
+
+def refuse_if_the_sweep_stopped() -> None:
+    """A job of a sweep that a signal stopped before the job began does not begin."""
+    signum = stop_requested()
+    if signum is not None:
+        name = signal.Signals(signum).name
+        raise TrainingStopped(f"the sweep was stopped by {name} before this job began", 128 + signum, whole_sweep=True)
 
 
 @contextmanager
@@ -64,9 +79,13 @@ def one_line_errors():
         yield
     except (ConfigError, TrainingStopped) as error:
         whole_sweep = getattr(error, "whole_sweep", False)
-        if HydraConfig.get().mode == RunMode.MULTIRUN and not whole_sweep:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and whole_sweep:
+            request_stop(error.exit_code - 128)  # no job of the sweep begins after this
+        if HydraConfig.get().mode == RunMode.MULTIRUN and (not whole_sweep or not in_driver()):
+            # Hydra records the job as failed; a worker process (joblib) then returns to its driver,
+            # which waits for every job and exits with the signal's code itself.
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact_text(str(error))}", file=sys.stderr)
         raise SystemExit(getattr(error, "exit_code", 2)) from None
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import mlflow
 
 from plugins import metric_names
+from plugins.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class LoggedEpochs:
             if with_batch_steps and batch_key is not None:
                 last_batch_step = max(point.step for point in client.get_metric_history(run_id, batch_key))
         except Exception as error:
-            log.warning("could not read the run's earlier epochs (%s)", error)
+            log.warning("could not read the run's earlier epochs (%s)", first_line(error))
             return cls()
         return cls([rows[step] for step in sorted(rows)], dict(run.data.params), last_batch_step)
 

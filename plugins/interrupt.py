@@ -1,7 +1,8 @@
-"""Turn SIGINT and SIGTERM into a clean stop of ``fit`` at the next batch boundary.
+"""Turn SIGINT, SIGTERM and SIGHUP into a clean stop of ``fit`` at the next batch boundary.
 
-Schedulers pre-empt jobs with SIGTERM and people press Ctrl-C. Python's default turns either into
-an exception wherever the interpreter happens to be (or kills the process outright, for SIGTERM).
+Schedulers pre-empt jobs with SIGTERM, people press Ctrl-C, and a closed terminal sends SIGHUP.
+Python's default turns the first into an exception wherever the interpreter happens to be, and the
+others kill the process outright.
 Here the current batch finishes and ``fit`` raises TrainingInterrupted before the next one, so no
 half-finished epoch is ever reported as done and the owner of the run can end it as KILLED.
 """
@@ -31,7 +32,7 @@ class StopOnSignal(keras.callbacks.Callback):
     """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal, or one
     after training (while callbacks finish their work), stops at once."""
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         super().__init__()
         self.signals = signals
         self.received: int | None = None

@@ -1,4 +1,5 @@
-"""Turn nested configs into MLflow params: dotted keys, MLflow's naming and length rules, no secrets."""
+"""Turn nested configs into MLflow params: dotted keys, MLflow's naming and length rules, no secrets
+(plugins.redaction's rule)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 from mlflow.entities import Param
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
+from plugins.redaction import redact_value
+
 TRUNCATED = "...[truncated]"
-REDACTED = "[redacted]"
-_SECRET = re.compile(r"password|token|secret|key", re.IGNORECASE)
 _NOT_ALLOWED_IN_NAMES = re.compile(r"[^\w.\- /]")
 
 
@@ -39,30 +40,8 @@ def param_value(value: Any) -> str:
     return text
 
 
-def is_secret(name: str) -> bool:
-    """Keys such as db.password or api_token: their values never reach MLflow."""
-    return bool(_SECRET.search(name.rsplit(".", 1)[-1]))
-
-
-def redact(config: Any) -> Any:
-    """A copy of a nested config with secret-looking values replaced."""
-    if isinstance(config, Mapping):
-        return {key: REDACTED if is_secret(str(key)) else redact(value) for key, value in config.items()}
-    if isinstance(config, list):
-        return [redact(item) for item in config]
-    return config
-
-
-def redact_override(override: str) -> str:
-    """`db.password=hunter2` -> `db.password=[redacted]`; other Hydra overrides unchanged."""
-    key, equals, _ = override.partition("=")
-    return f"{key}={REDACTED}" if equals and is_secret(key.lstrip("+~")) else override
-
-
 def to_params(flat: Mapping[str, Any]) -> list[Param]:
-    return [
-        Param(sanitize_name(name), REDACTED if is_secret(name) else param_value(value)) for name, value in flat.items()
-    ]
+    return [Param(sanitize_name(name), param_value(redact_value(name, value))) for name, value in flat.items()]
 
 
 def batches(items: list, size: int = MAX_PARAMS_TAGS_PER_BATCH) -> list[list]:

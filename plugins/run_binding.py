@@ -24,6 +24,7 @@ import mlflow
 from mlflow.entities import Metric, RunTag
 
 from plugins.errors import first_line
+from plugins.redaction import redact_mapping, redact_text
 from plugins.tracking_server import wait_for_server
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def start_run(settings: RunSettings) -> mlflow.ActiveRun:
         mlflow.set_experiment(settings.experiment_name)
     if settings.run_id is not None:
         return mlflow.start_run(run_id=settings.run_id)  # its name and tags stay as logged
-    return mlflow.start_run(run_name=settings.run_name, tags={key: str(value) for key, value in settings.tags.items()})
+    tags = {key: str(value) for key, value in redact_mapping(settings.tags).items()}
+    return mlflow.start_run(run_name=settings.run_name and redact_text(settings.run_name), tags=tags)
 
 
 def bind_run(settings: RunSettings, started: RunBinding | None) -> RunBinding | None:
@@ -116,7 +118,13 @@ def finish_active_run(
         return None, []
     run_id, client, unsent = run.info.run_id, mlflow.MlflowClient(), []
     # The server gave no answer to the last attempt moments ago: one try each, not minutes of retries.
-    with _no_http_retries() if server_unreachable else nullcontext():
+    retries = _environment("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0") if server_unreachable else nullcontext()
+    # MLflow prints the run's URL as its tracking URI has it: with a password, if the URI holds one.
+    uri = mlflow.get_tracking_uri()
+    url_print = (
+        _environment("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true") if redact_text(uri) != uri else nullcontext()
+    )
+    with retries, url_print:
         if metrics or tags:
             timestamp = int(time.time() * 1000)
             points = [Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()]
@@ -124,7 +132,7 @@ def finish_active_run(
                 client.log_batch,
                 run_id,
                 metrics=points,
-                tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()],
+                tags=[RunTag(key, str(value)) for key, value in redact_mapping(tags or {}).items()],
             )
             if not _sent(last):
                 unsent.append(("last metrics and tags", last))
@@ -172,17 +180,17 @@ def _sent(call) -> bool:
 
 
 @contextmanager
-def _no_http_retries() -> Iterator[None]:
-    """MLflow's REST client reads its retry count from the environment at each request."""
-    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+def _environment(name: str, value: str) -> Iterator[None]:
+    """An MLflow setting for a moment: MLflow reads these from the environment at each use."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+            del os.environ[name]
         else:
-            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+            os.environ[name] = before
 
 
 def _end_with_cell(run_id: str, end_unfinished: Callable[[BaseException | None], None]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import requests
+from mlflow.exceptions import MlflowException
 
 from plugins.errors import describe
 
@@ -31,6 +32,7 @@ class Sender:
         self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
         self._not_written: dict[str, str] = {}  # local work that failed for good -> why
+        self._refused: dict[str, str] = {}  # calls the server answered with a refusal (4xx) -> why
 
     def submit(self, what: str, call: Callable[[], object], local: bool = False, needs: str | None = None) -> Future:
         """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent.
@@ -76,6 +78,12 @@ class Sender:
             return bool(self._unsent)
 
     @property
+    def refused(self) -> dict[str, str]:
+        """Calls the server refused (it answered: a bad value, a name it does not take), and why."""
+        with self._lock:
+            return dict(self._refused)
+
+    @property
     def not_written(self) -> dict[str, str]:
         """Local work that failed for good (not retried), and why."""
         with self._lock:
@@ -99,12 +107,20 @@ class Sender:
         except Exception as error:
             if local and not isinstance(error, OSError):  # not the disk: writing again would fail again
                 self._give_up(what, error)
+            elif not local and server_refused(error):  # it answered no: asking again gets the same answer
+                self._refuse(what, error)
             else:
                 self._keep(what, call, local, error)
         else:
             if local:
                 with self._lock:
                     self._not_written.pop(what, None)
+
+    def _refuse(self, what: str, error: Exception) -> None:
+        reason = describe(error)
+        with self._lock:
+            self._refused[what] = reason
+        log.error("MLflow tracking: the server refused %s (%s); not retried, not kept", what, reason)
 
     def _give_up(self, what: str, error: Exception) -> None:
         reason = describe(error)
@@ -124,9 +140,11 @@ class Sender:
             first = not self._warned
             self._warned = True
         if first:
-            log.warning("MLflow tracking failed (%s: %s); training goes on and it will be retried", what, error)
+            log.warning(
+                "MLflow tracking failed (%s: %s); training goes on and it will be retried", what, describe(error)
+            )
         else:
-            log.debug("MLflow tracking failed again (%s: %s)", what, error)
+            log.debug("MLflow tracking failed again (%s: %s)", what, describe(error))
 
 
 def got_no_answer(error: BaseException) -> bool:
@@ -138,3 +156,12 @@ def got_no_answer(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def server_refused(error: BaseException) -> bool:
+    """The server answered with a refusal of the request itself (HTTP 4xx but 429, or the store's own
+    INVALID_PARAMETER_VALUE and the like): sending it again would get the same answer."""
+    if got_no_answer(error) or not isinstance(error, MlflowException):
+        return False
+    status = error.get_http_status_code()
+    return 400 <= status < 500 and status != 429

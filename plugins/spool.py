@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -21,6 +22,7 @@ from plugins.errors import first_line
 log = logging.getLogger(__name__)
 
 SPOOL_FILE = "unsent.jsonl"
+REFUSED_FILE = "refused.jsonl"
 _ENTITIES = {"metrics": Metric, "params": Param, "tags": RunTag}
 
 
@@ -41,22 +43,106 @@ def keep(calls: list[tuple[str, Callable[[], object]]], folder: Path) -> Path:
     return folder
 
 
-def send(folder: Path, client: mlflow.MlflowClient) -> tuple[int, int]:
-    """Replay folder/unsent.jsonl in order; keep what fails again. Returns (sent, still unsent)."""
+class Replay(NamedTuple):
+    sent: int  # records the server took
+    unsent: int  # records it did not take yet: kept for the next sync
+    refused: int  # torn or crafted lines, never called: moved to refused.jsonl
+
+
+def send(folder: Path, client: mlflow.MlflowClient) -> Replay:
+    """Replay folder/unsent.jsonl in order; keep what fails again. A line is data, never code: only
+    the calls keep() writes are made, with checked arguments, for the run the folder is named after;
+    a torn line (a crash mid-write) or any other is refused, named in the log, and the rest still sent."""
     path = folder / SPOOL_FILE
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    left = []
-    for record in records:
+    left, refused, sent = [], [], 0
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            getattr(client, record["method"])(*record["args"], **_decode_keywords(record["keywords"]))
+            method, args, keywords = checked_call(line, folder)
+        except SpoolRecordError as error:
+            log.error("%s line %d refused, not sent: %s", path, number, error)
+            refused.append(line)
+            continue
+        try:
+            getattr(client, method)(*args, **keywords)
+            sent += 1
         except Exception as error:  # still unreachable, or rejected: keep it
-            log.warning("not sent (%s): %s", record["what"], first_line(error))
-            left.append(record)
-    path.write_text("".join(json.dumps(record) + "\n" for record in left))
+            log.warning("not sent (%s): %s", json.loads(line).get("what", method), first_line(error))
+            left.append(line)
+    if refused:
+        with open(folder / REFUSED_FILE, "a") as kept:
+            kept.write("".join(f"{line}\n" for line in refused))
+    path.write_text("".join(f"{line}\n" for line in left))
     if not left:
         path.unlink()
         shutil.rmtree(folder / "files", ignore_errors=True)
-    return len(records) - len(left), len(left)
+    return Replay(sent, len(left), len(refused))
+
+
+class SpoolRecordError(ValueError):
+    """A line of unsent.jsonl that is not a call keep() writes; the message says what is wrong."""
+
+
+def checked_call(line: str, folder: Path) -> tuple[str, list, dict]:
+    """(method, args, keywords) of one record, each part checked against what keep() writes."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise SpoolRecordError("not a JSON record (a write cut short?)") from None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), list):
+        raise SpoolRecordError("not a record of a call")
+    method, args, keywords = record.get("method"), record["args"], record.get("keywords") or {}
+    if method not in _ARGUMENTS:
+        raise SpoolRecordError(f"{str(method)[:60]!r} is not a call this project keeps")
+    arguments = _ARGUMENTS[method]
+    fewest = len(arguments) - (method in _OPTIONAL_LAST)
+    if not fewest <= len(args) <= len(arguments) or not isinstance(keywords, dict) or set(keywords) - set(_ENTITIES):
+        raise SpoolRecordError(f"{method} with arguments it never has")
+    if args[0] != folder.name:
+        raise SpoolRecordError(f"{method} for run {str(args[0])[:40]!r}, not this folder's run {folder.name}")
+    for check, value in zip(_ARGUMENTS[method][1:], args[1:]):
+        check(value, folder)
+    try:
+        decoded = {
+            name: [_ENTITIES[name].from_dictionary(entity) for entity in value] for name, value in keywords.items()
+        }
+    except Exception:
+        raise SpoolRecordError(f"{method} with metrics, params or tags that are not MLflow's") from None
+    return method, args, decoded
+
+
+def _text(value, folder: Path) -> None:
+    if not isinstance(value, str):
+        raise SpoolRecordError(f"{value!r:.60} is not text")
+
+
+def _artifact_folder(value, folder: Path) -> None:
+    if value is not None and (not isinstance(value, str) or ".." in Path(value).parts or Path(value).is_absolute()):
+        raise SpoolRecordError(f"artifact folder {value!r:.60} is not a folder inside the run")
+
+
+def _kept_file(value, folder: Path) -> None:
+    """An upload's file must be one keep() copied into the folder, not anything else on this machine."""
+    files = (folder / "files").resolve()
+    if not isinstance(value, str) or not Path(value).resolve().is_relative_to(files):
+        raise SpoolRecordError(f"uploads {str(value)[:80]!r}, which is not a file kept in {files}")
+
+
+def _status(value, folder: Path) -> None:
+    if value not in ("FINISHED", "FAILED", "KILLED"):
+        raise SpoolRecordError(f"ends the run with status {value!r:.40}")
+
+
+# The calls keep() writes: each argument after the run id, and how it is checked.
+_ARGUMENTS = {
+    "log_batch": ("run_id",),
+    "log_artifact": ("run_id", _kept_file, _artifact_folder),
+    "log_artifacts": ("run_id", _kept_file, _artifact_folder),
+    "set_terminated": ("run_id", _status),
+    "set_tag": ("run_id", _text, _text),
+}
+_OPTIONAL_LAST = {"log_artifact", "log_artifacts"}  # the artifact folder: none for the run's top level
 
 
 def _encode(call: Callable[[], object], files: Path) -> dict | None:
@@ -78,10 +164,3 @@ def _encode(call: Callable[[], object], files: Path) -> dict | None:
 
 def _as_dict(entity) -> dict:
     return entity.to_dictionary() if isinstance(entity, Metric) else {"key": entity.key, "value": entity.value}
-
-
-def _decode_keywords(keywords: dict) -> dict:
-    return {
-        name: [_ENTITIES[name].from_dictionary(entity) for entity in value] if name in _ENTITIES else value
-        for name, value in keywords.items()
-    }

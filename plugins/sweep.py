@@ -10,16 +10,21 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import psutil
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
+from plugins.redaction import install_log_redaction, redact_override
+from plugins.sweep_stop import SweepStop
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +67,10 @@ class MLflowSweepCallback(Callback):
         self._sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_redaction()  # before the launcher logs each job's overrides
         client = mlflow.MlflowClient(self.tracking_uri)
         # As typed: read item by item, a ${...} in one would be resolved against the sweep's base config.
-        swept = OmegaConf.to_container(config.hydra.overrides.task)
+        swept = [redact_override(override) for override in OmegaConf.to_container(config.hydra.overrides.task)]
         # Under `mlflow run`, the run it made is the parent; the jobs must not log into it.
         self.parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         if self.parent_run_id is None:
@@ -76,9 +82,17 @@ class MLflowSweepCallback(Callback):
         client.log_batch(
             self.parent_run_id,
             params=[Param("sweep.overrides", " ".join(swept)[:6000])],
-            tags=[RunTag(tag_names.SWEEP, "true"), RunTag(tag_names.SWEEP_DIR, str(config.hydra.sweep.dir))],
+            tags=[
+                RunTag(tag_names.SWEEP, "true"),
+                RunTag(tag_names.SWEEP_DIR, str(config.hydra.sweep.dir)),
+                RunTag(tag_names.PROCESS_HOST, socket.gethostname()),
+                RunTag(tag_names.PROCESS_PID, str(os.getpid())),
+            ],
         )
+        end_orphaned_sweeps(client, client.get_run(self.parent_run_id).info.experiment_id)
         self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._stop = SweepStop(self._sweep_dir)
+        self._stop.install()
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
         atexit.register(self._finish)
         log.info("sweep parent run %s in experiment %s", self.parent_run_id, self.experiment_name)
@@ -111,10 +125,15 @@ class MLflowSweepCallback(Callback):
                 self.report(parent, self.tracking_uri)
             except Exception as error:  # a failed report must not hide the sweep's own outcome
                 log.error("the sweep's comparison report failed: %s", error)
-        status = "FINISHED" if jobs and finished == jobs else "FAILED"
+        signum = self._stop.signal_received
+        status = "KILLED" if signum else "FINISHED" if jobs and finished == jobs else "FAILED"
+        if signum:
+            client.set_tag(parent, tag_names.FAILURE_REASON, f"the sweep was stopped by {signal.Signals(signum).name}")
         if self._owns_parent:
             client.set_terminated(parent, status)
         log.info("sweep %s: %d jobs, %d finished, %d failed", parent, jobs, finished, jobs - finished)
+        self._stop.uninstall()
+        self._stop.exit_if_stopped()
 
     def _count_jobs(self, client: mlflow.MlflowClient, parent: str) -> tuple[int, int]:
         """(jobs launched, jobs whose run FINISHED); a job that failed before its run started counts as failed."""
@@ -127,3 +146,33 @@ class MLflowSweepCallback(Callback):
         children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
         finished = sum(child.info.status == "FINISHED" for child in children)
         return max(launched, len(children)), finished
+
+
+ORPHANED = "its sweep's driver process ended without ending it (kill -9, a crash or a lost machine)"
+
+
+def end_orphaned_sweeps(client: mlflow.MlflowClient, experiment_id: str) -> list[str]:
+    """End KILLED every sweep parent of the experiment still RUNNING whose driver process, on this
+    machine, is gone: nothing else would ever end it. Returns their ids."""
+    query = f"tags.{tag_names.SWEEP} = 'true' and attributes.status = 'RUNNING'"
+    ended = []
+    for parent in client.search_runs([experiment_id], query, max_results=1000):
+        if _driver_is_gone(parent.data.tags):
+            client.set_tag(parent.info.run_id, tag_names.FAILURE_REASON, ORPHANED)
+            client.set_terminated(parent.info.run_id, "KILLED")
+            log.warning("sweep %s was still RUNNING, but %s: it is ended KILLED", parent.info.run_id, ORPHANED)
+            ended.append(parent.info.run_id)
+    return ended
+
+
+def _driver_is_gone(run_tags: dict) -> bool:
+    if run_tags.get(tag_names.PROCESS_HOST) != socket.gethostname():
+        return False  # another machine's process: not ours to judge
+    try:
+        pid = int(run_tags.get(tag_names.PROCESS_PID, ""))
+    except ValueError:
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

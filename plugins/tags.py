@@ -27,6 +27,7 @@ BACKUP_DIR = "backup.dir"
 PROCESS_HOST = "process.host"
 PROCESS_PID = "process.pid"
 RESUMES = "resumes"
+RESUME_CLAIM = "resume.claim"  # which resume process won the run, when several started at once
 
 # Sweeps.
 PARENT_RUN = "mlflow.parentRunId"

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import re
 import time
-import urllib.request
+
+import requests
+
+from plugins.redaction import redact_text
 
 
 class ServerUnreachable(ConnectionError):
-    """The tracking server gave no answer within the time allowed; the message names it."""
+    """The tracking server gave no answer within the time allowed; the message names it (no password)."""
 
 
 def wait_for_server(uri: str, wait_s: float) -> None:
-    """Return once the HTTP tracking server at ``uri`` answers; ServerUnreachable after ``wait_s``.
-    It is asked at least once. A local store (sqlite:, file:, a path) has nothing to wait for."""
+    """Return once the HTTP tracking server at ``uri`` answers its health check; ServerUnreachable
+    after ``wait_s``. It is asked at least once. Credentials in the URL (``http://user:pass@host``)
+    are sent as HTTP basic auth, as MLflow's client sends them. A local store (sqlite:, file:, a
+    path) has nothing to wait for."""
     if not uri.startswith(("http://", "https://")):
         return
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5)
+        reason = _health_problem(f"{uri.rstrip('/')}/health")
+        if reason is None:
             return
-        except OSError as error:
-            if time.monotonic() >= deadline:
-                raise ServerUnreachable(
-                    f"the tracking server {uri} does not answer ({getattr(error, 'reason', error)}) after {wait_s:g} s"
-                ) from None
-            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            raise ServerUnreachable(
+                f"the tracking server {redact_text(uri)} does not answer ({reason}) after {wait_s:g} s"
+            )
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
+def _health_problem(url: str) -> str | None:
+    """None when the server answers OK; else why not, in a few words."""
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException as error:
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(error))  # requests wraps the socket's error deep inside
+        return errno[0] if errno else type(error).__name__
+    return None if response.ok else f"HTTP {response.status_code} {response.reason}"

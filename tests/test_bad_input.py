@@ -38,6 +38,19 @@ CASES = {
     "negative batch size": (lambda t: ["trainer.batch_size=-8"], "trainer.batch_size=-8"),
     "zero learning rate": (lambda t: ["optimizer.learning_rate=0"], "optimizer.learning_rate=0: expected a number > 0"),
     "text learning rate": (lambda t: ["optimizer.learning_rate=fast"], "optimizer.learning_rate='fast'"),
+    "infinite learning rate": (
+        lambda t: ["optimizer.learning_rate=inf"],
+        "optimizer.learning_rate=inf: expected a number > 0",
+    ),
+    "nan dropout": (lambda t: ["reg.dropout=nan"], "reg.dropout=nan: expected a number in [0, 1)"),
+    "negative step factor": (
+        lambda t: ["schedule=step", "schedule.callback.schedule.factor=-0.1"],
+        "schedule.callback.schedule.factor=-0.1: expected a number > 0",
+    ),
+    "cosine alpha above 1": (
+        lambda t: ["schedule=cosine", "schedule.learning_rate.alpha=2"],
+        "schedule.learning_rate.alpha=2: expected a number in [0, 1]",
+    ),
     "missing data.path": (lambda t: ["data=npz"], "data.path is required for data=npz"),
     "no such npz": (lambda t: ["data=npz", f"data.path={t}/nowhere.npz"], "nowhere.npz: no such file"),
     "corrupt npz": (lambda t: ["data=npz", f"data.path={corrupt_npz(t)}"], "corrupt.npz: not a readable .npz file"),
@@ -56,6 +69,13 @@ CASES = {
             f"data.path={npz(t, 'l.npz', x_train=np.zeros((60, 4, 4)), y_train=np.arange(60) % 5)}",
         ],
         "label 4 does not fit data.num_classes=3",
+    ),
+    "one stray huge label": (
+        lambda t: [
+            "data=npz",
+            f"data.path={npz(t, 'stray.npz', x_train=np.zeros((60, 4, 4)), y_train=np.r_[np.arange(59) % 2, 10**8])}",
+        ],
+        "the labels hold 3 classes but run up to 100000000; labels must be 0..K-1 with every class present",
     ),
     "class_weight word": (lambda t: ["trainer.class_weight=heavy"], "trainer.class_weight='heavy'"),
     "class_weight negative": (lambda t: ["trainer.class_weight={0:1.0,1:-2.0}"], "trainer.class_weight: 1: -2.0"),

@@ -297,3 +297,35 @@ def test_max_curves_must_be_a_whole_number_of_runs(sweep, tmp_path, capsys, give
         compare(["--experiment", "study", "--max-curves", given, "--output", str(tmp_path / "out")])
     assert exited.value.code == 2
     assert f"argument --max-curves: '{given}': expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_sweep_whose_driver_died_is_ended_killed_by_the_next_compare(tracking_uri, tmp_path):
+    """kill -9 to a sweep's driver leaves its parent RUNNING: compare (as the next sweep) ends it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from experiments.compare import main as compare
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("keras-experiments")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    parents = {}
+    for name, host, pid in [
+        ("dead", socket.gethostname(), gone.stdout.strip()),
+        ("alive", socket.gethostname(), str(os.getpid())),
+        ("elsewhere", "another-host", "1"),
+    ]:
+        parents[name] = client.create_run(
+            experiment, run_name=name, tags={"sweep": "true", "process.host": host, "process.pid": pid}
+        ).info.run_id
+    child = client.create_run(
+        experiment, tags={"mlflow.parentRunId": parents["alive"], "model": "cnn", "reg": "none", "regularised": "false"}
+    )
+    client.set_terminated(child.info.run_id)
+    assert compare(["--tracking-uri", tracking_uri, "--parent", "all", "--output", str(tmp_path / "report")]) == 0
+    dead = client.get_run(parents["dead"])
+    assert dead.info.status == "KILLED" and "driver process ended without ending it" in dead.data.tags["failure.reason"]
+    assert client.get_run(parents["alive"]).info.status == "RUNNING"  # its driver (this process) still runs
+    assert client.get_run(parents["elsewhere"]).info.status == "RUNNING"  # not this machine's to judge

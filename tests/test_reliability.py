@@ -64,7 +64,7 @@ def artifact_names(client, run_id) -> set[str]:
 
 
 # `at`: the epoch (from 1) during which the signal lands.
-@pytest.mark.parametrize(("signum", "at"), [(signal.SIGTERM, 2), (signal.SIGINT, 3)])
+@pytest.mark.parametrize(("signum", "at"), [(signal.SIGTERM, 2), (signal.SIGINT, 3), (signal.SIGHUP, 2)])
 def test_a_signal_during_an_epoch_ends_the_run_killed_with_everything_logged(tmp_path, tracking_uri, signum, at):
     process, log = start_training(tmp_path, "trainer.epochs=8")
     wait_for_epoch(log, at, process)
@@ -416,7 +416,7 @@ def test_an_upload_whose_file_was_never_written_is_named_and_the_rest_is_kept(tm
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
         f"cannot keep 'best.keras' for later: its file {tmp_path / 'never' / 'best.keras'} is not there"
     ]
-    assert spool.send(folder, client) == (2, 0)
+    assert spool.send(folder, client) == (2, 0, 0)
     assert client.get_run(run_id).data.metrics == {"loss": 0.5}
     assert [a.path for a in client.list_artifacts(run_id)] == ["history.csv"]
 
@@ -523,7 +523,9 @@ def test_ctrl_c_while_the_end_waits_for_the_server_keeps_everything_and_stops_at
         assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "model/MLmodel"} <= artifact_names(
             client, run.info.run_id
         )
-        resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", env=env)
+        # The fault was an object built from an override: a resume never builds one from the store's
+        # copy of the overrides, so this command sets the key to nothing in its place.
+        resumed = run_cli(*TRAIN, f"resume={run.info.run_id}", "+callbacks.fault=null", env=env)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         run = client.get_run(run.info.run_id)
         assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test_accuracy"] <= 1
@@ -542,5 +544,36 @@ def test_a_signal_stops_the_whole_sweep(tmp_path, tracking_uri):
     parent = [run for run in runs if run.data.tags.get("sweep") == "true"][0]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert [child.info.status for child in children] == ["KILLED"]  # no job started after the signal
-    assert parent.info.status == "FAILED"
+    assert parent.info.status == "KILLED" and parent.data.tags["failure.reason"] == "the sweep was stopped by SIGTERM"
     assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_finished"]) == (1, 0)
+
+
+def test_a_signal_to_a_joblib_sweep_stops_its_workers_and_their_runs(tmp_path, tracking_uri):
+    """The driver passes the signal on to joblib's worker processes: each job ends after its current
+    batch, its run KILLED; the job waiting for a worker never begins; no process is left training."""
+    import psutil
+
+    process, log = start_training(
+        tmp_path,
+        "hydra.mode=MULTIRUN",
+        "reg=none,l2,dropout",
+        "trainer.epochs=10",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer.threads=1",
+    )
+    wait_for_epoch(log, 2, process)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=180) == 143
+    log.seek(0)
+    assert "Traceback" not in log.read()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []  # no worker trains on after the sweep
+    runs = all_runs(tracking_uri)
+    parent = [run for run in runs if run.data.tags.get("sweep") == "true"][0]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(child.data.tags["reg"] for child in children) == ["l2", "none"]  # dropout never began
+    assert [child.info.status for child in children] == ["KILLED", "KILLED"]
+    assert all(child.data.tags["failure.reason"] == "training interrupted by SIGTERM" for child in children)
+    assert parent.info.status == "KILLED" and parent.data.metrics["jobs_finished"] == 0

@@ -57,14 +57,21 @@ def test_once_the_server_does_not_answer_the_other_calls_wait_untried(tracking_u
     assert tried == ["a", "a", "a", "b", "c"]
 
 
-def test_a_refused_value_holds_nothing_back(tracking_uri, sender):
+def test_a_refused_value_is_reported_once_never_retried_and_holds_nothing_back(tracking_uri, sender, caplog):
     client = mlflow.MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("refused")).info.run_id
     client.log_param(run_id, "units", "32")
     sender.submit("changed param", partial(client.log_param, run_id, "units", "64"))  # MLflow refuses a change
     sender.submit("loss", partial(client.log_metric, run_id, "loss", 0.5))
-    assert sender.flush() == ["changed param"]
+    sender.submit("registering model/", partial(client.create_registered_model, "bad/name"))  # a name it refuses
+    assert sender.flush() == []  # nothing kept for a retry or for experiments.sync: it is no outage
     assert client.get_run(run_id).data.metrics == {"loss": 0.5}
+    assert list(sender.refused) == ["changed param", "registering model/"]
+    assert sender.refused["changed param"].startswith("MlflowException: Changing param values is not allowed")
+    sender.retry()
+    assert sender.flush() == []
+    refusals = [record.getMessage() for record in caplog.records if "the server refused" in record.getMessage()]
+    assert len(refusals) == 2 and "changed param" in refusals[0]
 
 
 def test_a_local_write_that_fails_for_another_reason_than_the_disk_is_not_retried_and_its_upload_is_skipped(sender):

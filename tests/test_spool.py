@@ -1,0 +1,52 @@
+"""What an outage kept on disk, replayed by experiments.sync: data, never code."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import mlflow
+from mlflow.entities import Metric
+
+from experiments.sync import main as sync
+from plugins import spool
+
+
+def test_sync_makes_only_the_calls_it_keeps_for_its_own_run_and_a_torn_line_stops_nothing(
+    tmp_path, tracking_uri, caplog
+):
+    """unsent.jsonl is data from disk: a crafted line cannot call another MlflowClient method, touch
+    another run or upload a file from elsewhere, and a line cut short by a crash does not stop the rest."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("sync")
+    run_id, other = (client.create_run(experiment).info.run_id for _ in range(2))
+    folder = tmp_path / "unsent" / run_id
+    spool.keep([("metrics of epoch 0", partial(client.log_batch, run_id, metrics=[Metric("loss", 0.5, 0, 0)]))], folder)
+    crafted = [
+        {"what": "x", "method": "delete_experiment", "args": [experiment], "keywords": {}},
+        {"what": "x", "method": "set_terminated", "args": [other, "FINISHED"], "keywords": {}},
+        {"what": "x", "method": "log_artifact", "args": [run_id, "/etc/hostname", None], "keywords": {}},
+        {
+            "what": "x",
+            "method": "log_artifacts",
+            "args": [run_id, str(folder / "files" / ".." / ".."), "model"],
+            "keywords": {},
+        },
+        {"what": "x", "method": "log_batch", "args": [run_id], "keywords": {"metrics": [{"key": 1}], "callback": 1}},
+    ]
+    with open(folder / spool.SPOOL_FILE, "a") as records:
+        records.write("".join(json.dumps(record) + "\n" for record in crafted))
+    spool.keep([("ending the run FINISHED", partial(client.set_terminated, run_id, "FINISHED"))], folder)
+    with open(folder / spool.SPOOL_FILE, "a") as records:
+        records.write('{"what": "metrics of epoch 1", "method": "log_ba')  # the crash came mid-write
+    assert sync([str(folder), "--tracking-uri", tracking_uri]) == 1  # something was refused: the user should look
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 0.5}  # the valid records, in order
+    assert client.get_experiment(experiment).lifecycle_stage == "active"
+    assert client.get_run(other).info.status == "RUNNING" and client.list_artifacts(run_id) == []
+    refusals = [record.getMessage() for record in caplog.records if "refused, not sent" in record.getMessage()]
+    assert len(refusals) == 6
+    assert "'delete_experiment' is not a call this project keeps" in refusals[0]
+    assert f"not this folder's run {run_id}" in refusals[1] and "not a JSON record" in refusals[5]
+    assert len((folder / spool.REFUSED_FILE).read_text().splitlines()) == 6
+    assert not (folder / spool.SPOOL_FILE).exists()
