@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hydra.errors import CompactHydraException
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_NAME_LENGTH, _validate_tag_name
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -87,7 +88,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_fraction", _fraction, "a number between 0 and 1"),
     ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
     ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
-    ("mlflow.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+    (
+        "mlflow.experiment_name",
+        lambda v: isinstance(v, str) and v.strip() != "" and len(v) <= MAX_EXPERIMENT_NAME_LENGTH,
+        f"a non-empty name of at most {MAX_EXPERIMENT_NAME_LENGTH} characters",
+    ),
     (
         "mlflow.tags",
         lambda v: isinstance(v, Mapping),
@@ -126,7 +131,23 @@ def check_config(cfg: DictConfig) -> None:
         if not is_allowed(value):
             raise ConfigError(f"{key}={value!r}: expected {expected}")
     _check_callbacks(cfg)
+    _check_tag_names(cfg.mlflow.tags)
     _check_class_weight_shape(cfg.trainer.class_weight)
+
+
+def _check_tag_names(tags: Mapping) -> None:
+    """MLflow's own rule for tag names (characters, length, no path tricks: a file store makes a file
+    of each), checked now rather than when the run starts."""
+    for name in tags:
+        try:
+            _validate_tag_name(str(name))
+            if len(str(name)) > MAX_ENTITY_KEY_LENGTH:
+                raise ValueError(f"longer than {MAX_ENTITY_KEY_LENGTH} characters")
+        except Exception as error:
+            raise ConfigError(
+                f"mlflow.tags.{str(name)[:60]}: expected a tag name of at most {MAX_ENTITY_KEY_LENGTH} letters, "
+                f"digits, spaces and _ - . / : ({first_line(error)[:120]})"
+            ) from None
 
 
 def _check_resolvable(cfg: DictConfig) -> None:

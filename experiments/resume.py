@@ -50,6 +50,10 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
         return cfg, None
     client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
     run = _fetch(client, cfg.resume)
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"resume={cfg.resume}: the run is deleted; restore it first (mlflow.MlflowClient().restore_run)"
+        )
     if not _resumable(run):
         raise ConfigError(
             f"resume={cfg.resume}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"

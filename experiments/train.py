@@ -5,6 +5,7 @@ compose -> check -> build -> start the run -> fit -> test -> end the run.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from experiments.cli import TrackingStoreError, expand_quoted_option, open_track
 from experiments.data import load_splits
 from experiments.resume import claim, prepare_resume
 from experiments.tracked_run import TrackedRun, TrainingStopped, build_tracker
+from plugins.errors import first_line
 from plugins.redaction import install_log_redaction, redact_text
 from plugins.sweep_stop import in_driver, request_stop, stop_requested
 from plugins.tracking_server import ServerUnreachable, wait_for_server
@@ -48,7 +50,7 @@ def load_checked_input(cfg: DictConfig):
     check_config(cfg)
     try:
         wait_for_server(cfg.mlflow.tracking_uri or mlflow.get_tracking_uri(), cfg.mlflow.wait_for_server_s)
-        open_tracking_store(cfg.mlflow.tracking_uri)
+        check_experiment(open_tracking_store(cfg.mlflow.tracking_uri), cfg.mlflow.experiment_name)
     except ServerUnreachable as error:
         raise ConfigError(f"{error} (mlflow.wait_for_server_s); nothing was trained") from None
     except TrackingStoreError as error:
@@ -68,6 +70,21 @@ def refuse_if_the_sweep_stopped() -> None:
     if signum is not None:
         name = signal.Signals(signum).name
         raise TrainingStopped(f"the sweep was stopped by {name} before this job began", 128 + signum, whole_sweep=True)
+
+
+def check_experiment(client: mlflow.MlflowClient, name: str) -> None:
+    """A deleted experiment of that name takes no runs until it is restored: say so before training."""
+    if "MLFLOW_RUN_ID" in os.environ:  # `mlflow run` chose the run, and with it the experiment
+        return
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except Exception as error:
+        raise TrackingStoreError(f"cannot read the experiments of {client.tracking_uri}: {first_line(error)}") from None
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"mlflow.experiment_name={name}: the experiment is deleted; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or choose another name"
+        )
 
 
 @contextmanager

@@ -159,6 +159,10 @@ MORE_DATA_CASES = {
         "expected integer class labels, got dtype <U1",
     ),
     "negative wait": (lambda t: ["mlflow.wait_for_server_s=-1"], "mlflow.wait_for_server_s=-1"),
+    "experiment name too long": (
+        lambda t: ["mlflow.experiment_name=" + "x" * 501],
+        "expected a non-empty name of at most 500 characters",
+    ),
     "tracking store no database": (
         lambda t: [f"mlflow.tracking_uri=sqlite:///{not_a_database(t)}"],
         "mlflow.tracking_uri: cannot open the tracking store sqlite:///",
@@ -217,3 +221,29 @@ def test_unknown_option_or_key_names_it(run_cli, tracking_uri, override, named):
     assert done.returncode != 0
     assert named in done.stderr and "Traceback" not in done.stderr
     assert all_runs(tracking_uri) == []
+
+
+def test_a_deleted_experiment_or_run_is_named_before_training(compose_cfg, tracking_uri):
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("keras-experiments")
+    run_id = client.create_run(experiment).info.run_id
+    client.set_terminated(run_id, "KILLED")
+    client.delete_run(run_id)
+    assert refusal(compose_cfg, [f"resume={run_id}"]).startswith(f"resume={run_id}: the run is deleted; restore it")
+    client.delete_experiment(experiment)
+    assert refusal(compose_cfg, []).startswith(
+        "mlflow.experiment_name=keras-experiments: the experiment is deleted; restore it"
+    )
+
+
+@pytest.mark.parametrize("name", ["k" * 251, "a*b", "../escape"])
+def test_a_tag_name_mlflow_would_refuse_is_named_before_training(compose_cfg, name):
+    from omegaconf import open_dict
+
+    from experiments.checks import check_config
+
+    cfg = compose_cfg()
+    with open_dict(cfg):
+        cfg.mlflow.tags = {name: "v"}  # as a YAML file of tags, or +mlflow.tags={...}, would give it
+    with pytest.raises(ConfigError, match=r"expected a tag name of at most 250 letters, digits, spaces and _ - \. / :"):
+        check_config(cfg)
