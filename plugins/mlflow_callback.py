@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from contextlib import suppress
 from functools import wraps
@@ -61,6 +62,7 @@ class MLflowCallback(keras.callbacks.Callback):
         experiment_name, run_name, tags, tracking_uri: for a run this callback starts; None: MLflow's.
         run_id: a logged run to reopen and continue (a resume) instead of starting one.
         wait_for_server_s: how long starting a run waits for an HTTP tracking server that does not answer.
+        register_model_name: the old name of registered_model_name (a FutureWarning; removed next release).
         log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
         metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
             steps) that end sooner wait and go in the next call, each point with its own step; 0:
@@ -94,8 +96,17 @@ class MLflowCallback(keras.callbacks.Callback):
         tracking_uri: str | None = None,
         run_id: str | None = None,
         wait_for_server_s: float = 0.0,
+        register_model_name: str | None = None,
     ):
         super().__init__()
+        if register_model_name is not None:  # the key's old name, kept one release
+            warnings.warn(
+                "MLflowCallback(register_model_name=...) and mlflow.register_model_name are renamed "
+                "registered_model_name; the old name goes in the next release",
+                FutureWarning,
+                stacklevel=2,
+            )
+            registered_model_name = registered_model_name or register_model_name
         _check_arguments(
             mode,
             params,

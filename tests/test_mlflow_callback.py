@@ -1282,3 +1282,9 @@ def test_only_the_chief_of_a_multi_worker_strategy_logs(tracking_uri, cluster, t
         tracker.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
         tracker.on_train_end()
         assert all_runs(tracking_uri) == [] and tracker.run_id is None
+
+
+def test_the_old_name_register_model_name_still_registers_with_a_warning(tracking_uri, digits):
+    with pytest.warns(FutureWarning, match="renamed registered_model_name"):
+        tracker = MLflowCallback(register_model_name="digits-old-name", log_model=True)
+    assert tracker.registered_model_name == "digits-old-name"
