@@ -102,6 +102,13 @@ class TrackedRun:
             self.tracker.finish_run("FINISHED", metrics=self.test_metrics)
             accuracy = self.test_metrics.get("test_accuracy", float("nan"))
             log.info("run %s (%s): test_accuracy=%.4f", self.run_id, self.tracker.run_settings.run_name, accuracy)
+            if self.tracker.missing:
+                folder = self.tracker.unsent_folder
+                raise TrainingStopped(
+                    f"run {self.run_id} FAILED: {', '.join(self.tracker.missing)} not stored; "
+                    f"send them and finish the run with: python -m experiments.sync {folder}",
+                    1,
+                )
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         self.tracker.end(status)  # what training produced so far: epochs, best checkpoint, history

@@ -4,8 +4,12 @@ of what the server never took."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from functools import partial
 from pathlib import Path
+
+from mlflow.utils.file_utils import local_file_uri_to_path as local_artifact_path
 
 from plugins import spool
 from plugins.errors import describe
@@ -24,7 +28,7 @@ class Delivery:
 
     def __init__(self, run_id: str, spool_base: Path):
         self.run_id = run_id
-        self.sender = Sender()
+        self.sender = Sender(after_failure=remove_partial_upload)
         self._spool_base = spool_base
         self.unsent_folder: Path | None = None
 
@@ -83,3 +87,24 @@ def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path:
         folder,
     )
     return folder
+
+
+def remove_partial_upload(call) -> None:
+    """After an upload to a local artifact store failed (a full disk), remove what it left there:
+    a run's files are whole or absent, and experiments.sync uploads them again whole."""
+    if not isinstance(call, partial) or getattr(call.func, "__name__", "") not in ("log_artifact", "log_artifacts"):
+        return
+    client, (run_id, local_path, *folder) = call.func.__self__, call.args
+    root = client.get_run(run_id).info.artifact_uri
+    if not root.startswith(("file:", "/")):
+        return  # a server or cloud store writes whole objects, or nothing
+    target = Path(local_artifact_path(root))
+    if folder and folder[0]:
+        target = target / folder[0]
+    if call.func.__name__ == "log_artifact":
+        target = target / Path(local_path).name
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
+    log.info("removed %s, which a failed upload left half-written", target)

@@ -6,7 +6,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from contextlib import suppress
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -99,31 +99,19 @@ class MLflowCallback(keras.callbacks.Callback):
         register_model_name: str | None = None,
     ):
         super().__init__()
-        if register_model_name is not None:  # the key's old name, kept one release
-            warnings.warn(
-                "MLflowCallback(register_model_name=...) and mlflow.register_model_name are renamed "
-                "registered_model_name; the old name goes in the next release",
-                FutureWarning,
-                stacklevel=2,
-            )
-            registered_model_name = registered_model_name or register_model_name
-        _check_arguments(
-            mode,
-            params,
-            log_every_n_steps,
+        seconds = dict(
             metrics_interval_s=metrics_interval_s,
             checkpoint_interval_s=checkpoint_interval_s,
             flush_timeout_s=flush_timeout_s,
             wait_for_server_s=wait_for_server_s,
         )
-        if tags is not None and not isinstance(tags, Mapping):
-            raise ValueError(f"tags={tags!r}: expected a mapping of tag names to values")
+        _check_arguments(mode, params, tags, log_every_n_steps, **seconds)
         self.monitor = monitor
         self.mode = mode
         self.extra_params = flatten(params or {})
         self.log_every_n_steps = log_every_n_steps
         self.log_model = log_model
-        self.registered_model_name = registered_model_name
+        self.registered_model_name = registered_model_name or _old_name(register_model_name)
         self.input_example = input_example
         self.metrics_interval_s = metrics_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -139,6 +127,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.run_id: str | None = None
         self.stop_reason: str | None = None  # once training ended: completed, early_stopping, nan_loss, ...
         self.unsent_folder: Path | None = None  # where what the server never took was kept
+        self.missing: list[str] = []  # what the store answered for but did not take (a full disk)
         self._started: RunBinding | None = None  # the run start_run() made for its caller
         self._binding: RunBinding | None = None  # the run of the current fit
         self._fit: Fit | None = None
@@ -148,7 +137,7 @@ class MLflowCallback(keras.callbacks.Callback):
     @_never_raises
     def on_train_begin(self, logs=None):
         run_binding.end_fit_left_open()  # first: it may be this callback's own last fit
-        self._fit, self._binding, self.run_id, self.stop_reason = None, None, None, None
+        self._fit, self._binding, self.run_id, self.stop_reason, self.missing = None, None, None, None, []
         binding = run_binding.bind_run(self.run_settings, self._started) if run_binding.is_chief(self.model) else None
         if binding is None:
             return
@@ -221,6 +210,8 @@ class MLflowCallback(keras.callbacks.Callback):
         fit.binding.unwatch()
         unsent, interrupt = fit.end(status)
         self.stop_reason, self.unsent_folder = fit.stop_reason, fit.delivery.unsent_folder
+        # The store answered, yet these did not land (a full disk): the run must not look complete.
+        self.missing = [] if fit.server_unreachable else unsent
         if fit.binding.ends_with_fit:
             self.finish_run(status)
         if interrupt is not None:
@@ -237,8 +228,18 @@ class MLflowCallback(keras.callbacks.Callback):
         run's other unsent calls for ``python -m experiments.sync``.
         """
         unreachable = self._fit is not None and self._fit.server_unreachable
+        later = []
+        if status == "FINISHED" and self.missing:
+            # FAILED, saying what is missing, until experiments.sync has sent it and ends the run FINISHED.
+            reason = f"not stored: {', '.join(self.missing)}; kept for python -m experiments.sync {self.unsent_folder}"
+            tags = {**(tags or {}), tag_names.MISSING_FILES: ", ".join(self.missing), tag_names.FAILURE_REASON: reason}
+            status, later = "FAILED", ["FINISHED"]
         run_id, unsent = run_binding.finish_active_run(status, metrics, tags, unreachable)
         self._started = None
+        if later and run_id:
+            unsent.append(
+                ("ending the run FINISHED", partial(mlflow.MlflowClient().set_terminated, run_id, "FINISHED"))
+            )
         if unsent:
             self.unsent_folder = keep_unsent_calls(unsent, run_id, self.output_dir or Path.cwd() / "mlflow-unsent")
 
@@ -273,18 +274,32 @@ class MLflowCallback(keras.callbacks.Callback):
                 self.finish_run("FAILED", tags={tag_names.FAILURE_REASON: reason})
 
 
-def _check_arguments(mode: str, params, log_every_n_steps, **seconds: float) -> None:
+def _check_arguments(mode: str, params, tags, log_every_n_steps, **seconds: float) -> None:
     """A ValueError naming the first argument that cannot work, before any training."""
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
     if params is not None and not isinstance(params, Mapping):
         raise ValueError(f"params={params!r}: expected a mapping of names to values (a dict, a Hydra config)")
+    if tags is not None and not isinstance(tags, Mapping):
+        raise ValueError(f"tags={tags!r}: expected a mapping of tag names to values")
     if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
         raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
     for name, value in seconds.items():
         # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name}={value!r}: expected a number of seconds >= 0")
+
+
+def _old_name(register_model_name: str | None) -> str | None:
+    """registered_model_name's old name, kept one release with a warning."""
+    if register_model_name is not None:
+        warnings.warn(
+            "MLflowCallback(register_model_name=...) and mlflow.register_model_name are renamed "
+            "registered_model_name; the old name goes in the next release",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return register_model_name
 
 
 def _made_folder(path: Path) -> Path:

@@ -63,7 +63,10 @@ class RedactingFilter(logging.Filter):
     that logs a job's overrides, an error that names a URL with its password."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the message: logging reports that itself, at emit
+            return True
         redacted = redact_text(_redact_assignments(message))
         if redacted != message:
             record.msg, record.args = redacted, None

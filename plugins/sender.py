@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class Sender:
-    def __init__(self, name: str = "mlflow-sender"):
+    def __init__(
+        self, name: str = "mlflow-sender", after_failure: Callable[[Callable[[], object]], None] | None = None
+    ):
+        """``after_failure(call)``: run on the sender's thread after a call failed on the store's disk
+        (to remove what a failed upload left half-written there)."""
+        self._after_failure = after_failure
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._unsent: list[tuple[str, Callable[[], object], bool]] = []  # (what, call, local)
@@ -111,6 +116,14 @@ class Sender:
                 self._refuse(what, error)
             else:
                 self._keep(what, call, local, error)
+                # A local disk that failed mid-write (a full artifact store), not a server that never
+                # answered: asking it about the run would cost another round of MLflow's retries.
+                wrote_part = isinstance(error, OSError) and not got_no_answer(error)
+                if not local and wrote_part and self._after_failure is not None:
+                    try:
+                        self._after_failure(call)
+                    except Exception as cleanup_error:  # never into training: the call is kept all the same
+                        log.warning("MLflow tracking: after %s failed, %s", what, describe(cleanup_error))
         else:
             if local:
                 with self._lock:

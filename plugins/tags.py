@@ -15,6 +15,7 @@ RESTORED_BEST_WEIGHTS = "early_stopping.restored_best_weights"
 FAILURE_REASON = "failure.reason"
 TRACKING_ERROR = "tracking.error"
 MISSING_EPOCHS = "missing_epochs"
+MISSING_FILES = "missing_files"  # what the store did not take although it answered (a full disk)
 
 # Where the code came from and how to run it again.
 GIT_COMMIT = "git.commit"

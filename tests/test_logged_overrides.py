@@ -3,6 +3,7 @@ are re-applied by resume=RUN_ID and experiments.reproduce."""
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 
 from experiments.checks import ConfigError
@@ -58,18 +59,22 @@ def test_a_logged_override_that_is_no_text_is_refused():
         checked_overrides(RUN, [{"_target_": "os.system"}])
 
 
-def test_reproduce_refuses_a_tampered_run_before_anything_runs(tracking_uri, tmp_path, capsys):
-    import mlflow
-
+def tampered_run(tracking_uri, marker, status: str) -> tuple[mlflow.MlflowClient, str]:
+    """A run whose hydra/overrides.yaml someone edited to have Hydra touch ``marker`` when re-applied."""
     client = mlflow.MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("keras-experiments")).info.run_id
-    marker = tmp_path / "owned"
     client.log_text(
         run_id,
         f"- trainer.epochs=1\n- '+callbacks.evil={{_target_: pathlib.Path.touch, self: {marker}}}'\n",
         "hydra/overrides.yaml",
     )
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, status)
+    return client, run_id
+
+
+def test_reproduce_refuses_a_tampered_run_before_anything_runs(tracking_uri, tmp_path, capsys):
+    marker = tmp_path / "owned"
+    client, run_id = tampered_run(tracking_uri, marker, "FINISHED")
     assert reproduce([run_id, "--tracking-uri", tracking_uri]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: run {run_id}: its logged override +callbacks.evil=") and "not re-applied" in error
@@ -81,17 +86,8 @@ def test_reproduce_refuses_a_tampered_run_before_anything_runs(tracking_uri, tmp
 
 @pytest.mark.slow
 def test_resume_refuses_a_tampered_run_in_one_line_and_builds_nothing(tracking_uri, tmp_path, run_cli):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    run_id = client.create_run(client.create_experiment("keras-experiments")).info.run_id
     marker = tmp_path / "owned"
-    client.log_text(
-        run_id,
-        f"- trainer.epochs=1\n- '+callbacks.evil={{_target_: pathlib.Path.touch, self: {marker}}}'\n",
-        "hydra/overrides.yaml",
-    )
-    client.set_terminated(run_id, "KILLED")
+    client, run_id = tampered_run(tracking_uri, marker, "KILLED")
     done = run_cli("experiments.train", f"resume={run_id}", timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert (

@@ -577,3 +577,49 @@ def test_a_signal_to_a_joblib_sweep_stops_its_workers_and_their_runs(tmp_path, t
     assert [child.info.status for child in children] == ["KILLED", "KILLED"]
     assert all(child.data.tags["failure.reason"] == "training interrupted by SIGTERM" for child in children)
     assert parent.info.status == "KILLED" and parent.data.metrics["jobs_finished"] == 0
+
+
+@contextlib.contextmanager
+def small_disk(folder, size: str):
+    """A tmpfs of ``size`` at ``folder``: a real full disk. Skipped, saying why, where none can be mounted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here ({mounted.stderr.strip() or 'mount failed'}), so no full disk")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_artifact_store_leaves_no_half_file_and_the_run_fails_until_sync(tmp_path, tracking_uri, run_cli):
+    """The store's database answers, its artifact disk is full: no file lands half-written, the run
+    is FAILED with what is missing named, the command exits 1, and experiments.sync finishes it."""
+    client = mlflow.MlflowClient(tracking_uri)
+    artifacts = tmp_path / "artifacts"
+    with small_disk(artifacts, "300k"):
+        client.create_experiment("keras-experiments", artifact_location=artifacts.as_uri())
+        done = run_cli(*TRAIN, "trainer.epochs=2", "mlflow.flush_timeout_s=0")
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert " not stored; send them and finish the run with: python -m experiments.sync " in last
+        (run,) = all_runs(tracking_uri)
+        assert run.info.status == "FAILED" and "model/" in run.data.tags["missing_files"]
+        stored = {
+            path.relative_to(artifacts / run.info.run_id / "artifacts"): path.stat().st_size
+            for path in artifacts.rglob("*")
+            if path.is_file()
+        }
+        (tracked,) = (tmp_path / "outputs").glob("*/*/mlflow")  # the callback's local copies of the run's files
+        copies = {name: (tracked / name).stat().st_size for name in stored if (tracked / name).is_file()}
+        assert copies and all(stored[name] == size for name, size in copies.items())  # what landed, landed whole
+        assert not any(name.parts[0] == "model" for name in stored)  # model/ is whole or absent: absent here
+        subprocess.run(["umount", "-l", str(artifacts)], check=True)  # the disk gets room again
+        folder = last.rsplit(" ", 1)[-1]
+        synced = run_cli("experiments.sync", folder, "--tracking-uri", tracking_uri)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        run = client.get_run(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        assert {"model/MLmodel", "checkpoints/best.keras"} <= artifact_names(client, run.info.run_id)
