@@ -88,6 +88,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_fraction", _fraction, "a number between 0 and 1"),
     ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
     ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
+    ("data.max_gib", lambda v: v is None or _positive(v), "a number of GiB > 0"),
     (
         "mlflow.experiment_name",
         lambda v: isinstance(v, str) and v.strip() != "" and len(v) <= MAX_EXPERIMENT_NAME_LENGTH,

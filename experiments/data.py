@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from experiments.checks import ConfigError
+from plugins.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ def load_keras_dataset(name: str) -> RawData:
     return RawData(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name}")
 
 
-def load_npz(path: str) -> RawData:
-    """A user's .npz with x_train, y_train and optionally x_test, y_test."""
+def load_npz(path: str, max_gib: float) -> RawData:
+    """A user's .npz with x_train, y_train and optionally x_test, y_test; none larger than ``max_gib``."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"data.path={path}: no such file")
@@ -97,6 +98,7 @@ def load_npz(path: str) -> RawData:
             f"data.path={path}: not a readable .npz file (expected a zip archive of arrays, "
             "as np.savez writes; a .npy file holds one array)"
         )
+    _refuse_large_arrays(file, path, max_gib)
     try:
         with np.load(file, allow_pickle=False) as arrays:
             found = {name: arrays[name] for name in arrays.files}
@@ -108,6 +110,38 @@ def load_npz(path: str) -> RawData:
     if ("x_test" in found) != ("y_test" in found):
         raise ConfigError(f"data.path={path}: has only one of x_test, y_test; give both or neither")
     return RawData(found["x_train"], found["y_train"], found.get("x_test"), found.get("y_test"), source=str(file))
+
+
+def _refuse_large_arrays(file: Path, path: str, max_gib: float) -> None:
+    """Read each array's size from the archive's own records and .npy headers, never its data: a
+    header that claims a huge shape, or a small member that unpacks to gigabytes (a zip bomb), is
+    refused before anything is allocated."""
+    limit = max_gib * 2**30
+    try:
+        with zipfile.ZipFile(file) as archive:
+            sizes = {member.filename: _stored_size(archive, member) for member in archive.infolist()}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ConfigError(f"data.path={path}: not a readable .npz file ({first_line(error)})") from None
+    for name, size in sizes.items():
+        if size > limit:
+            raise ConfigError(
+                f"data.path={path}: {name} holds {_size(size)}, more than data.max_gib={max_gib:g}; nothing was read"
+            )
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def _stored_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
+    """Bytes a member unpacks to, and for an array the bytes its header's shape and dtype claim."""
+    if not member.filename.endswith(".npy"):
+        return member.file_size
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    return max(member.file_size, int(np.prod(shape, dtype=np.float64)) * dtype.itemsize)
 
 
 def load_splits(data_cfg: DictConfig, seed: int) -> Splits:

@@ -7,6 +7,9 @@ exit code a user sees.
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import mlflow
 import numpy as np
 import pytest
@@ -124,11 +127,46 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2_through_the_cli(run_cli, tra
     assert all_runs(tracking_uri) == []
 
 
+def npz_claiming_a_huge_array(tmp_path):
+    """An .npz whose x_train header claims 10^9 x 1000 float64 (7,450 GiB) over a few bytes of data."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 1000)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", header.getvalue() + b"\0" * 64)
+        archive.writestr("y_train.npy", npy_bytes(np.arange(10) % 2))
+    return path
+
+
+def zip_bomb_npz(tmp_path):
+    """An .npz of 50 MB of zeros, stored deflated in well under 1 MB."""
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x_train.npy", npy_bytes(np.zeros((50 * 2**20 // 8,))))
+        archive.writestr("y_train.npy", npy_bytes(np.arange(10) % 2))
+    assert path.stat().st_size < 2**20
+    return path
+
+
+def npy_bytes(array) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
+
+
 def shaped_npz(tmp_path, name, x_train, y_train, **more):
     return npz(tmp_path, name, x_train=x_train, y_train=y_train, **more)
 
 
 MORE_DATA_CASES = {
+    "an array header claiming 7,450 GiB": (
+        lambda t: ["data=npz", f"data.path={npz_claiming_a_huge_array(t)}"],
+        "x_train.npy holds 7450.6 GiB, more than data.max_gib=4; nothing was read",
+    ),
+    "a zip bomb": (
+        lambda t: ["data=npz", f"data.path={zip_bomb_npz(t)}", "data.max_gib=0.01"],
+        "x_train.npy holds 50 MiB, more than data.max_gib=0.01; nothing was read",
+    ),
     "infinite pixels": (
         lambda t: ["data=npz", f"data.path={shaped_npz(t, 'inf.npz', np.full((20, 4, 4), np.inf), np.arange(20) % 2)}"],
         "contains NaN or infinite values",
