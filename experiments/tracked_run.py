@@ -89,7 +89,7 @@ class TrackedRun:
         run = self.tracker.start_run()
         self.run_id = run.info.run_id
         if self.resume is None:
-            record_job(run.info.run_id, self.cfg, self.splits)
+            record_job(run, self.cfg, self.splits)
         else:
             record_resume(run, self.resume)
         return self
@@ -164,13 +164,14 @@ def process_tags() -> dict[str, str]:
     return {tags.PROCESS_HOST: socket.gethostname(), tags.PROCESS_PID: str(os.getpid())}
 
 
-def record_job(run_id: str, cfg: DictConfig, splits: Splits) -> None:
-    """A new run's Hydra files, how to re-run it, and its data."""
+def record_job(run: mlflow.ActiveRun, cfg: DictConfig, splits: Splits) -> None:
+    """A new run's Hydra files, how to re-run it (from the code state its tags recorded), and its data."""
     overrides = job_overrides()
-    commit, dirty = git_state(PROJECT_ROOT)
+    commit = run.data.tags.get(tags.GIT_COMMIT, "unknown")
+    commit, dirty = (None if commit == "unknown" else commit), run.data.tags.get(tags.GIT_DIRTY) == "true"
     mlflow.log_text(OmegaConf.to_yaml(redact(OmegaConf.to_container(cfg, resolve=True))), "hydra/config.yaml")
     mlflow.log_text(OmegaConf.to_yaml(overrides), "hydra/overrides.yaml")
-    mlflow.log_text(reproduce_note(run_id, overrides, commit, dirty), "reproduce.txt")
+    mlflow.log_text(reproduce_note(run.info.run_id, overrides, commit, dirty), "reproduce.txt")
     log_data_inputs(splits)
 
 

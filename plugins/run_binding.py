@@ -54,6 +54,7 @@ class RunBinding:
     client: mlflow.MlflowClient
     fresh: bool
     ends_with_fit: bool
+    _at_exit: Callable[[], None] | None = field(default=None, init=False, repr=False)
 
     def watch_unfinished(self, end_unfinished: Callable[[BaseException | None], None]) -> None:
         """Have ``end_unfinished(error)`` called if the fit never reaches its end."""
@@ -70,9 +71,8 @@ class RunBinding:
             _end_with_cell(self.run_id, end_unfinished)
 
     def unwatch(self) -> None:
-        at_exit = getattr(self, "_at_exit", None)
-        if at_exit is not None:
-            atexit.unregister(at_exit)
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
         _UNFINISHED.pop(self.run_id, None)
 
 
