@@ -86,7 +86,7 @@ def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0)
     other sees another token, or, if it wrote after the winner read back, the run already RUNNING."""
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     try:
-        client.set_tag(resume.run_id, tags.RESUME_CLAIM, token)
+        _write_claim(client, resume.run_id, token)
         time.sleep(wait_s)
         run = client.get_run(resume.run_id)
         won = run.data.tags.get(tags.RESUME_CLAIM) == token and _resumable(run)
@@ -98,6 +98,16 @@ def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0)
         raise ConfigError(f"resume={resume.run_id}: cannot claim the run: {first_line(error)}") from None
     if not won:
         raise ConfigError(f"resume={resume.run_id}: another process is resuming this run; nothing was trained here")
+
+
+def _write_claim(client: mlflow.MlflowClient, run_id: str, token: str) -> None:
+    """Two claims written at the same instant can collide in the store (SQLite's insert of the same tag
+    key): the later one writes again, so that it is the last writer, as the claim expects."""
+    try:
+        client.set_tag(run_id, tags.RESUME_CLAIM, token)
+    except mlflow.exceptions.MlflowException:
+        time.sleep(0.2)
+        client.set_tag(run_id, tags.RESUME_CLAIM, token)
 
 
 def _resumable(run) -> bool:
