@@ -111,7 +111,10 @@ class TrackedRun:
                 )
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self.tracker.end(status)  # what training produced so far: epochs, best checkpoint, history
+        try:
+            self.tracker.end(status)  # what training produced so far: epochs, best checkpoint, history
+        except KeyboardInterrupt:
+            pass  # another signal, which skipped the wait for the server: the run still ends with its reason
         # An interrupt (plugins.interrupt.TrainingInterrupted, a KeyboardInterrupt) and a NaN loss say it all.
         reason = str(error) if isinstance(error, (KeyboardInterrupt, LossBecameNaN)) else describe(error)
         self.tracker.finish_run(status, tags={tags.FAILURE_REASON: reason[:MAX_TAG_VAL_LENGTH]})

@@ -5,6 +5,9 @@ compose -> check -> build -> start the run -> fit -> test -> end the run.
 
 from __future__ import annotations
 
+from experiments import early_interrupt  # first: Ctrl-C during the imports below is one line
+
+# isort: split
 import os
 import signal
 import sys
@@ -33,11 +36,12 @@ def main(cfg: DictConfig) -> float:
     install_log_redaction()
     with one_line_errors():
         refuse_if_the_sweep_stopped()
-        cfg, resume, splits = load_checked_input(cfg)
-        from experiments import training  # TensorFlow loads only now (seconds, and noisy), once the input is good
+        with nothing_trained_if_interrupted():
+            cfg, resume, splits = load_checked_input(cfg)
+            from experiments import training  # TensorFlow loads only now (seconds, and noisy), once the input is good
 
-        job = training.prepare(cfg, splits, resume)
-        tracker = build_tracker(cfg, splits, resume)
+            job = training.prepare(cfg, splits, resume)
+            tracker = build_tracker(cfg, splits, resume)
         with training.stop_on_signal() as stopper, TrackedRun(tracker, cfg, splits, resume) as run:
             # In the run: a signal during the test (no batch left to finish) stops at once, and it ends KILLED.
             run.finish(training.fit_and_test(job, cfg, tracker, stopper, resume))
@@ -70,6 +74,18 @@ def refuse_if_the_sweep_stopped() -> None:
     if signum is not None:
         name = signal.Signals(signum).name
         raise TrainingStopped(f"the sweep was stopped by {name} before this job began", 128 + signum, whole_sweep=True)
+
+
+@contextmanager
+def nothing_trained_if_interrupted():
+    """Ctrl-C before training begins (loading data, TensorFlow's import): one line, exit 130."""
+    stopped = TrainingStopped("interrupted before training began; nothing was trained", 130, whole_sweep=True)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise stopped from None
+    if early_interrupt.came():  # its KeyboardInterrupt was lost in a finaliser
+        raise stopped
 
 
 def check_experiment(client: mlflow.MlflowClient, name: str) -> None:

@@ -23,6 +23,7 @@ from plugins.checkpoint import BestCheckpoint
 from plugins.continuation import LoggedEpochs, StepOffsets
 from plugins.delivery import Delivery
 from plugins.errors import describe
+from plugins.interrupt import signals_held
 from plugins.learning_rate import LearningRateWatcher, changes_in_history
 from plugins.metric_batcher import MetricBatcher, as_points
 from plugins.params import sanitize_name
@@ -139,7 +140,27 @@ class Fit:
         self.batcher.send_if_due()
 
     def end(self, status: str) -> tuple[list[str], KeyboardInterrupt | None]:
-        """Send everything still pending; (what was never sent, an interrupt that cut the wait short)."""
+        """Send everything still pending; (what was never sent, an interrupt that came meanwhile).
+
+        A signal while the run's files are written waits for them (a second Ctrl-C right after the
+        first must not leave them half-made), then skips the wait for the server; one during that
+        wait cuts it short. Either way what was not sent is kept on disk."""
+        interrupt = None
+        try:
+            with signals_held():
+                self._publish(status)
+        except KeyboardInterrupt as error:
+            interrupt = error
+        timeout_s = 0 if interrupt else self.front.flush_timeout_s
+        unsent, cut_short = self.delivery.flush_with_retries(timeout_s)
+        self.server_unreachable = self.delivery.unreachable
+        self.delivery.close(keep_unsent=bool(unsent))
+        if self.front.output_dir is None:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+        return unsent, interrupt or cut_short
+
+    def _publish(self, status: str) -> None:
+        """The run's last metrics, its model, history and plot, handed to the sender."""
         self.active = False
         self._send_model_facts()  # a model first built by an epoch that never ended
         self.best.rank_logged()  # no epoch of this fit ended
@@ -157,12 +178,6 @@ class Fit:
         )
         self.publisher.send_model(source, self.model, self.front.monitor)
         self.publisher.send_history(self.history, self.rate.changes)
-        unsent, interrupt = self.delivery.flush_with_retries(self.front.flush_timeout_s)
-        self.server_unreachable = self.delivery.unreachable
-        self.delivery.close(keep_unsent=bool(unsent))
-        if self.front.output_dir is None:
-            shutil.rmtree(self.local_dir, ignore_errors=True)
-        return unsent, interrupt
 
     def tag_failure(self, error: BaseException | None) -> None:
         reason = UNFINISHED_REASON if error is None else describe(error)[:MAX_TAG_VAL_LENGTH]

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 
 import keras
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -32,7 +35,7 @@ class StopOnSignal(keras.callbacks.Callback):
     """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal, or one
     after training (while callbacks finish their work), stops at once."""
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
         super().__init__()
         self.signals = signals
         self.received: int | None = None
@@ -75,3 +78,26 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_test_batch_begin(self, batch, logs=None):
         self._stop_if_signalled()
+
+
+@contextmanager
+def signals_held(signals: tuple[int, ...] = STOP_SIGNALS):
+    """Hold these signals while the block runs (work that must not be cut in half, such as writing a
+    run's files: a second Ctrl-C soon after the first would leave them half-made), then hand the first
+    that came to the handler that was in force. Keep such blocks to seconds; a wait for a server
+    belongs outside, where a signal can cut it short."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set only there
+        yield
+        return
+    came: list[int] = []
+    previous = {}
+    for signum in signals:
+        if signal.getsignal(signum) is not None:  # None: a handler set outside Python, which cannot be put back
+            previous[signum] = signal.signal(signum, lambda number, frame: came.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if came:
+            signal.raise_signal(came[0])

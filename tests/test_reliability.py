@@ -93,6 +93,37 @@ def test_a_signal_during_an_epoch_ends_the_run_killed_with_everything_logged(tmp
     assert list(history["epoch"]) == finished
 
 
+def test_two_ctrl_c_in_quick_succession_end_the_run_killed_with_its_files(tmp_path, tracking_uri):
+    """The second signal lands while the run's files are written: they are written whole, the wait for
+    the server is skipped, and the run still ends KILLED with its reason, in one line."""
+    process, log = start_training(tmp_path, "trainer.epochs=8")
+    wait_for_epoch(log, 2, process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.03)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    log.seek(0)
+    said = log.read()
+    assert "Traceback" not in said, said[-3000:]
+    assert said.strip().splitlines()[-1].startswith("error: training interrupted by SIGINT: run ")
+    run = all_runs(tracking_uri)[0]
+    client = mlflow.MlflowClient(tracking_uri)
+    assert run.info.status == "KILLED" and run.data.tags["failure.reason"] == "training interrupted by SIGINT"
+    assert {"checkpoints/best.keras", "history.csv", "learning_curves.png"} <= artifact_names(client, run.info.run_id)
+
+
+def test_ctrl_c_while_tensorflow_loads_is_one_line_and_trains_nothing(tmp_path, tracking_uri):
+    process, log = start_training(tmp_path, "trainer.epochs=8")
+    wait_for_line(log, "absl::InitializeLog", process)  # TensorFlow's first words as it loads
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    log.seek(0)
+    said = log.read()
+    assert "Traceback" not in said, said[-3000:]
+    assert said.strip().splitlines()[-1] == "error: interrupted before training began; nothing was trained"
+    assert all_runs(tracking_uri) == []
+
+
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, tracking_uri, run_cli):
     straight = run_cli(*TRAIN, "trainer.epochs=6", "mlflow.run_name=straight")
     assert straight.returncode == 0, straight.stdout[-2000:]
