@@ -6,6 +6,7 @@ import shlex
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
 
 from plugins.errors import first_line
 from plugins.redaction import redact_text
@@ -58,3 +59,16 @@ def expand_quoted_option(argv: list[str], option: str) -> list[str]:
     at = argv.index(option)
     given = argv[at + 1] if at + 1 < len(argv) else ""
     return [*argv[:at], *shlex.split(given), *argv[at + 2 :]]
+
+
+def overlong_override_key(args: list[str]) -> str | None:
+    """The first override whose key is longer than MLflow takes for a param or tag name, as an error
+    line. Checked before Hydra composes: Hydra looks a key up as a file name, and crashes on a long one."""
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
+        if len(key) > MAX_ENTITY_KEY_LENGTH:
+            return (
+                f"{key[:40]}...: an override key of {len(key)} characters; params and tags take names "
+                f"of at most {MAX_ENTITY_KEY_LENGTH}"
+            )
+    return None

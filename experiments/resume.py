@@ -6,6 +6,7 @@ FINISHED, and the overrides given now may change no logged param but trainer.epo
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -25,14 +26,15 @@ from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
 from experiments.command import override_key
 from experiments.logged_overrides import checked_overrides
+from experiments.preflight import OUTPUT_PATHS
 from plugins import tags
 from plugins.errors import first_line
 from plugins.params import flatten, to_params
 
+log = logging.getLogger(__name__)
+
 # May differ between the interrupted run and its continuation: they change no result.
 CHANGEABLE = {"trainer.epochs", "fit.epochs", "trainer.verbose", "resume"}
-# Output locations (callbacks.tensorboard.log_dir, ...): a continued run writes where it wrote before.
-OUTPUT_PATHS = ("filepath", "filename", "log_dir", "backup_dir")
 RESUMABLE = {"KILLED", "FAILED"}
 
 
@@ -79,11 +81,12 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     )
 
 
-def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0) -> None:
-    """Make this process the one that resumes the run, or refuse: MLflow has no compare-and-set, so
-    each resume writes its own token, waits ``wait_s`` for any other to write too, and reads back. The
-    last writer sees its token and takes the run (RUNNING, with this process's tags) at once; every
-    other sees another token, or, if it wrote after the winner read back, the run already RUNNING."""
+def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0) -> str:
+    """Make this process the one that resumes the run, or refuse; the run's status before (for
+    ``release``). MLflow has no compare-and-set, so each resume writes its own token, waits ``wait_s``
+    for any other to write too, and reads back. The last writer sees its token and takes the run
+    (RUNNING, with this process's tags) at once; every other sees another token, or, if it wrote after
+    the winner read back, the run already RUNNING."""
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     try:
         _write_claim(client, resume.run_id, token)
@@ -98,6 +101,15 @@ def claim(client: mlflow.MlflowClient, resume: ResumePoint, wait_s: float = 1.0)
         raise ConfigError(f"resume={resume.run_id}: cannot claim the run: {first_line(error)}") from None
     if not won:
         raise ConfigError(f"resume={resume.run_id}: another process is resuming this run; nothing was trained here")
+    return run.info.status
+
+
+def release(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
+    """Give a claimed run back, with the status it had, when its resume ends before training begins."""
+    try:
+        client.update_run(run_id, status=status)
+    except Exception as error:  # the store went away: the run stays RUNNING until a resume finds its process gone
+        log.warning("run %s could not be given back its status %s: %s", run_id, status, first_line(error))
 
 
 def _write_claim(client: mlflow.MlflowClient, run_id: str, token: str) -> None:

@@ -7,6 +7,7 @@ status and failure reason each way out of training gets.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -23,15 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.command import train_command
 from experiments.data import Splits
-from experiments.resume import ResumePoint
+from experiments.resume import ResumePoint, claim, release
 from plugins import tags
 from plugins.errors import describe
 from plugins.params import flatten
 from plugins.provenance import git_state
-from plugins.redaction import redact, redact_override
+from plugins.redaction import redact, redact_override, redact_text
 from plugins.sweep import sweep_tags
 
 log = logging.getLogger(__name__)
+# Errors of the disk a callback writes to (full, read-only, no permission, over quota).
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,12 +89,26 @@ class TrackedRun:
         self.test_metrics: dict[str, float] = {}
 
     def __enter__(self) -> TrackedRun:
-        run = self.tracker.start_run()
+        # A resume takes its run last, when nothing but training is left: a run it claims, it trains.
+        client = mlflow.MlflowClient(self.cfg.mlflow.tracking_uri)
+        status_before = claim(client, self.resume) if self.resume else None
+        try:
+            run = self.tracker.start_run()
+        except Exception as error:  # the store refused (read-only, a name it does not take, ...): no run exists
+            if self.resume:
+                release(client, self.resume.run_id, status_before)
+            store = redact_text(mlflow.get_tracking_uri())
+            raise TrainingStopped(f"cannot start a run in {store}: {describe(error)}; nothing was trained", 1) from None
         self.run_id = run.info.run_id
-        if self.resume is None:
-            record_job(run, self.cfg, self.splits)
-        else:
-            record_resume(run, self.resume)
+        try:
+            if self.resume is None:
+                record_job(run, self.cfg, self.splits)
+            else:
+                record_resume(run, self.resume)
+        except Exception as error:  # e.g. the artifact store cannot be written
+            reason = describe(error)
+            self.tracker.finish_run("FAILED", tags={tags.FAILURE_REASON: reason[:MAX_TAG_VAL_LENGTH]})
+            raise TrainingStopped(f"run {self.run_id} FAILED before training: {reason}", 1) from None
         return self
 
     def finish(self, test_metrics: dict[str, float]) -> None:
@@ -127,6 +144,13 @@ class TrackedRun:
         if isinstance(error, LossBecameNaN):
             raise TrainingStopped(
                 f"run {self.run_id} FAILED: the loss became NaN; try a lower optimizer.learning_rate", 1
+            ) from None
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:  # where files go, not a bug: no traceback
+            where = f" ({error.filename})" if error.filename else ""
+            raise TrainingStopped(
+                f"run {self.run_id} FAILED: {describe(error)}{where}; make room (the output folder is "
+                f"{HydraConfig.get().runtime.output_dir}), then python -m experiments.train resume={self.run_id}",
+                1,
             ) from None
 
 

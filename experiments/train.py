@@ -8,32 +8,33 @@ from __future__ import annotations
 from experiments import early_interrupt  # first: Ctrl-C during the imports below is one line
 
 # isort: split
-import os
+import logging
 import signal
 import sys
 from contextlib import contextmanager
 
 import hydra
-import mlflow
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
-from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store
+from experiments.cli import expand_quoted_option, overlong_override_key
 from experiments.data import load_splits
-from experiments.resume import claim, prepare_resume
+from experiments.hydra_files import redact_hydra_files
+from experiments.preflight import check_output_paths, check_store
+from experiments.resume import prepare_resume
 from experiments.tracked_run import TrackedRun, TrainingStopped, build_tracker
-from plugins.errors import first_line
 from plugins.redaction import install_log_redaction, redact_text
 from plugins.sweep_stop import in_driver, request_stop, stop_requested
-from plugins.tracking_server import ServerUnreachable, wait_for_server
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train, evaluate the test split with the best weights, record it all; return the best monitored value."""
     install_log_redaction()
+    redact_hydra_files()
+    logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per line
     with one_line_errors():
         refuse_if_the_sweep_stopped()
         with nothing_trained_if_interrupted():
@@ -52,19 +53,12 @@ def main(cfg: DictConfig) -> float:
 def load_checked_input(cfg: DictConfig):
     """(config, resume point, data splits), or a ConfigError with no MLflow run touched."""
     check_config(cfg)
-    try:
-        wait_for_server(cfg.mlflow.tracking_uri or mlflow.get_tracking_uri(), cfg.mlflow.wait_for_server_s)
-        check_experiment(open_tracking_store(cfg.mlflow.tracking_uri), cfg.mlflow.experiment_name)
-    except ServerUnreachable as error:
-        raise ConfigError(f"{error} (mlflow.wait_for_server_s); nothing was trained") from None
-    except TrackingStoreError as error:
-        raise ConfigError(f"mlflow.tracking_uri: {error}") from None
+    check_store(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.wait_for_server_s)
     cfg, resume = prepare_resume(cfg, list(HydraConfig.get().overrides.task))
     check_config(cfg)  # a resumed run's own config, with this command's overrides on top
+    check_output_paths(cfg)
     splits = load_splits(cfg.data, seed=cfg.trainer.seed)
     check_class_weight_labels(cfg.trainer.class_weight, splits.num_classes)
-    if resume is not None:  # last: a run this process takes is one it goes on to train
-        claim(open_tracking_store(cfg.mlflow.tracking_uri), resume)
     return cfg, resume, splits
 
 
@@ -88,21 +82,6 @@ def nothing_trained_if_interrupted():
         raise stopped
 
 
-def check_experiment(client: mlflow.MlflowClient, name: str) -> None:
-    """A deleted experiment of that name takes no runs until it is restored: say so before training."""
-    if "MLFLOW_RUN_ID" in os.environ:  # `mlflow run` chose the run, and with it the experiment
-        return
-    try:
-        experiment = client.get_experiment_by_name(name)
-    except Exception as error:
-        raise TrackingStoreError(f"cannot read the experiments of {client.tracking_uri}: {first_line(error)}") from None
-    if experiment is not None and experiment.lifecycle_stage == "deleted":
-        raise ConfigError(
-            f"mlflow.experiment_name={name}: the experiment is deleted; restore it "
-            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or choose another name"
-        )
-
-
 @contextmanager
 def one_line_errors():
     """What the user must fix or should know (a bad value: exit 2; an interrupt: 128 + signal; a NaN
@@ -124,4 +103,8 @@ def one_line_errors():
 
 if __name__ == "__main__":
     sys.argv = expand_quoted_option(sys.argv, "--overrides")
+    overlong = overlong_override_key(sys.argv[1:])
+    if overlong:
+        print(f"error: {overlong}", file=sys.stderr)
+        sys.exit(2)
     main()

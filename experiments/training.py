@@ -21,7 +21,7 @@ from experiments.data import Splits, make_pipeline, steps_per_epoch
 from experiments.resume import ResumePoint
 from experiments.tracked_run import LossBecameNaN
 from plugins.checkpoint import load_logged_checkpoint
-from plugins.errors import first_line
+from plugins.errors import describe, first_line
 from plugins.interrupt import StopOnSignal
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
     seed_everything(cfg.trainer)
     batch_size, start_epoch = cfg.trainer.batch_size, resume.next_epoch if resume else 0
     steps = steps_per_epoch(splits.train, batch_size)
+    model = build_model(cfg, splits, steps_per_epoch=steps)
+    start_from_logged_checkpoint(model, resume)
     return Job(
-        model=build_model(cfg, splits, steps_per_epoch=steps),
+        model=model,
         callbacks=build_callbacks(cfg),
         train=make_pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
         val=make_pipeline(splits.val, batch_size),
@@ -60,8 +62,7 @@ def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
 
 
 def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoint | None) -> dict[str, float]:
-    """Train (the tracker last: it sees what the others did), then the test split's metrics with the
-    best epoch's weights."""
+    """Train, then the test split's metrics with the best epoch's weights."""
     restore_for_resume(job.model, resume, job.steps_per_epoch)
     job.model.fit(
         job.train,
@@ -70,7 +71,9 @@ def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoin
         initial_epoch=job.initial_epoch,
         steps_per_epoch=job.steps_per_epoch,
         class_weight=job.class_weight,
-        callbacks=[stopper, *job.callbacks, tracker],
+        # The tracker before the callbacks that write files: one that fails (a full disk) cannot cost
+        # the epoch's metrics. It reads what the others changed (rates, stops) wherever it sits.
+        callbacks=[stopper, tracker, *job.callbacks],
         shuffle=False,  # the pipeline shuffles, seeded
         verbose=cfg.trainer.verbose,
     )
@@ -151,13 +154,26 @@ def class_weights(setting, splits: Splits) -> dict[int, float] | None:
     return {int(label): float(weight) for label, weight in setting.items()}
 
 
+def start_from_logged_checkpoint(model: keras.Model, resume: ResumePoint | None) -> None:
+    """For a resume without a local backup: the weights of the run's logged checkpoints/best.keras,
+    read before the run is reopened, so a file that cannot be used leaves the run as it was."""
+    if resume is None or resume.backup_dir is not None:
+        return
+    try:
+        model.set_weights(logged_best_weights(resume.run_id))
+    except Exception as error:  # missing, corrupt, another model's, or refused by Keras' safe mode (a Lambda)
+        raise ConfigError(
+            f"resume={resume.run_id}: its checkpoints/best.keras cannot be used ({describe(error)}); "
+            "the run is left as it was"
+        ) from None
+
+
 def restore_for_resume(model: keras.Model, resume: ResumePoint | None, steps_per_epoch: int) -> None:
     """Keras' BackupAndRestore continues from the run's local backup (weights, optimizer state, epoch).
-    When that is gone: the weights of the run's logged best checkpoint, the optimizer's step count
+    When that is gone (the weights are the logged checkpoint's by now): the optimizer's step count
     (a schedule goes on where it was) and, for a plain rate, the last logged one (a plateau's cuts stay)."""
     if resume is None or resume.backup_dir is not None:
         return
-    model.set_weights(logged_best_weights(resume.run_id))
     optimizer = model.optimizer
     optimizer.iterations.assign(resume.next_epoch * steps_per_epoch)
     if resume.learning_rate is not None:

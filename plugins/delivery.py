@@ -76,9 +76,19 @@ class Delivery:
             self.unsent_folder = keep_unsent_calls(self.sender.unsent_calls(), self.run_id, self._spool_base)
 
 
-def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path:
-    """``calls`` on disk in ``spool_base/unsent/<run id>/``, for ``python -m experiments.sync``."""
-    folder = spool.keep(calls, spool_base / "unsent" / run_id)
+def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path | None:
+    """``calls`` on disk in ``spool_base/unsent/<run id>/``, for ``python -m experiments.sync``; None
+    where that disk cannot take them either (said once in the log, with what is lost)."""
+    try:
+        folder = spool.keep(calls, spool_base / "unsent" / run_id)
+    except OSError as error:
+        log.error(
+            "MLflow run %s: %s could not be stored nor kept on disk (%s); they are lost",
+            run_id,
+            ", ".join(what for what, _ in calls),
+            describe(error),
+        )
+        return None
     log.error(
         "MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
         run_id,

@@ -131,7 +131,8 @@ class Publisher:
         new = [param for param in to_params(params) if param.key not in logged_params]
         for chunk in batches(new):
             self._delivery.submit("params", partial(self._client.log_batch, self._run_id, params=chunk))
-        self.upload(artifacts.write_text(model_facts.model_summary(model), self.local_dir / "model_summary.txt"))
+        summary = model_facts.model_summary(model)
+        self._send_file(partial(artifacts.write_text, summary), self.local_dir / "model_summary.txt")
 
     def checkpoint_if_due(self) -> None:
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
@@ -153,7 +154,11 @@ class Publisher:
         self._send_file(partial(artifacts.write_history, history), self.local_dir / "history.csv")
         self._send_file(partial(artifacts.write_lr_changes, lr_changes), self.local_dir / "lr_changes.csv")
         # Drawn by a helper process while this process saves the model on the sender's thread.
-        self.upload(curves.plot_learning_curves(history, self.local_dir / "learning_curves.png"))
+        plot = self.local_dir / "learning_curves.png"
+        try:
+            self.upload(curves.plot_learning_curves(history, plot))
+        except OSError as error:  # a full or read-only disk: the run goes without it, as with any file not written
+            self._delivery.sender.give_up(f"writing {plot.name}", error)
 
     def send_model(self, source: str | None, model: keras.Model, monitor: str) -> None:
         """model/ from ``source`` (see model_source); else only the pending checkpoint, if any."""

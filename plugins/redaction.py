@@ -80,10 +80,23 @@ def install_log_redaction() -> None:
             handler.addFilter(RedactingFilter())
 
 
+def redact_tree(data: Any) -> Any:
+    """A copy of data read from a YAML or JSON file, with every secret replaced: values under secret
+    keys, URL passwords, and ``key=value`` assignments of secret keys inside strings (Hydra keeps the
+    overrides as typed, one string each or joined by commas)."""
+    if isinstance(data, Mapping):
+        return {key: REDACTED if is_secret(str(key)) else redact_tree(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [redact_tree(item) for item in data]
+    return redact_text(_redact_assignments(data)) if isinstance(data, str) else data
+
+
 def _redact_assignments(message: str) -> str:
-    """``... mlflow.tags.api_key=abc ...`` in a line of overrides -> ``mlflow.tags.api_key=[redacted]``."""
+    """``... mlflow.tags.api_key=abc ...`` in a line of overrides -> ``mlflow.tags.api_key=[redacted]``.
+    A value runs to the next blank, or to a comma that starts the next ``key=`` (Hydra's
+    ``override_dirname`` joins overrides with commas; a list value such as ``[l2,dropout]`` has them too)."""
     return re.sub(
-        r"(?P<key>[+~]*[\w.]+)=(?P<value>\S+)",
+        r"(?P<key>[+~]*[\w.]+)=(?P<value>[^\s,]+(?:,(?![+~]*[\w.]+=)[^\s,]*)*)",
         lambda match: redact_override(match[0]) if is_secret(match["key"].lstrip("+~")) else match[0],
         message,
     )

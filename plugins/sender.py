@@ -111,7 +111,7 @@ class Sender:
             call()
         except Exception as error:
             if local and not isinstance(error, OSError):  # not the disk: writing again would fail again
-                self._give_up(what, error)
+                self.give_up(what, error)
             elif not local and server_refused(error):  # it answered no: asking again gets the same answer
                 self._refuse(what, error)
             else:
@@ -135,7 +135,8 @@ class Sender:
             self._refused[what] = reason
         log.error("MLflow tracking: the server refused %s (%s); not retried, not kept", what, reason)
 
-    def _give_up(self, what: str, error: Exception) -> None:
+    def give_up(self, what: str, error: Exception) -> None:
+        """Local work that failed for good (also when it ran off this thread): named once, not retried."""
         reason = describe(error)
         with self._lock:
             first = what not in self._not_written

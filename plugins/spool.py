@@ -17,6 +17,7 @@ from typing import NamedTuple
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from plugins import tags as tag_names
 from plugins.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def send(folder: Path, client: mlflow.MlflowClient) -> Replay:
         except Exception as error:  # still unreachable, or rejected: keep it
             log.warning("not sent (%s): %s", json.loads(line).get("what", method), first_line(error))
             left.append(line)
+        else:
+            if method == "set_terminated" and args[1] == "FINISHED":
+                _clear_missing_files(client, folder.name)
     if refused:
         with open(folder / REFUSED_FILE, "a") as kept:
             kept.write("".join(f"{line}\n" for line in refused))
@@ -78,6 +82,18 @@ def send(folder: Path, client: mlflow.MlflowClient) -> Replay:
         path.unlink()
         shutil.rmtree(folder / "files", ignore_errors=True)
     return Replay(sent, len(left), len(refused))
+
+
+def _clear_missing_files(client: mlflow.MlflowClient, run_id: str) -> None:
+    """A run that ended FAILED because files did not land, now whole and FINISHED: the tags that said
+    what was missing go."""
+    try:
+        held = client.get_run(run_id).data.tags
+        for name in (tag_names.MISSING_FILES, tag_names.FAILURE_REASON):
+            if name in held:
+                client.delete_tag(run_id, name)
+    except Exception as error:
+        log.warning("run %s is FINISHED but still tagged with what was missing: %s", run_id, first_line(error))
 
 
 class SpoolRecordError(ValueError):

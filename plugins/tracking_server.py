@@ -1,4 +1,5 @@
-"""Waiting for an HTTP tracking server before anything is trained or started."""
+"""Waiting for an HTTP tracking server before anything is trained or started, and asking whether its API
+answers (a server can pass its health check while its store is broken)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import re
 import time
 
 import requests
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 
 from plugins.redaction import redact_text
+
+API_TIMEOUT_S = 10
 
 
 class ServerUnreachable(ConnectionError):
@@ -41,3 +46,26 @@ def _health_problem(url: str) -> str | None:
         errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(error))  # requests wraps the socket's error deep inside
         return errno[0] if errno else type(error).__name__
     return None if response.ok else f"HTTP {response.status_code} {response.reason}"
+
+
+def api_problem(uri: str) -> str | None:
+    """None when the HTTP tracking server at ``uri`` answers one read of its REST API (with the
+    credentials MLflow's client would send) within API_TIMEOUT_S; else why not, in a few words. A
+    local store has no API to ask."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/get-by-name",
+            "GET",
+            max_retries=0,
+            timeout=API_TIMEOUT_S,
+            raise_on_status=False,
+            params={"experiment_name": "Default"},
+        )
+    except Exception as error:  # a timeout, a dropped connection
+        return f"no answer in {API_TIMEOUT_S} s" if "timed out" in str(error).lower() else type(error).__name__
+    if response.ok or response.status_code == 404:  # 404: no such experiment, which is an answer
+        return None
+    return f"HTTP {response.status_code} {response.reason}"

@@ -80,12 +80,13 @@ def tracking_uri(tmp_path, monkeypatch, empty_store) -> str:
 
 @pytest.fixture
 def run_cli(tmp_path, tracking_uri):
-    """run_cli("experiments.train", "model=cnn", ...) -> CompletedProcess, run from tmp_path."""
+    """run_cli("experiments.train", "model=cnn", ...) -> CompletedProcess, run from tmp_path; ``prefix``:
+    a command that starts Python (e.g. setpriv)."""
 
-    def _run(module: str, *args: str, timeout: int = 600, env: dict | None = None):
+    def _run(module: str, *args: str, timeout: int = 600, env: dict | None = None, prefix: list[str] | None = None):
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         return subprocess.run(
-            [sys.executable, "-m", module, *args],
+            [*(prefix or []), sys.executable, "-m", module, *args],
             cwd=tmp_path,
             env=environment,
             capture_output=True,

@@ -28,14 +28,17 @@ class RaiseAtStep(keras.callbacks.Callback):
 
 
 class StopServerWhenTrainingEnds(keras.callbacks.Callback):
-    """The tracking server goes down as training ends, before anything of the end is sent. A resume
-    keeps the run's config, this callback with it: by then that server is gone, and nothing happens."""
+    """The tracking server goes down as the last epoch ends (after the runner's tracker, which comes
+    first, has seen it), before anything of the end is sent. A resume keeps the run's config, this
+    callback with it: by then that server is gone, and nothing happens."""
 
     def __init__(self, server_pid: int):
         super().__init__()
         self.server_pid = server_pid
 
-    def on_train_end(self, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.params["epochs"] - 1:
+            return
         import contextlib
         import os
         import signal

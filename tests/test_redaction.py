@@ -120,6 +120,11 @@ def test_secrets_given_on_the_command_line_never_leave_the_process(tmp_path, run
             str(run.data.tags),
             run.info.run_name,
             artifact_texts(client, run.info.run_id, tmp_path / "artifacts"),
+            *(  # the local output folder: Hydra's own .hydra/ files and its log
+                path.read_text(errors="replace")
+                for path in (tmp_path / "outputs").rglob("*")
+                if path.suffix in (".yaml", ".log", ".txt", ".csv")
+            ),
         ]
     )
     assert "mlflow.tags.team=vision" in seen and "experiment_name: keras-experiments" in seen

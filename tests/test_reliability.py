@@ -184,6 +184,30 @@ def test_kill_9_then_resume(tmp_path, tracking_uri, run_cli):
     assert steps(client, run.info.run_id) == [epoch for epoch in range(6) if epoch not in missing]
 
 
+def test_a_logged_checkpoint_that_safe_mode_refuses_leaves_the_run_as_it_was(tmp_path, tracking_uri, run_cli):
+    """A resume without a local backup starts from the run's checkpoints/best.keras. One that holds
+    code (a Lambda layer, which Keras' safe mode refuses) is refused in one line, and the KILLED run
+    stays KILLED with its own reason."""
+    done = run_cli(*TRAIN, "trainer.epochs=1", "~callbacks.backup_and_restore", "trainer.verbose=0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = all_runs(tracking_uri)[0].info.run_id
+    client.set_tag(run_id, "failure.reason", "training interrupted by SIGTERM")
+    client.set_terminated(run_id, "KILLED")
+    import keras
+
+    tampered = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2)])
+    tampered.save(tmp_path / "best.keras")
+    client.log_artifact(run_id, str(tmp_path / "best.keras"), "checkpoints")  # replaces the logged one
+    resumed = run_cli(*TRAIN, f"resume={run_id}", "trainer.epochs=2", "~callbacks.backup_and_restore")
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    last = resumed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: resume={run_id}: its checkpoints/best.keras cannot be used (") and "Lambda" in last
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["failure.reason"] == "training interrupted by SIGTERM"
+    assert steps(client, run_id) == [0]
+
+
 def test_resume_without_a_backup_goes_on_at_the_last_logged_rate(tmp_path, tracking_uri, run_cli):
     # No BackupAndRestore, and a plateau that halves the rate after every epoch but the first: the
     # continuation starts from the best checkpoint, at the rate the run had reached, not the initial one.
@@ -222,7 +246,7 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
 
     from experiments.resume import ResumePoint
     from experiments.schedules import cosine_decay
-    from experiments.training import restore_for_resume
+    from experiments.training import restore_for_resume, start_from_logged_checkpoint
     from plugins import MLflowCallback
 
     def model():
@@ -247,9 +271,9 @@ def test_resume_without_a_backup_goes_on_with_a_schedule_where_it_was(tracking_u
             callbacks=[MLflowCallback(log_model=False)],
         )
     fresh = model()
-    restore_for_resume(
-        fresh, ResumePoint(run.info.run_id, next_epoch=4, backup_dir=None, learning_rate=1e-2), steps_per_epoch=5
-    )
+    resume = ResumePoint(run.info.run_id, next_epoch=4, backup_dir=None, learning_rate=1e-2)
+    start_from_logged_checkpoint(fresh, resume)
+    restore_for_resume(fresh, resume, steps_per_epoch=5)
     assert int(fresh.optimizer.iterations) == 20
     schedule = cosine_decay(1e-2, epochs=10, alpha=0.0, steps_per_epoch=5)
     assert float(fresh.optimizer.learning_rate) == pytest.approx(float(schedule(20)))  # the schedule's, not 1e-2
@@ -653,4 +677,19 @@ def test_a_full_artifact_store_leaves_no_half_file_and_the_run_fails_until_sync(
         assert synced.returncode == 0, synced.stdout + synced.stderr
         run = client.get_run(run.info.run_id)
         assert run.info.status == "FINISHED"
+        assert "missing_files" not in run.data.tags and "failure.reason" not in run.data.tags
         assert {"model/MLmodel", "checkpoints/best.keras"} <= artifact_names(client, run.info.run_id)
+
+
+def test_a_full_output_folder_keeps_the_epochs_and_ends_in_one_line(tmp_path, tracking_uri, run_cli):
+    """The run's local output folder fills up during the first epoch's checkpoint: that epoch's metrics
+    are still logged, the run ends FAILED with the reason, and the command says so in one line."""
+    with small_disk(tmp_path / "small", "600k") as small:
+        done = run_cli(*TRAIN, "trainer.epochs=3", f"hydra.run.dir={small}/run")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert " FAILED: OSError: [Errno 28] No space left on device; make room (the output folder is " in last
+    (run,) = all_runs(tracking_uri)
+    assert run.info.status == "FAILED" and run.data.tags["failure.reason"].startswith("OSError: [Errno 28]")
+    assert steps(mlflow.MlflowClient(tracking_uri), run.info.run_id) == [0]
