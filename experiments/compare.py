@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
 from experiments.command import override_key, overrides_of
 from plugins import tags as tag_names
+from plugins.artifacts import FLOAT_FORMAT
 from plugins.errors import first_line
 from plugins.metric_names import higher_is_better
 from plugins.sweep import end_orphaned_sweeps
@@ -292,7 +293,7 @@ def printable(table: pd.DataFrame, group_by: str) -> str:
 
 def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by: str, max_curves: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "comparison.csv", index=False)
+    table.to_csv(folder / "comparison.csv", index=False, float_format=FLOAT_FORMAT)
     shown = table.drop(columns=["run_id"])
     # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
     shown = shown.astype(object).where(shown.notna(), None)
@@ -304,6 +305,8 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
     files = [folder / "comparison.csv", folder / "comparison.md"]
     for key, title in CURVES.items():
         histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
+        if key == "learning_rate" and len({p.value for points in histories.values() for p in points}) < 2:
+            continue  # one flat line: no rate changed in any run
         files.append(plot_curves(histories, title, key, folder / f"{key}.png"))
     files.append(plot_test_accuracy(drawn, labels, folder / "test_accuracy.png"))
     return files
@@ -346,14 +349,28 @@ def plot_curves(histories: dict[str, list], title: str, key: str, path: Path) ->
 
 
 def plot_test_accuracy(drawn: pd.DataFrame, labels: dict[str, str], path: Path) -> Path:
-    figure = Figure(figsize=(8, 4.5))
+    """One bar per run, its value written on it, the axis zoomed to the values: bars from 0 would
+    make 0.970 and 0.978 look the same."""
+    figure = Figure(figsize=(8, 1.2 + 0.35 * max(len(drawn), 1)))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
+    values = drawn["test_accuracy"]
     colours = ["tab:orange" if plain else "tab:blue" for plain in drawn["plain"]]
-    axes.bar([labels[run_id] for run_id in drawn["run_id"]], drawn["test_accuracy"].fillna(0), color=colours)
-    axes.set(title="test accuracy (orange: plain)", ylabel="test_accuracy")
-    axes.tick_params(axis="x", labelrotation=30, labelsize=7)
-    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.92)
+    names = [labels[run_id] for run_id in drawn["run_id"]]
+    bars = axes.barh(names, values.fillna(0), color=colours)
+    axes.bar_label(bars, labels=[f"{value:.3f}" if pd.notna(value) else "-" for value in values], padding=3, fontsize=8)
+    known = values.dropna()
+    if len(known):
+        low, high = float(known.min()), float(known.max())
+        margin = max(high - low, 0.005) * 0.6
+        axes.set_xlim(max(0.0, low - margin), min(1.0, high + margin) + margin)  # room for the labels
+    axes.invert_yaxis()  # the table's order, top to bottom
+    axes.set(title="test accuracy (orange: plain)", xlabel="test_accuracy (axis zoomed to the values)")
+    axes.tick_params(axis="y", labelsize=8)
+    axes.grid(axis="x", alpha=0.3)
+    figure.subplots_adjust(
+        left=0.35, right=0.98, bottom=0.8 / figure.get_figheight(), top=1 - 0.4 / figure.get_figheight()
+    )
     figure.savefig(path, dpi=80)
     return path
 

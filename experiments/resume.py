@@ -27,9 +27,10 @@ from experiments.cli import TrackingStoreError, read_run
 from experiments.command import override_key
 from experiments.logged_overrides import checked_overrides
 from experiments.preflight import OUTPUT_PATHS
+from experiments.run_identity import training_params
 from plugins import tags
 from plugins.errors import first_line
-from plugins.params import flatten, to_params
+from plugins.params import to_params
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
         raise ConfigError(
             f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, not {resumed.mlflow.experiment_name!r}"
         )
-    _keep_output_paths(resumed, run)
+    _keep_output_paths(resumed, client, run)
     _refuse_changed_params(resumed, run)
     return resumed, ResumePoint(
         run.info.run_id,
@@ -139,10 +140,10 @@ def _compose(run_id: str, overrides: list[str]) -> DictConfig:
 def _process_is_gone(run) -> bool:
     """A RUNNING run whose training process on this machine no longer exists (killed with -9, or the
     machine went down): nothing will ever end it, so it may be resumed."""
-    if run.info.status != "RUNNING" or run.data.tags.get(tags.PROCESS_HOST) != socket.gethostname():
+    if run.info.status != "RUNNING" or tags.read(run.data.tags, tags.PROCESS_HOST) != socket.gethostname():
         return False
     try:
-        os.kill(int(run.data.tags.get(tags.PROCESS_PID, "0")), 0)
+        os.kill(int(tags.read(run.data.tags, tags.PROCESS_PID, "0")), 0)
     except ProcessLookupError:
         return True
     except (ValueError, PermissionError):
@@ -162,18 +163,28 @@ def _fetch(client: mlflow.MlflowClient, run_id: str):
 
 def logged_overrides(client: mlflow.MlflowClient, run_id: str) -> list[str] | None:
     """The Hydra overrides a run was started with (its hydra/overrides.yaml); None when it has none."""
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(run_id, "hydra/overrides.yaml", folder)
-        except Exception:  # no such artifact (MLflow raises several kinds)
-            return None
-        try:
-            overrides = yaml.safe_load(Path(path).read_text()) or []
-        except (yaml.YAMLError, UnicodeDecodeError):
-            overrides = None
+    overrides = _logged_yaml(client, run_id, "hydra/overrides.yaml")
+    if overrides is _NOT_LOGGED:
+        return None
     if not isinstance(overrides, list):
         raise ConfigError(f"run {run_id}: its hydra/overrides.yaml is not a list of overrides")
     return overrides
+
+
+_NOT_LOGGED = object()
+
+
+def _logged_yaml(client: mlflow.MlflowClient, run_id: str, artifact: str):
+    """A YAML artifact of the run, read as data (None when it does not parse); _NOT_LOGGED when absent."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, artifact, folder)
+        except Exception:  # no such artifact (MLflow raises several kinds)
+            return _NOT_LOGGED
+        try:
+            return yaml.safe_load(Path(path).read_text()) or []
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
 
 
 def _not_given(logged: list[str], given: list[str]) -> list[str]:
@@ -182,19 +193,32 @@ def _not_given(logged: list[str], given: list[str]) -> list[str]:
     return [o for o in logged if override_key(str(o)) not in given_keys and override_key(str(o)) != "resume"]
 
 
-def _keep_output_paths(cfg: DictConfig, run) -> None:
+def _keep_output_paths(cfg: DictConfig, client: mlflow.MlflowClient, run) -> None:
     """Point the callbacks' files at the interrupted run's: Keras restores from its backup there."""
-    for key, value in run.data.params.items():
-        if (
-            key.startswith("callbacks.")
-            and key.rsplit(".", 1)[-1] in OUTPUT_PATHS
-            and OmegaConf.select(cfg, key) is not None
-        ):
+    for key, value in _logged_output_paths(client, run).items():
+        if OmegaConf.select(cfg, key) is not None:
             OmegaConf.update(cfg, key, value)
 
 
+def _logged_output_paths(client: mlflow.MlflowClient, run) -> dict[str, str]:
+    """``callbacks.NAME.ARG`` -> the path the run's callbacks wrote to, from its hydra/config.yaml (read
+    as data: only text is taken), or from its params for a run logged when they held paths."""
+    paths = {
+        key: value
+        for key, value in run.data.params.items()
+        if key.startswith("callbacks.") and key.rsplit(".", 1)[-1] in OUTPUT_PATHS
+    }
+    config = _logged_yaml(client, run.info.run_id, "hydra/config.yaml")
+    callbacks = config.get("callbacks") if isinstance(config, dict) else None
+    for name, callback in (callbacks if isinstance(callbacks, dict) else {}).items():
+        for arg in OUTPUT_PATHS:
+            if isinstance(callback, dict) and isinstance(callback.get(arg), str):
+                paths[f"callbacks.{name}.{arg}"] = callback[arg]
+    return paths
+
+
 def _refuse_changed_params(cfg: DictConfig, run) -> None:
-    wanted = {param.key: param.value for param in to_params(flatten(OmegaConf.to_container(cfg, resolve=True)))}
+    wanted = {param.key: param.value for param in to_params(training_params(cfg))}
     changed = sorted(
         key
         for key, value in wanted.items()
@@ -213,5 +237,5 @@ def _epochs_logged(client: mlflow.MlflowClient, run_id: str) -> int:
 
 
 def _existing_backup(run) -> str | None:
-    folder = run.data.tags.get(tags.BACKUP_DIR)
+    folder = tags.read(run.data.tags, tags.BACKUP_DIR)
     return folder if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) else None

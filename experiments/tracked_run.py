@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shlex
 import socket
 from pathlib import Path
@@ -25,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.command import train_command
 from experiments.data import Splits
 from experiments.resume import ResumePoint, claim, release
+from experiments.run_identity import regularisation_label, run_name, training_params
 from plugins import tags
 from plugins.errors import describe
-from plugins.params import flatten
 from plugins.provenance import git_state
 from plugins.redaction import redact, redact_override, redact_text
 from plugins.sweep import sweep_tags
@@ -60,8 +61,8 @@ def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
     reg = regularisation_label(cfg.reg)
     return instantiate(
         cfg.mlflow,
-        params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-        run_name=cfg.mlflow.run_name or f"{cfg.model.name}-{reg}",
+        params=training_params(cfg),
+        run_name=cfg.mlflow.run_name or run_name(cfg, job_overrides()),
         tags={**cfg.mlflow.tags, **run_tags(cfg, reg)},
         run_id=resume.run_id if resume else None,
         input_example=splits.val.x[:5],
@@ -86,6 +87,7 @@ class TrackedRun:
         self.splits = splits
         self.resume = resume
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.test_metrics: dict[str, float] = {}
 
     def __enter__(self) -> TrackedRun:
@@ -99,7 +101,7 @@ class TrackedRun:
                 release(client, self.resume.run_id, status_before)
             store = redact_text(mlflow.get_tracking_uri())
             raise TrainingStopped(f"cannot start a run in {store}: {describe(error)}; nothing was trained", 1) from None
-        self.run_id = run.info.run_id
+        self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         try:
             if self.resume is None:
                 record_job(run, self.cfg, self.splits)
@@ -116,9 +118,10 @@ class TrackedRun:
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
-            self.tracker.finish_run("FINISHED", metrics=self.test_metrics)
+            self.tracker.finish_run("FINISHED", metrics=self.test_metrics, folders=self.written_folders())
             accuracy = self.test_metrics.get("test_accuracy", float("nan"))
-            log.info("run %s (%s): test_accuracy=%.4f", self.run_id, self.tracker.run_settings.run_name, accuracy)
+            name = self.tracker.run_settings.run_name
+            log.info("run %s (%s): test_accuracy=%.4f; %s", self.run_id, name, accuracy, self.ui_link())
             if self.tracker.missing:
                 folder = self.tracker.unsent_folder
                 raise TrainingStopped(
@@ -134,7 +137,8 @@ class TrackedRun:
             pass  # another signal, which skipped the wait for the server: the run still ends with its reason
         # An interrupt (plugins.interrupt.TrainingInterrupted, a KeyboardInterrupt) and a NaN loss say it all.
         reason = str(error) if isinstance(error, (KeyboardInterrupt, LossBecameNaN)) else describe(error)
-        self.tracker.finish_run(status, tags={tags.FAILURE_REASON: reason[:MAX_TAG_VAL_LENGTH]})
+        failure = {tags.FAILURE_REASON: reason[:MAX_TAG_VAL_LENGTH]}
+        self.tracker.finish_run(status, tags=failure, folders=self.written_folders())
         if isinstance(error, KeyboardInterrupt):
             message = (
                 f"{error}: run {self.run_id} ended KILLED; continue it with "
@@ -152,6 +156,24 @@ class TrackedRun:
                 f"{HydraConfig.get().runtime.output_dir}), then python -m experiments.train resume={self.run_id}",
                 1,
             ) from None
+
+    def written_folders(self) -> dict[str, str]:
+        """Folders Keras' callbacks wrote beside training, logged into the run: TensorBoard's logs."""
+        log_dir = OmegaConf.select(self.cfg, "callbacks.tensorboard.log_dir", default=None)
+        return {"tensorboard": log_dir} if log_dir else {}
+
+    def ui_link(self) -> str:
+        """Where the run opens in the MLflow UI: the server's own page, or `mlflow ui`'s for a local store."""
+        uri = mlflow.get_tracking_uri()
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        if uri.startswith(("http://", "https://")):
+            return f"see it at {without_credentials(uri).rstrip('/')}/{page}"
+        return f"see it with `mlflow ui --backend-store-uri {redact_text(uri)}` at http://127.0.0.1:5000/{page}"
+
+
+def without_credentials(url: str) -> str:
+    """http://user:pass@host -> http://host: a link to click, with nothing secret in it."""
+    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
 
 
 def run_tags(cfg: DictConfig, reg: str) -> dict[str, str]:
@@ -173,13 +195,6 @@ def run_tags(cfg: DictConfig, reg: str) -> dict[str, str]:
         tags.BACKUP_DIR: str(OmegaConf.select(cfg, "callbacks.backup_and_restore.backup_dir", default="")),
         **process_tags(),
     }
-
-
-def regularisation_label(reg: DictConfig) -> str:
-    """'none', 'l2', 'l2+dropout', ...: what the model really has, whichever options set it."""
-    parts = [name for name in ("l1", "l2", "dropout") if reg[name] > 0]
-    parts += [name for name in ("batchnorm", "augment") if reg[name]]
-    return "+".join(parts) or "none"
 
 
 def job_overrides() -> list[str]:

@@ -33,18 +33,22 @@ def write_atomically(path: Path, write) -> Path:
     return path
 
 
+# Six significant digits: float32 values carry no more, and 1e-4 reads as 0.0001, not 0.00009999999747378752.
+FLOAT_FORMAT = "%.6g"
+
+
 def write_history(rows: list[dict], path: Path) -> Path:
     """One row per epoch, every metric including the learning rate."""
     import pandas as pd
 
-    return write_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    return write_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False, float_format=FLOAT_FORMAT))
 
 
 def write_lr_changes(changes: list[LearningRateChange], path: Path) -> Path:
     import pandas as pd
 
     frame = pd.DataFrame([asdict(change) for change in changes], columns=LR_CHANGE_COLUMNS)
-    return write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format=FLOAT_FORMAT))
 
 
 def write_text(text: str, path: Path) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from plugins.artifacts import write_atomically
 
@@ -43,30 +43,38 @@ ANSWER_TIMEOUT_S = 30.0  # a plot takes 0.1 s; far past that the helper is stuck
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def draw_learning_curves(rows: list[dict], path: Path, figures: dict | None = None) -> Path:
-    """Train vs validation loss and accuracy, and the learning rate, per epoch; written atomically.
+def draw_learning_curves(
+    rows: list[dict], path: Path, figures: dict | None = None, title: str = "", best_epoch: int | None = None
+) -> Path:
+    """Train vs validation loss and accuracy, and the learning rate, per epoch, under ``title``, the
+    best epoch marked; written atomically.
 
     ``figures`` keeps the figure of each set of columns for the next call (the helper's, single
     threaded): redrawn with new data, it skips building axes and ticks, a third of the cost.
     """
-    return write_atomically(
-        path, lambda temporary: learning_curves_figure(rows, figures).savefig(temporary, dpi=80, format="png")
-    )
+    figure = learning_curves_figure(rows, figures, title, best_epoch)
+    return write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=80, format="png"))
 
 
-def learning_curves_figure(rows: list[dict], figures: dict | None = None) -> Figure:
+def learning_curves_figure(
+    rows: list[dict], figures: dict | None = None, title: str = "", best_epoch: int | None = None
+) -> Figure:
     """The plot's figure, given ``rows``' data (``figures``: see draw_learning_curves)."""
     panels = _panels(rows)
-    figure, lines = figures[panels] if figures and panels in figures else _empty_figure(panels)
+    figure, lines, marks = figures[panels] if figures and panels in figures else _empty_figure(panels)
     if figures is not None:
-        figures[panels] = figure, lines
+        figures[panels] = figure, lines, marks
     for column, line in lines.items():
         # Only the epochs that logged the column: validated every few epochs (validation_freq), the
         # validation curve joins the epochs it has. A logged NaN still breaks the line.
         logged = [row for row in rows if column in row]
         line.set_data([row["epoch"] for row in logged], [row[column] for row in logged])
+    marks["title"].set_text(title + (f"   (best epoch {best_epoch}: dashed)" if best_epoch is not None else ""))
+    for best in marks["best"]:
+        best.set_xdata([best_epoch, best_epoch] if best_epoch is not None else [float("nan")] * 2)
+        best.set_visible(best_epoch is not None)
     for axes in figure.axes:
-        axes.relim()
+        axes.relim(visible_only=True)
         axes.autoscale_view()
     return figure
 
@@ -90,40 +98,51 @@ def accuracy_key(keys) -> str | None:
     return "accuracy" if "accuracy" in keys else next((key for key in keys if key.endswith(("accuracy", "acc"))), None)
 
 
-def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str, Line2D]]:
-    """A panel per tuple of columns, with an empty line per column, to be given data."""
+def _empty_figure(panels: tuple[tuple[str, ...], ...]) -> tuple[Figure, dict[str, Line2D], dict]:
+    """A panel per tuple of columns, with an empty line per column, to be given data, and the marks
+    each plot sets: its title and the best epoch's line in every panel."""
     # A Figure without pyplot keeps no global state, so this is safe off the main thread.
-    figure = Figure(figsize=(13, 3.6))
+    figure = Figure(figsize=(13, 3.9))
     FigureCanvasAgg(figure)
-    lines = {}
+    lines, marks = {}, {"title": figure.suptitle("", fontsize=11), "best": []}
     for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        rate = panel == ("learning_rate",)
         for column in panel:
-            (lines[column],) = axes.plot([], [], marker="o", markersize=3, label=column)
+            # The rate in force during an epoch holds until the next one begins: a step, not a slope.
+            style = {"drawstyle": "steps-post"} if rate else {"marker": "o", "markersize": 3}
+            (lines[column],) = axes.plot([], [], label=column, **style)
+        (best,) = axes.plot([], [], color="0.4", linestyle="--", linewidth=1, label="_best epoch")
+        best.set_transform(axes.get_xaxis_transform())  # x in epochs, y across the whole panel
+        best.set_ydata([0, 1])
+        marks["best"].append(best)
         axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
-        if panel == ("learning_rate",):
-            # Short labels (0.95 .. 1.05 and 1e-3 above the axis): 0.001050 ran into the panel beside it.
-            axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        axes.set_ylabel(panel[0].replace("_", " "), fontsize=9)
+        if rate:
+            # A log scale (1e-5 is not 0), labelled 1e-03, 5e-04, ... without mathtext (it costs).
+            axes.set_yscale("log")
+            axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0e}"))
+            axes.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
         axes.grid(alpha=0.3)
-        axes.legend()
-    # Plain to keep it cheap: the legends name the panels (titles cost a layout pass), one shared x
-    # label, a linear rate axis (log tick labels need mathtext) and fixed margins (constrained
-    # layout doubles the cost).
+        axes.legend(fontsize=8)
+    # Fixed margins: constrained layout doubles the cost.
     figure.supxlabel("epoch", fontsize=10)
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.93, wspace=0.2)  # top: room for 1e-3
-    return figure, lines
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.86, wspace=0.25)
+    return figure, lines, marks
 
 
-def plot_learning_curves(rows: list[dict], path: Path) -> Path:
+def plot_learning_curves(rows: list[dict], path: Path, title: str = "", best_epoch: int | None = None) -> Path:
     """Draw the plot in the helper process, or here where the helper cannot; waits for the file.
 
     The wait holds no GIL, so the training process's other threads (the model save) go on meanwhile.
     """
-    answer = HELPER.draw(rows, path)
+    answer = HELPER.draw(rows, path, title, best_epoch)
     if "path" in answer:
         return path
     log.info("learning_curves.png: drawn in this process (the helper process: %s)", answer["error"])
-    return draw_learning_curves(rows, path)
+    return draw_learning_curves(rows, path, title=title, best_epoch=best_epoch)
 
 
 class HelperProcess:
@@ -144,14 +163,14 @@ class HelperProcess:
             finally:
                 self._lock.release()
 
-    def draw(self, rows: list[dict], path: Path) -> dict:
+    def draw(self, rows: list[dict], path: Path, title: str = "", best_epoch: int | None = None) -> dict:
         """The helper's answer: {"path", "cpu_s"} once it wrote the file, or {"error"}."""
         if _cores() < 2:  # it would take its start-up and its drawing from training's one core
             return {"error": "one CPU core, none to draw on beside training"}
         if not self._lock.acquire(blocking=False):
             return {"error": "drawing another fit's plot"}
         try:
-            return self._ask(rows, path)
+            return self._ask({"rows": rows, "path": str(path), "title": title, "best_epoch": best_epoch}, path)
         except Exception as error:  # it could not start, died, hung or answered nonsense
             self._end_broken()
             return {
@@ -162,9 +181,9 @@ class HelperProcess:
         finally:
             self._lock.release()
 
-    def _ask(self, rows: list[dict], path: Path) -> dict:
+    def _ask(self, request: dict, path: Path) -> dict:
         self._start()
-        self._process.stdin.write(json.dumps({"rows": rows, "path": str(path)}) + "\n")
+        self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
         line = self._reader.submit(self._process.stdout.readline).result(timeout=ANSWER_TIMEOUT_S)
         if not line:
@@ -248,7 +267,10 @@ def _serve() -> None:
         started = time.process_time()
         try:
             request = json.loads(line)
-            answer = {"path": str(draw_learning_curves(request["rows"], Path(request["path"]), figures))}
+            drawn = draw_learning_curves(
+                request["rows"], Path(request["path"]), figures, request.get("title", ""), request.get("best_epoch")
+            )
+            answer = {"path": str(drawn)}
         except Exception as error:
             answer = {"error": f"{type(error).__name__}: {error}"}
         answer["cpu_s"] = time.process_time() - started

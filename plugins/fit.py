@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
 from mlflow.entities import Metric
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
@@ -177,7 +178,8 @@ class Fit:
             self.best.warned_missing,
         )
         self.publisher.send_model(source, self.model, self.front.monitor)
-        self.publisher.send_history(self.history, self.rate.changes)
+        title = run_title(self.run_id, self.front.run_settings.run_name)
+        self.publisher.send_history(self.history, self.rate.changes, title, self.best.epoch)
 
     def tag_failure(self, error: BaseException | None) -> None:
         reason = UNFINISHED_REASON if error is None else describe(error)[:MAX_TAG_VAL_LENGTH]
@@ -294,3 +296,11 @@ def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
         elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
             numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
     return numbers
+
+
+def run_title(run_id: str, given_name: str | None) -> str:
+    """The run's name as the UI shows it (MLflow's made-up one for a run it named)."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id and active.info.run_name:
+        return active.info.run_name
+    return given_name or f"run {run_id}"

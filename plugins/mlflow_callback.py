@@ -75,6 +75,9 @@ class MLflowCallback(keras.callbacks.Callback):
             the final best is always written.
         flush_timeout_s: at the end, how long to keep retrying what the tracking server did not take.
         output_dir: where local copies of the artifacts go; None: a temporary folder.
+        log_system_metrics: record CPU, memory, disk and (where present) GPU use in a run this
+            callback starts, with MLflow's system metrics (``system/...``); False leaves it to MLflow's
+            own setting (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class MLflowCallback(keras.callbacks.Callback):
         run_id: str | None = None,
         wait_for_server_s: float = 0.0,
         register_model_name: str | None = None,
+        log_system_metrics: bool = False,
     ):
         super().__init__()
         seconds = dict(
@@ -118,7 +122,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.flush_timeout_s = flush_timeout_s
         self.output_dir = _made_folder(Path(output_dir)) if output_dir else None
         self.run_settings = RunSettings(
-            experiment_name, run_name, dict(tags or {}), tracking_uri, wait_for_server_s, run_id
+            experiment_name, run_name, dict(tags or {}), tracking_uri, wait_for_server_s, run_id, log_system_metrics
         )
         if log_every_n_steps:
             # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
@@ -222,10 +226,12 @@ class MLflowCallback(keras.callbacks.Callback):
         status: str = "FINISHED",
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        folders: Mapping[str, str | Path] | None = None,
     ) -> None:
-        """Log last metrics and tags (e.g. test results, a failure reason) and end the active run with
-        ``status``. Never raises for the tracking server: what it does not take is kept with the
-        run's other unsent calls for ``python -m experiments.sync``.
+        """Log last metrics and tags (e.g. test results, a failure reason) and folders written beside
+        training (artifact folder -> local folder, e.g. ``{"tensorboard": log_dir}``), and end the
+        active run with ``status``. Never raises for the tracking server: what it does not take is
+        kept with the run's other unsent calls for ``python -m experiments.sync``.
         """
         unreachable = self._fit is not None and self._fit.server_unreachable
         later = []
@@ -234,7 +240,8 @@ class MLflowCallback(keras.callbacks.Callback):
             reason = f"not stored: {', '.join(self.missing)}; kept for python -m experiments.sync {self.unsent_folder}"
             tags = {**(tags or {}), tag_names.MISSING_FILES: ", ".join(self.missing), tag_names.FAILURE_REASON: reason}
             status, later = "FAILED", ["FINISHED"]
-        run_id, unsent = run_binding.finish_active_run(status, metrics, tags, unreachable)
+        folders = {name: Path(folder) for name, folder in (folders or {}).items()}
+        run_id, unsent = run_binding.finish_active_run(status, metrics, tags, unreachable, folders)
         self._started = None
         if later and run_id:
             unsent.append(

@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def model_params(model: keras.Model, fit: dict[str, Any]) -> dict[str, Any]:
-    """Optimizer settings, model size and fit settings (Keras' ``callback.params``) as params."""
+    """Optimizer settings, model size and fit settings (Keras' ``callback.params``) as params; a
+    setting that is None (not in use) is none."""
     optimizer = model.optimizer
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
-    return {
+    params = {
         **optimizer_settings(optimizer),
         "optimizer.class": type(optimizer).__name__,
         "model.total_params": model.count_params(),
@@ -27,6 +28,7 @@ def model_params(model: keras.Model, fit: dict[str, Any]) -> dict[str, Any]:
         "fit.epochs": fit.get("epochs"),
         "fit.steps_per_epoch": fit.get("steps"),
     }
+    return {key: value for key, value in params.items() if value is not None}
 
 
 def optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:

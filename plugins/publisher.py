@@ -127,6 +127,7 @@ class Publisher:
         self.model_facts_sent = True
         params = model_facts.model_params(model, fit_params)
         params.update(extra_params)  # the caller's values win: they are the config as asked
+        params = {key: value for key, value in params.items() if value is not None}  # None: not in use
         # MLflow refuses a changed value for a logged param; a continued run keeps the ones it has.
         new = [param for param in to_params(params) if param.key not in logged_params]
         for chunk in batches(new):
@@ -146,7 +147,8 @@ class Publisher:
         self._delivery.submit(WRITING_CHECKPOINT, write, local=True)
         self.upload(self.checkpoint.path, "checkpoints", needs=WRITING_CHECKPOINT)
 
-    def send_history(self, history: list[dict], lr_changes: list) -> None:
+    def send_history(self, history: list[dict], lr_changes: list, title: str, best_epoch: int | None) -> None:
+        """history.csv, lr_changes.csv and learning_curves.png (under ``title``, ``best_epoch`` marked)."""
         if not history:
             return
         # The CSVs are written on the sender's thread, after the model save: the plot is the longest
@@ -156,7 +158,7 @@ class Publisher:
         # Drawn by a helper process while this process saves the model on the sender's thread.
         plot = self.local_dir / "learning_curves.png"
         try:
-            self.upload(curves.plot_learning_curves(history, plot))
+            self.upload(curves.plot_learning_curves(history, plot, title, best_epoch))
         except OSError as error:  # a full or read-only disk: the run goes without it, as with any file not written
             self._delivery.sender.give_up(f"writing {plot.name}", error)
 

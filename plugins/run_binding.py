@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -43,6 +44,7 @@ class RunSettings:
     tracking_uri: str | None = None
     wait_for_server_s: float = 0.0
     run_id: str | None = None  # a logged run to reopen and continue
+    log_system_metrics: bool = False  # True: MLflow's system metrics; False: MLflow's own setting decides
 
 
 @dataclass
@@ -84,10 +86,12 @@ def start_run(settings: RunSettings) -> mlflow.ActiveRun:
         wait_for_server(mlflow.get_tracking_uri(), settings.wait_for_server_s)
     if settings.experiment_name and "MLFLOW_RUN_ID" not in os.environ:  # else `mlflow run` chose it
         mlflow.set_experiment(settings.experiment_name)
-    if settings.run_id is not None:
-        return mlflow.start_run(run_id=settings.run_id)  # its name and tags stay as logged
+    system_metrics = True if settings.log_system_metrics else None
+    if settings.run_id is not None:  # its name and tags stay as logged
+        return mlflow.start_run(run_id=settings.run_id, log_system_metrics=system_metrics)
     tags = {key: str(value) for key, value in redact_mapping(settings.tags).items()}
-    return mlflow.start_run(run_name=settings.run_name and redact_text(settings.run_name), tags=tags)
+    name = settings.run_name and redact_text(settings.run_name)
+    return mlflow.start_run(run_name=name, tags=tags, log_system_metrics=system_metrics)
 
 
 def bind_run(settings: RunSettings, started: RunBinding | None) -> RunBinding | None:
@@ -109,10 +113,14 @@ def bind_run(settings: RunSettings, started: RunBinding | None) -> RunBinding | 
 
 
 def finish_active_run(
-    status: str, metrics: Mapping[str, float] | None, tags: Mapping[str, str] | None, server_unreachable: bool
+    status: str,
+    metrics: Mapping[str, float] | None,
+    tags: Mapping[str, str] | None,
+    server_unreachable: bool,
+    folders: Mapping[str, Path] | None = None,
 ) -> tuple[str | None, list]:
-    """Log last metrics and tags and end the active run with ``status``; (its id, the calls the server
-    did not take). Never raises for the tracking server."""
+    """Log last metrics, tags and ``folders`` (artifact folder -> local folder) and end the active run
+    with ``status``; (its id, the calls the server did not take). Never raises for the tracking server."""
     run = mlflow.active_run()
     if run is None:
         return None, []
@@ -136,6 +144,11 @@ def finish_active_run(
             )
             if not _sent(last):
                 unsent.append(("last metrics and tags", last))
+        for name, folder in (folders or {}).items():
+            if Path(folder).is_dir() and any(Path(folder).iterdir()):
+                upload = partial(client.log_artifacts, run_id, str(folder), name)
+                if not _sent(upload):
+                    unsent.append((f"{name}/", upload))
         try:
             mlflow.end_run(status)  # it takes the run off MLflow's stack first, so nothing ends it twice
         except Exception:

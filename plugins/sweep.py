@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ import mlflow
 import psutil
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
+from plugins.provenance import git_state
 from plugins.redaction import install_log_redaction, redact_override
 from plugins.sweep_stop import SweepStop
 
@@ -41,6 +44,19 @@ def sweep_tags(job_number: int | None = None) -> dict[str, str]:
     if job_number is not None:
         run_tags[tag_names.SWEEP_JOB] = str(job_number)
     return run_tags
+
+
+def source_tags() -> dict[str, str]:
+    """Who started the sweep, from which program and code: the tags MLflow gives a run started the
+    usual way (user, source, its git commit), and the project's git.commit and git.dirty, as on the jobs."""
+    main = sys.modules.get("__main__")
+    program = Path(getattr(main, "__file__", None) or Path.cwd())
+    commit, dirty = git_state(program.parent if program.is_file() else program)
+    return {
+        **resolve_tags(),
+        tag_names.GIT_COMMIT: commit or "unknown",
+        tag_names.GIT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
+    }
 
 
 class MLflowSweepCallback(Callback):
@@ -75,7 +91,7 @@ class MLflowSweepCallback(Callback):
         self.parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         if self.parent_run_id is None:
             self.parent_run_id = client.create_run(
-                self._experiment_id(client), run_name="sweep " + " ".join(swept)
+                self._experiment_id(client), run_name="sweep " + " ".join(swept), tags=source_tags()
             ).info.run_id
             self._owns_parent = True
         os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
@@ -166,10 +182,10 @@ def end_orphaned_sweeps(client: mlflow.MlflowClient, experiment_id: str) -> list
 
 
 def _driver_is_gone(run_tags: dict) -> bool:
-    if run_tags.get(tag_names.PROCESS_HOST) != socket.gethostname():
+    if tag_names.read(run_tags, tag_names.PROCESS_HOST) != socket.gethostname():
         return False  # another machine's process: not ours to judge
     try:
-        pid = int(run_tags.get(tag_names.PROCESS_PID, ""))
+        pid = int(tag_names.read(run_tags, tag_names.PROCESS_PID, ""))
     except ValueError:
         return False
     try:

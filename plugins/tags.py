@@ -1,6 +1,8 @@
 """The names of the run tags this project writes and reads: one place for the runner, the callback,
 compare, resume, reproduce and sync."""
 
+from collections.abc import Mapping
+
 # What the run is: the tags a person filters by.
 MODEL = "model"
 REG = "reg"
@@ -23,18 +25,35 @@ GIT_DIRTY = "git.dirty"
 REPRODUCE_COMMAND = "reproduce.command"
 REPRODUCES = "reproduces"
 
-# Resuming: which process trains the run, and where its local backup is.
-BACKUP_DIR = "backup.dir"
-PROCESS_HOST = "process.host"
-PROCESS_PID = "process.pid"
+# Resuming: how often, with which commands.
 RESUMES = "resumes"
-RESUME_CLAIM = "resume.claim"  # which resume process won the run, when several started at once
 
 # Sweeps.
 PARENT_RUN = "mlflow.parentRunId"
 SWEEP = "sweep"
 SWEEP_JOB = "sweep.job"
-SWEEP_DIR = "sweep.dir"
+
+# The project's own bookkeeping, under one prefix, apart from the tags a person filters by: which
+# process trains the run, where its local backup is, which resume won it, where a sweep's files are.
+INTERNAL = "internal."
+BACKUP_DIR = "internal.backup_dir"
+PROCESS_HOST = "internal.process.host"
+PROCESS_PID = "internal.process.pid"
+RESUME_CLAIM = "internal.resume.claim"  # which resume process won the run, when several started at once
+SWEEP_DIR = "internal.sweep.dir"
+# Their names on runs logged before they moved under INTERNAL.
+_EARLIER_NAMES = {
+    BACKUP_DIR: "backup.dir",
+    PROCESS_HOST: "process.host",
+    PROCESS_PID: "process.pid",
+    RESUME_CLAIM: "resume.claim",
+    SWEEP_DIR: "sweep.dir",
+}
+
+
+def read(run_tags: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    """A run's tag ``name``, or the same tag under the name a run logged before it moved took."""
+    return run_tags.get(name, run_tags.get(_EARLIER_NAMES.get(name, name), default))
 
 
 def resume_command(number: int) -> str:

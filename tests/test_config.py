@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 from experiments.checks import ConfigError, check_config
-from experiments.tracked_run import regularisation_label
+from experiments.run_identity import regularisation_label
 from experiments.training import build_callbacks, build_model
 from tests.conftest import CONF
 

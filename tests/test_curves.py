@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from matplotlib.image import imread
 
 from plugins import curves
+
+PICTURE = (312, 1040, 4)  # 13 x 3.9 inches at 80 dpi, RGBA
 
 
 def history(epochs: int, validation: bool = True) -> list[dict]:
@@ -53,7 +56,7 @@ def test_the_helper_draws_the_same_picture_as_this_process_and_reuses_its_figure
         answer = helper.draw(rows, tmp_path / f"helper-{number}.png")
         assert answer["path"] == str(tmp_path / f"helper-{number}.png") and answer["cpu_s"] > 0
         picture = imread(tmp_path / f"helper-{number}.png")
-        assert picture.shape == (288, 1040, 4)
+        assert picture.shape == PICTURE
         assert np.array_equal(picture, drawn_here(rows, tmp_path / f"here-{number}.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary files left behind
         [f"helper-{n}.png" for n in range(3)] + [f"here-{n}.png" for n in range(3)]
@@ -64,7 +67,7 @@ def test_every_point_lies_inside_its_panel_also_when_a_figure_is_redrawn():
     figures: dict = {}
     for rows in [history(15), history(4), history(30)]:  # a long fit, then a shorter, then a longer one
         figure = curves.learning_curves_figure(rows, figures)
-        panels = {line.get_label(): axes for axes in figure.axes for line in axes.lines}
+        panels = {line.get_label(): axes for axes in figure.axes for line in axes.lines if line.get_visible()}
         assert set(panels) == {"loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"}
         for name, axes in panels.items():
             points = [(row["epoch"], row[name]) for row in rows if not math.isnan(row.get(name, math.nan))]
@@ -88,7 +91,9 @@ def test_a_validation_curve_joins_the_epochs_that_were_validated():
 
 
 def panel_labels(rows: list[dict]) -> list[list[str]]:
-    return [[line.get_label() for line in axes.lines] for axes in curves.learning_curves_figure(rows).axes]
+    """The labelled lines of each panel (the best epoch's line is not one: its label starts with _)."""
+    figure = curves.learning_curves_figure(rows)
+    return [[line.get_label() for line in axes.lines if not line.get_label().startswith("_")] for axes in figure.axes]
 
 
 @pytest.mark.parametrize(
@@ -128,10 +133,28 @@ def test_the_rate_panel_s_labels_stay_clear_of_the_panel_beside_it_and_inside_th
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     accuracy, rates = figure.axes[1], figure.axes[2]
-    labels = [label.get_window_extent(renderer) for label in rates.get_yticklabels() if label.get_text()]
+    bottom, top = rates.get_ylim()
+    shown = [label for label, at in zip(rates.get_yticklabels(), rates.get_yticks()) if bottom <= at <= top]
+    labels = [label.get_window_extent(renderer) for label in shown if label.get_text()]
     assert labels and min(box.x0 for box in labels) > accuracy.get_window_extent(renderer).x1
-    offset = rates.yaxis.get_offset_text()  # "1e-3" above the axis
-    assert offset.get_text() and offset.get_window_extent(renderer).y1 <= figure.bbox.y1
+    assert all(box.y0 >= figure.bbox.y0 and box.y1 <= figure.bbox.y1 for box in labels)
+    texts = [label.get_text() for label in shown]  # a log scale, labelled 1e-03, 2e-03, 5e-03
+    assert len(texts) >= 2 and all(re.fullmatch(r"[125]e-0\d", text) for text in texts), texts
+
+
+def test_the_plot_names_its_run_marks_the_best_epoch_and_steps_the_rate():
+    rows = [dict(row, learning_rate=1e-3 if row["epoch"] < 3 else 1e-4) for row in history(5)]
+    figure = curves.learning_curves_figure(rows, title="cnn-l2 schedule=step", best_epoch=2)
+    assert figure.texts[0].get_text() == "cnn-l2 schedule=step   (best epoch 2: dashed)"
+    best = [line for axes in figure.axes for line in axes.lines if line.get_label() == "_best epoch"]
+    assert len(best) == 3 and all(list(line.get_xdata()) == [2, 2] and line.get_visible() for line in best)
+    rates = figure.axes[2]
+    assert rates.get_yscale() == "log" and rates.lines[0].get_drawstyle() == "steps-post"
+    assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "learning rate"]
+    unmarked = curves.learning_curves_figure(rows, title="cnn-none")
+    assert not any(
+        line.get_visible() for axes in unmarked.axes for line in axes.lines if line.get_label() == "_best epoch"
+    )
 
 
 def test_without_a_helper_process_the_plot_is_drawn_here(helper, tmp_path, monkeypatch, caplog):
@@ -147,7 +170,7 @@ def test_on_one_core_no_helper_is_started_and_the_plot_is_drawn_here(helper, tmp
     monkeypatch.setattr(curves, "_cores", lambda: 1)
     helper.start()
     path = curves.plot_learning_curves(history(5), tmp_path / "learning_curves.png")
-    assert imread(path).shape == (288, 1040, 4)
+    assert imread(path).shape == PICTURE
     assert helper._process is None
 
 
@@ -156,7 +179,7 @@ def test_a_helper_that_gives_no_answer_in_time_is_replaced(helper, tmp_path, mon
     first = helper._process
     monkeypatch.setattr(curves, "ANSWER_TIMEOUT_S", 0.0)  # a plot takes tens of ms: no answer within 0 s
     path = curves.plot_learning_curves(history(5), tmp_path / "late.png")
-    assert imread(path).shape == (288, 1040, 4)  # drawn here instead
+    assert imread(path).shape == PICTURE  # drawn here instead
     assert first.wait(timeout=10) != 0  # the helper that missed its time was killed
     monkeypatch.setattr(curves, "ANSWER_TIMEOUT_S", 30.0)
     assert helper.draw(history(5), tmp_path / "next.png")["path"] == str(tmp_path / "next.png")  # by a new helper
@@ -208,4 +231,4 @@ def test_a_plot_asked_for_while_the_helper_draws_another_is_drawn_here_without_w
     with helper._lock:  # what another fit's request holds while the helper draws its plot
         assert helper.draw(history(5), tmp_path / "busy.png") == {"error": "drawing another fit's plot"}
         path = curves.plot_learning_curves(history(5), tmp_path / "busy.png")
-    assert imread(path).shape == (288, 1040, 4)
+    assert imread(path).shape == PICTURE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from plugins.publisher import model_source, stop_reason, summary_metrics
@@ -53,3 +54,10 @@ def test_the_summary_holds_the_best_epoch_and_the_other_validation_metrics_at_it
         "val_accuracy_at_best": 0.8,
     }
     assert summary_metrics(history, 0, None, None, "val_loss") == {"lr_changes": 0, "epochs_run": 3}
+
+
+def test_csv_files_hold_six_significant_digits(tmp_path):
+    from plugins.artifacts import write_history
+
+    write_history([{"epoch": 0, "learning_rate": np.float32(1e-4), "loss": 0.123456789}], tmp_path / "history.csv")
+    assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,learning_rate,loss", "0,0.0001,0.123457"]

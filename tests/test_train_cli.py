@@ -14,15 +14,27 @@ pytestmark = pytest.mark.slow
 
 
 def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
-    done = run_cli("experiments.train", "model=cnn", "reg=l2", "trainer.epochs=5", "trainer.verbose=0")
+    done = run_cli(
+        "experiments.train",
+        "model=cnn",
+        "reg=l2",
+        "trainer.epochs=5",
+        "trainer.verbose=0",
+        "mlflow.log_system_metrics=true",
+        env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = all_runs(tracking_uri)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "cnn-l2"
+    assert run.info.run_name == "cnn-l2 trainer.epochs=5"
     assert run.data.params["reg.l2"] == "0.0001" and run.data.params["model.name"] == "cnn"
-    assert run.data.params["trainer.epochs"] == "5"
+    assert run.data.params["trainer.epochs"] == "5" and run.data.params["reg.name"] == "l2"
+    assert "None" not in run.data.params.values() and not [key for key in run.data.params if "_target_" in key]
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # mlflow.log_system_metrics
+    experiment = run.info.experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.info.run_id}" in done.stdout
     assert run.data.metrics["test_accuracy"] >= 0.85
     assert {"test_loss", "val_loss", "best_val_loss", "best_epoch"} <= set(run.data.metrics)
     assert (run.data.tags["model"], run.data.tags["reg"], run.data.tags["regularised"], run.data.tags["data"]) == (
@@ -34,6 +46,8 @@ def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
     client = mlflow.MlflowClient(tracking_uri)
     overrides = client.download_artifacts(run.info.run_id, "hydra/overrides.yaml")
     assert "reg=l2" in open(overrides).read()
+    logs = {item.path for item in client.list_artifacts(run.info.run_id, "tensorboard")}
+    assert logs == {"tensorboard/train", "tensorboard/validation"}  # TensorBoard's own folders
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [
         "digits-training",
         "digits-validation",
@@ -58,7 +72,8 @@ def test_tags_say_what_regularisation_the_model_has(run_cli, tracking_uri):
     assert (
         children["l2+dropout"].data.params["reg.dropout"] == "0.3" and children["none"].data.params["reg.l2"] == "0.0"
     )
-    assert {run.info.run_name for run in children.values()} == {"cnn-none", "cnn-l2+dropout"}
+    names = {run.info.run_name for run in children.values()}
+    assert names == {"cnn-none trainer.epochs=1", "cnn-l2+dropout trainer.epochs=1"}  # mlflow.* and verbose: unnamed
 
 
 def test_the_runner_loads_tensorflow_only_after_the_input_is_checked():
