@@ -16,6 +16,7 @@ import numpy as np
 
 from plugins import artifacts, keras_saving
 from plugins.errors import first_line
+from plugins.sender import Deferred
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class BestCheckpoint:
         # Taken, not yet in self.path: kept until a write succeeds (a failed model/ write leaves
         # them for the checkpoint's own write).
         self._unwritten: list[np.ndarray] | None = None
+        self.no_copy = False  # the model cannot be copied (a custom Python function inside): final save only
 
     @property
     def pending(self) -> bool:
@@ -47,10 +49,22 @@ class BestCheckpoint:
             self._pending = weights
 
     def save_pending(self) -> None:
-        """Write the newest offered weights from the copy (on the sender's thread, during training)."""
+        """Write the newest offered weights from the copy (on the sender's thread, during training).
+        Where no copy of the model can be made, nothing is written now: the final save writes it."""
+        if self.no_copy:
+            raise Deferred("no copy of the model can be saved during training: the final save writes it")
         if self._copy is None and self.pending:
             # Made before the weights are taken: if it fails, they stay pending for the final save.
-            self._copy = _copy_for_saving(self._model)
+            try:
+                self._copy = _copy_for_saving(self._model)
+            except Exception as error:
+                self.no_copy = True
+                log.warning(
+                    "checkpoints/best.keras: no copy of this model can be saved during training (%s); "
+                    "only the final checkpoint will land",
+                    first_line(error),
+                )
+                raise Deferred("no copy of the model can be saved during training") from None
         weights = self._take_pending()
         if weights is not None:
             self._copy.set_weights(weights)

@@ -137,7 +137,8 @@ class Publisher:
 
     def checkpoint_if_due(self) -> None:
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
-        if self.checkpoint.pending and self._clock() - self._last_checkpoint >= self._checkpoint_interval_s:
+        due = self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
+        if self.checkpoint.pending and not self.checkpoint.no_copy and due:
             self._last_checkpoint = self._clock()
             self.send_checkpoint(self.checkpoint.save_pending)
 

@@ -109,6 +109,9 @@ class Sender:
             return
         try:
             call()
+        except Deferred as deferred:  # a later call does its job: the calls that need it wait for that one
+            with self._lock:
+                self._not_written[what] = str(deferred)
         except Exception as error:
             if local and not isinstance(error, OSError):  # not the disk: writing again would fail again
                 self.give_up(what, error)
@@ -159,6 +162,11 @@ class Sender:
             )
         else:
             log.debug("MLflow tracking failed again (%s: %s)", what, describe(error))
+
+
+class Deferred(Exception):  # noqa: N818 (not an error: a decision)
+    """Raised by local work that does not run now because a later call does its job (the final
+    checkpoint where no background one can be written): the calls that need it are skipped, quietly."""
 
 
 def got_no_answer(error: BaseException) -> bool:

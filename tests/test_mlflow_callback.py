@@ -1167,6 +1167,28 @@ def test_a_layer_class_keras_cannot_load_by_name_still_gets_checkpoints_during_t
     assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-5)
 
 
+def test_a_model_no_copy_can_be_made_of_gets_its_final_checkpoint_and_says_so(tracking_uri, digits, caplog):
+    class NoCopies(keras.layers.Layer):  # neither loaded by name nor rebuilt from its config (as a Python
+        def call(self, inputs):  # function inside TextVectorization's standardize)
+            return inputs * 2.0
+
+        @classmethod
+        def from_config(cls, config):
+            raise ValueError("holds a Python function that cannot be rebuilt")
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), NoCopies(), keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    caplog.set_level(logging.INFO, logger="plugins")
+    fit(digits, [MLflowCallback(log_model=False, checkpoint_interval_s=0)], epochs=3, model=model)
+    warned = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("checkpoints/best.keras: no copy of this model can be saved")
+    assert warned[0].endswith("only the final checkpoint will land")
+    run = only_run(tracking_uri)
+    listed = mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id, "checkpoints")
+    assert [a.path for a in listed] == ["checkpoints/best.keras"]
+
+
 class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     """A schedule as users write them, without get_config: Keras can train with it but not save it."""
 
