@@ -38,7 +38,7 @@ from plugins.artifacts import write_atomically
 log = logging.getLogger(__name__)
 
 USUAL_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")  # a classifier's
-_NOT_A_METRIC = re.compile(r"^(epoch|learning_rate|epoch_time_s|gap_.*|val_.*|.*loss)$")
+_NOT_A_METRIC = re.compile(r"^(epoch|.*learning_rate|epoch_time_s|gap_.*|val_.*|.*loss)$")
 ANSWER_TIMEOUT_S = 30.0  # a plot takes 0.1 s; far past that the helper is stuck, not slow
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 

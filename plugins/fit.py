@@ -17,7 +17,7 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-from plugins import curves, metric_names
+from plugins import curves, metric_names, optimizers
 from plugins import tags as tag_names
 from plugins.best_epoch import BestEpoch
 from plugins.checkpoint import BestCheckpoint
@@ -163,7 +163,7 @@ class Fit:
     def _publish(self, status: str) -> None:
         """The run's last metrics, its model, history and plot, handed to the sender."""
         self.active = False
-        self._send_model_facts()  # a model first built by an epoch that never ended
+        self._send_model_facts(final=True)  # a model first built by an epoch that never ended, or never built
         self.best.rank_logged()  # no epoch of this fit ended
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
@@ -195,9 +195,9 @@ class Fit:
 
     # ----------------------------------------------------------------- helpers
 
-    def _send_model_facts(self) -> None:
+    def _send_model_facts(self, final: bool = False) -> None:
         self.publisher.send_model_facts(
-            self.model, self.front.params or {}, self.front.extra_params, self.logged_params
+            self.model, self.front.params or {}, self.front.extra_params, self.logged_params, final
         )
 
     def _send_batch(self, what: str, points: list, tags: list) -> None:
@@ -233,7 +233,9 @@ class Fit:
         self._warn_not_numbers(logs)
         metrics = {key: value for key, value in _numbers(logs).items() if key != "learning_rate"}
         # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
-        metrics["learning_rate"] = self.rate.in_force
+        # A model that steps optimizers of its own (a GAN's d_optimizer, g_optimizer) gets one per optimizer.
+        own = optimizers.own_optimizer_steps(self.model)
+        metrics.update({"learning_rate": self.rate.in_force} if own else optimizers.stepping_rates(self.model))
         metrics["epoch_time_s"] = time.perf_counter() - self.epoch_started
         if "loss" in metrics and "val_loss" in metrics:
             metrics["gap_loss"] = metrics["val_loss"] - metrics["loss"]
@@ -272,14 +274,14 @@ class Fit:
         self.delivery.submit("missing_epochs tag", call)
 
     def _read_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        return optimizers.rate(self.model.optimizer)
 
     def _has_schedule(self) -> bool:
         schedule = getattr(self.model.optimizer, "_learning_rate", None)
         return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
 
     def _optimizer_step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return optimizers.training_steps(self.model)
 
     def _higher_is_better(self) -> bool:
         return metric_names.higher_is_better(self.front.monitor, getattr(self.model, "metrics", []))

@@ -25,9 +25,14 @@ def model_params(model: keras.Model, fit: dict[str, Any]) -> dict[str, Any]:
         "optimizer.class": type(optimizer).__name__,
         "model.total_params": model.count_params(),
         "model.trainable_params": trainable,
-        "fit.epochs": fit.get("epochs"),
-        "fit.steps_per_epoch": fit.get("steps"),
+        **fit_params(fit),
     }
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def fit_params(fit: dict[str, Any]) -> dict[str, Any]:
+    """What Keras' ``callback.params`` say of the fit (known for any model, built or not)."""
+    params = {"fit.epochs": fit.get("epochs"), "fit.steps_per_epoch": fit.get("steps")}
     return {key: value for key, value in params.items() if value is not None}
 
 

@@ -118,21 +118,27 @@ class Publisher:
         self.model_facts_sent = False
 
     def send_model_facts(
-        self, model: keras.Model, fit_params: Mapping, extra_params: Mapping, logged_params: Mapping[str, str]
+        self,
+        model: keras.Model,
+        fit_params: Mapping,
+        extra_params: Mapping,
+        logged_params: Mapping[str, str],
+        final: bool = False,
     ) -> None:
         """Params and model_summary.txt, once the model is built: a subclassed model is built by its
-        first batch, after on_train_begin."""
-        if self.model_facts_sent or not model.built:
+        first batch, after on_train_begin. ``final`` (the fit's end): what is known of a model that was
+        never built (a GAN that trains its parts in its own train_step): the fit's params, no summary."""
+        if self.model_facts_sent or not (model.built or final):
             return
         self.model_facts_sent = True
-        params = model_facts.model_params(model, fit_params)
+        params = model_facts.model_params(model, fit_params) if model.built else model_facts.fit_params(fit_params)
         params.update(extra_params)  # the caller's values win: they are the config as asked
         params = {key: value for key, value in params.items() if value is not None}  # None: not in use
         # MLflow refuses a changed value for a logged param; a continued run keeps the ones it has.
         new = [param for param in to_params(params) if param.key not in logged_params]
         for chunk in batches(new):
             self._delivery.submit("params", partial(self._client.log_batch, self._run_id, params=chunk))
-        summary = model_facts.model_summary(model)
+        summary = model_facts.model_summary(model) if model.built else "<not built>"
         self._send_file(partial(artifacts.write_text, summary), self.local_dir / "model_summary.txt")
 
     def checkpoint_if_due(self) -> None:

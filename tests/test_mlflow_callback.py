@@ -1189,6 +1189,68 @@ def test_a_model_no_copy_can_be_made_of_gets_its_final_checkpoint_and_says_so(tr
     assert [a.path for a in listed] == ["checkpoints/best.keras"]
 
 
+class GAN(keras.Model):
+    """keras-io's GAN pattern: its own compile(d_optimizer, g_optimizer) and train_step; the model
+    itself is never built and its own (default) optimizer never steps."""
+
+    def __init__(self, discriminator, generator):
+        super().__init__()
+        self.discriminator, self.generator = discriminator, generator
+        self.d_loss = keras.metrics.Mean(name="d_loss")
+        self.g_loss = keras.metrics.Mean(name="g_loss")
+
+    @property
+    def metrics(self):
+        return [self.d_loss, self.g_loss]
+
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def train_step(self, real):
+        import tensorflow as tf
+
+        batch = tf.shape(real)[0]
+        fake = self.generator(tf.random.normal((batch, 4)))
+        labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], 0)
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(labels, self.discriminator(tf.concat([fake, real], 0)))
+        weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
+        with tf.GradientTape() as tape:
+            g_loss = self.loss_fn(
+                tf.zeros((batch, 1)), self.discriminator(self.generator(tf.random.normal((batch, 4))))
+            )
+        weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+        self.d_loss.update_state(d_loss)
+        self.g_loss.update_state(g_loss)
+        return {"d_loss": self.d_loss.result(), "g_loss": self.g_loss.result()}
+
+
+def test_a_gan_with_its_own_optimizers_gets_their_rates_and_what_is_known_of_it(tracking_uri, caplog):
+    keras.utils.set_random_seed(0)
+    dense = keras.layers.Dense
+    discriminator = keras.Sequential([keras.Input((8,)), dense(16, activation="relu"), dense(1)])
+    generator = keras.Sequential([keras.Input((4,)), dense(16, activation="relu"), dense(8)])
+    gan = GAN(discriminator, generator)
+    gan.compile(keras.optimizers.Adam(3e-4), keras.optimizers.Adam(1e-4))
+    real = np.random.default_rng(0).random((128, 8)).astype("float32")
+    gan.fit(real, epochs=2, batch_size=32, verbose=0, callbacks=[MLflowCallback(monitor="d_loss")])
+    run = only_run(tracking_uri)
+    assert "learning_rate" not in run.data.metrics  # the default optimizer super().compile() made never stepped
+    assert [rate for _, rate in history(tracking_uri, run.info.run_id, "d_optimizer.learning_rate")] == pytest.approx(
+        [3e-4, 3e-4]
+    )
+    assert run.data.metrics["g_optimizer.learning_rate"] == pytest.approx(1e-4)
+    assert run.data.params == {"fit.epochs": "2", "fit.steps_per_epoch": "4"}
+    summary = mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "model_summary.txt")
+    assert open(summary).read() == "<not built>"
+    # Keras cannot save it: the reason is its whole first sentence, not the first line of it.
+    assert "must override `get_config()` in order to be serializable" in caplog.text
+
+
 class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     """A schedule as users write them, without get_config: Keras can train with it but not save it."""
 

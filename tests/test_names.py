@@ -11,10 +11,27 @@ from plugins.errors import describe, first_line
 from plugins.metric_names import higher_is_better, is_batch, is_summary, validation_twin
 
 
-def test_an_error_s_first_line_is_its_first_non_empty_one():
-    assert first_line(ValueError("\n  Keras cannot save this model\nbecause ...")) == "Keras cannot save this model"
+def test_an_error_s_first_line_is_its_first_sentence_on_one_line():
+    keras_message = """
+            Object GAN was created by passing
+            non-serializable argument values in `__init__()`,
+            and therefore the object must override `get_config()` in
+            order to be serializable. Please implement `get_config()`.
+
+            Example:
+    """
+    assert first_line(NotImplementedError(keras_message)) == (
+        "Object GAN was created by passing non-serializable argument values in `__init__()`, and therefore the "
+        "object must override `get_config()` in order to be serializable. Please implement `get_config()`."
+    )
+    sqlalchemy_message = "(sqlite3.OperationalError) attempt to write a readonly database\n[SQL: INSERT INTO runs]"
+    assert (
+        first_line(RuntimeError(sqlalchemy_message))
+        == "(sqlite3.OperationalError) attempt to write a readonly database"
+    )
     assert first_line(ValueError("")) == "ValueError"
-    assert describe(RuntimeError("boom\nmore")) == "RuntimeError: boom"
+    assert len(first_line(ValueError("x " + "and more " * 100))) == 400
+    assert describe(RuntimeError("boom\nMore")) == "RuntimeError: boom"
     assert describe(KeyboardInterrupt()) == "KeyboardInterrupt"
 
 

@@ -31,7 +31,7 @@ def test_a_url_s_password_is_redacted_wherever_it_appears():
         "postgresql://bob:[redacted]@db:5432/mlflow and https://x.org/a@b"
     )
     assert redact_text("http://alice@host:1") == "http://alice@host:1"  # a user name alone is no secret
-    assert describe(ConnectionError(f"HTTPConnectionPool for {URI}\nmore")) == (
+    assert describe(ConnectionError(f"HTTPConnectionPool for {URI}\nMore")) == (
         "ConnectionError: HTTPConnectionPool for http://alice:[redacted]@127.0.0.1:5000"
     )
 
