@@ -69,7 +69,7 @@ class MLflowCallback(keras.callbacks.Callback):
             one call per epoch. Everything waiting is sent before the run ends.
         log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
         registered_model_name: also register ``model/`` under this name.
-        input_example: a few inputs stored with the MLflow Model.
+        input_example: a few inputs stored with the MLflow Model; their dtypes are its signature's.
         checkpoint_interval_s: least time between two background writes of checkpoints/best.keras,
             and from the start of training to the first (each costs CPU that training could use);
             the final best is always written.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -53,28 +54,44 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def signature(model: keras.Model) -> ModelSignature | None:
+def signature(model: keras.Model, input_example: Any = None) -> ModelSignature | None:
     """Each input and output tensor with its own dtype and shape, read from the model's graph (no
-    predict); named when there are several. None for a subclassed model, which has no graph."""
+    predict); named when there are several. An input's dtype is the input example's where one is
+    given (token ids declared ``float32`` but fed as integers are served as integers). None for a
+    subclassed model, which has no graph."""
     inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
     if not inputs or not outputs:
         return None
+    input_names = [tensor.name for tensor in inputs]
     output_names = getattr(model, "output_names", None) or [tensor.name for tensor in outputs]
     return ModelSignature(
-        inputs=_tensor_schema(inputs, [tensor.name for tensor in inputs]), outputs=_tensor_schema(outputs, output_names)
+        inputs=_tensor_schema(inputs, input_names, _example_dtypes(input_example, input_names)),
+        outputs=_tensor_schema(outputs, output_names),
     )
 
 
-def _tensor_schema(tensors: list, names: list[str]) -> Schema:
+def _example_dtypes(example: Any, names: list[str]) -> list[np.dtype | None]:
+    """The dtype of each input in an input example: one array, a list in the inputs' order, or a
+    mapping by input name; None where the example says nothing."""
+    if isinstance(example, np.ndarray) and len(names) == 1:
+        return [example.dtype]
+    if isinstance(example, (list, tuple)) and len(example) == len(names):
+        return [np.asarray(part).dtype for part in example]
+    if isinstance(example, Mapping):
+        return [np.asarray(example[name]).dtype if name in example else None for name in names]
+    return [None] * len(names)
+
+
+def _tensor_schema(tensors: list, names: list[str], dtypes: list | None = None) -> Schema:
     several = len(tensors) > 1
     return Schema(
         [
             TensorSpec(
-                _numpy_dtype(tensor.dtype),
+                dtype if dtype is not None else _numpy_dtype(tensor.dtype),
                 (-1, *(-1 if size is None else size for size in tensor.shape[1:])),
                 name if several else None,
             )
-            for tensor, name in zip(tensors, names)
+            for tensor, name, dtype in zip(tensors, names, dtypes or [None] * len(tensors))
         ]
     )
 

@@ -250,7 +250,7 @@ def save_mlflow_model(model: keras.Model, target: Path, input_example: np.ndarra
             mlflow.keras.save_model(
                 model,
                 str(target),
-                signature=model_facts.signature(model),
+                signature=model_facts.signature(model, input_example),
                 input_example=input_example,
                 # Named here: inferring them starts a subprocess that loads the model (seconds).
                 pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={model_facts.tensorflow_version()}"],

@@ -719,6 +719,23 @@ def test_the_logged_model_takes_each_input_with_its_own_name_and_dtype(tracking_
     np.testing.assert_allclose(logged.predict(given), model.predict(given, verbose=0), rtol=1e-5)
 
 
+def test_token_ids_declared_float32_are_served_as_the_input_example_gives_them(tracking_uri):
+    """keras-io's text classifiers declare Input(dtype="float32") and feed integer token ids: the
+    signature takes the input example's dtype, so pyfunc serves the ids the model was trained on."""
+    rng = np.random.default_rng(0)
+    tokens = keras.Input((6,), name="tokens")  # float32, as declared
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 4)(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(2, activation="softmax")(pooled))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = rng.integers(0, 30, (64, 6)), rng.integers(0, 2, 64)  # int64 token ids
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[MLflowCallback(input_example=x[:3])])
+    logged = mlflow.pyfunc.load_model(f"runs:/{only_run(tracking_uri).info.run_id}/model")
+    assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [
+        (np.dtype("int64"), (-1, 6))
+    ]
+    np.testing.assert_allclose(logged.predict(x[:4]), model.predict(x[:4], verbose=0), rtol=1e-5)
+
+
 def test_a_signature_names_each_output_of_a_model_with_several():
     features = keras.Input((4,), name="features")
     model = keras.Model(
