@@ -79,6 +79,7 @@ class Fit:
             front.checkpoint_interval_s,
             front.registered_model_name,
             front.input_example,
+            registered_model_alias=front.registered_model_alias,
         )
         self.active = True
         self.epoch = 0  # the run's number of the current epoch
@@ -177,7 +178,7 @@ class Fit:
             self.best.epoch is not None,
             self.best.warned_missing,
         )
-        self.publisher.send_model(source, self.model, self.front.monitor)
+        self.publisher.send_model(source, self.model, self.front.monitor, model_step(self.best.epoch, self.last_epoch))
         title = run_title(self.run_id, self.front.run_settings.run_name)
         self.publisher.send_history(self.history, self.rate.changes, title, self.best.epoch)
 
@@ -306,3 +307,8 @@ def run_title(run_id: str, given_name: str | None) -> str:
     if active is not None and active.info.run_id == run_id and active.info.run_name:
         return active.info.run_name
     return given_name or f"run {run_id}"
+
+
+def model_step(best_epoch: int | None, last_epoch: int | None) -> int:
+    """The step model/ is logged at: the best epoch's, else (no best epoch: the last epoch's model) the last's."""
+    return best_epoch if best_epoch is not None else (last_epoch or 0)

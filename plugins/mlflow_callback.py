@@ -67,8 +67,10 @@ class MLflowCallback(keras.callbacks.Callback):
         metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
             steps) that end sooner wait and go in the next call, each point with its own step; 0:
             one call per epoch. Everything waiting is sent before the run ends.
-        log_model: log the best model as an MLflow Model (Keras flavour) at ``model/``.
-        registered_model_name: also register ``model/`` under this name.
+        log_model: log the best model as an MLflow Model (Keras flavour): the run's ``model/`` files, and
+            an MLflow 3 logged model at the best epoch's step, with that epoch's metrics linked.
+        registered_model_name: also register the logged model under this name.
+        registered_model_alias: the alias the new version gets (None: none).
         input_example: a few inputs stored with the MLflow Model; their dtypes are its signature's.
         checkpoint_interval_s: least time between two background writes of checkpoints/best.keras,
             and from the start of training to the first (each costs CPU that training could use);
@@ -101,6 +103,7 @@ class MLflowCallback(keras.callbacks.Callback):
         wait_for_server_s: float = 0.0,
         register_model_name: str | None = None,
         log_system_metrics: bool = False,
+        registered_model_alias: str | None = "candidate",
     ):
         super().__init__()
         seconds = dict(
@@ -116,6 +119,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.log_every_n_steps = log_every_n_steps
         self.log_model = log_model
         self.registered_model_name = registered_model_name or _old_name(register_model_name)
+        self.registered_model_alias = registered_model_alias
         self.input_example = input_example
         self.metrics_interval_s = metrics_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -324,7 +328,9 @@ def _warn_if_autologging() -> None:
     if on:
         log.warning(
             "MLflow autologging of Keras fits is on (%s): it logs this fit's metrics too, so each epoch's "
-            "points appear twice, and it slows training; switch it off with %s",
+            "points appear twice, it slows training, and its own logged model is also named 'model', so "
+            "runs:/<run id>/model may load autolog's model (of the first fit) instead of this callback's best "
+            "one (load that by its models:/<model id>); switch it off with %s",
             ", ".join(f"mlflow.{flavour}.autolog()" for flavour in on),
             ", ".join(f"mlflow.{flavour}.autolog(disable=True)" for flavour in on),
         )

@@ -15,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 
-from plugins import artifacts, curves, keras_saving, model_facts
+from plugins import artifacts, curves, keras_saving, logged_model, model_facts
 from plugins.checkpoint import BestCheckpoint, load_logged_checkpoint
 from plugins.delivery import Delivery
 from plugins.errors import first_line
@@ -102,9 +102,11 @@ class Publisher:
         registered_model_name: str | None = None,
         input_example: np.ndarray | None = None,
         clock: Callable[[], float] = time.monotonic,
+        registered_model_alias: str | None = None,
     ):
         self._delivery = delivery
         self._registered_model_name = registered_model_name
+        self._registered_model_alias = registered_model_alias
         self._input_example = input_example
         self._client = client
         self._run_id = run_id
@@ -169,16 +171,16 @@ class Publisher:
         except OSError as error:  # a full or read-only disk: the run goes without it, as with any file not written
             self._delivery.sender.give_up(f"writing {plot.name}", error)
 
-    def send_model(self, source: str | None, model: keras.Model, monitor: str) -> None:
+    def send_model(self, source: str | None, model: keras.Model, monitor: str, step: int = 0) -> None:
         """model/ from ``source`` (see model_source); else only the pending checkpoint, if any."""
         checkpoint_due = self.checkpoint.pending
         if source == "best":
             self._send_saved(self._save_best_model)
             if checkpoint_due:  # copied from model/ by then; where model/ could not be written, Keras writes it alone
                 self.send_checkpoint(self.checkpoint.save_final)
-            self._send_model_folder()
+            self._send_model_folder(step)
         elif source == "logged best":
-            self._send_logged_best_model()
+            self._send_logged_best_model(step)
         elif source == "last":
             log.warning(
                 "MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
@@ -186,7 +188,7 @@ class Publisher:
                 monitor,
             )
             self._send_saved(partial(self._save, model))
-            self._send_model_folder()
+            self._send_model_folder(step)
         elif checkpoint_due:
             self.send_checkpoint(self.checkpoint.save_final)
 
@@ -204,14 +206,23 @@ class Publisher:
     def _send_saved(self, save_into: Callable[[Path], None]) -> None:
         self._delivery.submit(WRITING_MODEL, partial(save_into, self.local_dir / "model"), local=True)
 
-    def _send_model_folder(self) -> None:
-        target = str(self.local_dir / "model")
+    def _send_model_folder(self, step: int = 0) -> None:
+        """The run's model/ files (a plain upload, kept for sync when the server is away), then the same
+        model as a logged model at the best epoch's ``step``, registered where a name is given."""
+        target = self.local_dir / "model"
         self._delivery.submit(
-            "model/", partial(self._client.log_artifacts, self._run_id, target, "model"), needs=WRITING_MODEL
+            "model/", partial(self._client.log_artifacts, self._run_id, str(target), "model"), needs=WRITING_MODEL
         )
-        if self._registered_model_name:
-            register = partial(mlflow.register_model, f"runs:/{self._run_id}/model", self._registered_model_name)
-            self._delivery.submit("registering model/", register, needs=WRITING_MODEL)
+        publish = partial(
+            logged_model.log_model_and_register,
+            self._client,
+            self._run_id,
+            target,
+            step,
+            self._registered_model_name,
+            self._registered_model_alias,
+        )
+        self._delivery.submit("logged model", publish, needs=WRITING_MODEL)
 
     def _save(self, model: keras.Model, target: Path) -> None:
         save_mlflow_model(model, target, self._input_example)
@@ -223,7 +234,7 @@ class Publisher:
             self._save(model, target)
         self.checkpoint.write_from(target / "data" / "model.keras")
 
-    def _send_logged_best_model(self) -> None:
+    def _send_logged_best_model(self, step: int) -> None:
         """A resumed run whose continuation never improved: its best model is the checkpoint it
         logged before it was interrupted."""
         try:
@@ -238,7 +249,7 @@ class Publisher:
             )
             return
         self._send_saved(partial(self._save, model))
-        self._send_model_folder()
+        self._send_model_folder(step)
 
 
 def save_mlflow_model(model: keras.Model, target: Path, input_example: np.ndarray | None) -> None:

@@ -676,7 +676,9 @@ def test_mlflow_autologging_of_the_same_fit_is_named_in_a_warning(tracking_uri, 
     warnings = [record.message for record in caplog.records if "autologging" in record.message]
     assert warnings == [
         "MLflow autologging of Keras fits is on (mlflow.tensorflow.autolog()): it logs this fit's "
-        "metrics too, so each epoch's points appear twice, and it slows training; switch it off with "
+        "metrics too, so each epoch's points appear twice, it slows training, and its own logged model is "
+        "also named 'model', so runs:/<run id>/model may load autolog's model (of the first fit) instead of "
+        "this callback's best one (load that by its models:/<model id>); switch it off with "
         "mlflow.tensorflow.autolog(disable=True)"
     ]
 
@@ -1340,15 +1342,26 @@ def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_th
     assert len(saved_states[2]) == len(model.optimizer.variables) > 2  # the optimizer's state is saved too
 
 
-def test_registered_model_name_registers_the_best_model(tracking_uri, digits):
+def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_with_an_alias(tracking_uri, digits):
     fit(digits, [MLflowCallback(registered_model_name="digits-classifier")], epochs=3)
     run = only_run(tracking_uri)
-    versions = mlflow.MlflowClient(tracking_uri).search_model_versions("name='digits-classifier'")
-    assert [(v.version, v.run_id, v.status) for v in versions] == [(1, run.info.run_id, "READY")]
-    registered = mlflow.keras.load_model("models:/digits-classifier/1")
+    client = mlflow.MlflowClient(tracking_uri)
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    best = int(run.data.metrics["best_epoch"])
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
+    assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model.model_id, best)]
+    linked = {metric.key: (metric.step, metric.value) for metric in model.metrics}
+    assert linked["val_loss"] == (best, pytest.approx(run.data.metrics["best_val_loss"]))
     x_val, y_val = digits[1]
-    loss = registered.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
-    assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4)
+    for uri in (f"models:/{model.model_id}", f"runs:/{run.info.run_id}/model", "models:/digits-classifier@candidate"):
+        loaded = mlflow.keras.load_model(uri)
+        loss = loaded.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
+        assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4), uri
+    versions = client.search_model_versions("name='digits-classifier'")
+    assert [(v.version, v.run_id, v.status, v.source) for v in versions] == [
+        (1, run.info.run_id, "READY", f"models:/{model.model_id}")
+    ]
+    assert client.get_model_version_by_alias("digits-classifier", "candidate").version == 1
 
 
 class _ClusterModel:

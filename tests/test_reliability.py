@@ -57,6 +57,8 @@ def steps(client, run_id, key="val_loss") -> list[int]:
 
 
 def artifact_names(client, run_id) -> set[str]:
+    # MLflow finds a run's logged model ("model") through the global tracking URI, whatever the client's.
+    mlflow.set_tracking_uri(client.tracking_uri)
     names = set()
     for item in client.list_artifacts(run_id):
         names |= {sub.path for sub in client.list_artifacts(run_id, item.path)} if item.is_dir else {item.path}
