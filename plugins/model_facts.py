@@ -17,24 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def model_params(model: keras.Model, fit: dict[str, Any]) -> dict[str, Any]:
-    """Optimizer settings, model size and fit settings (Keras' ``callback.params``) as params; a
-    setting that is None (not in use) is none."""
+    """Optimizer settings, model size and fit settings (Keras' ``callback.params``) as params."""
     optimizer = model.optimizer
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
-    params = {
+    return {
         **optimizer_settings(optimizer),
         "optimizer.class": type(optimizer).__name__,
         "model.total_params": model.count_params(),
         "model.trainable_params": trainable,
         **fit_params(fit),
     }
-    return {key: value for key, value in params.items() if value is not None}
 
 
 def fit_params(fit: dict[str, Any]) -> dict[str, Any]:
     """What Keras' ``callback.params`` say of the fit (known for any model, built or not)."""
-    params = {"fit.epochs": fit.get("epochs"), "fit.steps_per_epoch": fit.get("steps")}
-    return {key: value for key, value in params.items() if value is not None}
+    return {"fit.epochs": fit.get("epochs"), "fit.steps_per_epoch": fit.get("steps")}
 
 
 def optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:

@@ -46,7 +46,10 @@ def rate(optimizer: keras.optimizers.Optimizer) -> float:
 
 
 def training_steps(model: keras.Model) -> int:
-    """Optimizer steps taken so far: the most any of the model's optimizers has taken."""
+    """Optimizer steps taken so far: ``model.optimizer``'s, or where it never stepped (a GAN), the
+    most any other optimizer of the model has taken. On the batch path: the usual case reads one."""
     own = getattr(model, "optimizer", None)
-    taken = [steps(optimizer) for optimizer in other_optimizers(model).values()]
-    return max([steps(own) if own is not None else 0, *taken])
+    own_steps = steps(own) if own is not None else 0
+    if own_steps:
+        return own_steps
+    return max([0, *(steps(optimizer) for optimizer in other_optimizers(model).values())])
