@@ -15,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 
-from plugins import artifacts, curves, keras_saving, logged_model, model_facts
+from plugins import artifacts, curves, keras_saving, keras_serving, logged_model, model_facts
 from plugins.checkpoint import BestCheckpoint, load_logged_checkpoint
 from plugins.delivery import Delivery
 from plugins.errors import first_line
@@ -266,6 +266,7 @@ def save_mlflow_model(model: keras.Model, target: Path, input_example: np.ndarra
                 # Named here: inferring them starts a subprocess that loads the model (seconds).
                 pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={model_facts.tensorflow_version()}"],
             )
+        keras_serving.serve_with_own_pyfunc(target)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

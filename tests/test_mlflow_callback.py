@@ -25,7 +25,7 @@ from plugins.fit import Fit
 from plugins.params import TRUNCATED
 from plugins.publisher import Publisher
 from plugins.run_binding import is_chief
-from tests.conftest import EPOCH_KEYS, ROOT, all_runs
+from tests.conftest import EPOCH_KEYS, ROOT, all_runs, free_port, stop_mlflow_server
 from tests.faults import RaiseAtEpoch, RaiseAtStep
 
 
@@ -747,14 +747,29 @@ def test_a_signature_names_each_output_of_a_model_with_several():
     assert [(spec.name, spec.shape) for spec in outputs] == [("kind", (-1, 3)), ("size", (-1, 1))]
 
 
-# 3600: saved at the end from the trained model. 0: also written during training, from a copy of the
-# model, which must hold the vocabulary that TextVectorization keeps beside its weights.
-@pytest.mark.parametrize("checkpoint_interval_s", [3600, 0])
-def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(tracking_uri, checkpoint_interval_s):
+def test_pyfunc_serves_each_output_of_a_model_with_several_by_its_name(tracking_uri):
+    rng = np.random.default_rng(0)
+    features = keras.Input((4,), name="features")
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(features)
+    model = keras.Model(features, [kind, keras.layers.Dense(1, name="size")(features)])
+    model.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    x, y = rng.random((64, 4)).astype("float32"), [rng.integers(0, 3, 64), rng.random((64, 1))]
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[MLflowCallback()])
+    served = mlflow.pyfunc.load_model(f"runs:/{only_run(tracking_uri).info.run_id}/model").predict(x[:4])
+    expected_kind, expected_size = model.predict(x[:4], verbose=0)
+    assert sorted(served) == ["kind", "size"]
+    np.testing.assert_allclose(served["kind"], expected_kind, rtol=1e-5)
+    np.testing.assert_allclose(served["size"], expected_size, rtol=1e-5)
+
+
+REVIEWS = [["good film"], ["bad film"], ["great plot"], ["awful plot"]]
+
+
+def fit_text_model(callbacks) -> keras.Model:
+    """A model with a string input: TextVectorization inside it, fitted on four reviews."""
     import tensorflow as tf
 
-    reviews = tf.constant([["good film"], ["bad film"], ["great plot"], ["awful plot"]] * 16)
-    labels = tf.constant([1, 0, 1, 0] * 16)
+    reviews, labels = tf.constant(REVIEWS * 16), tf.constant([1, 0, 1, 0] * 16)
     keras.utils.set_random_seed(0)
     words = keras.layers.TextVectorization(max_tokens=10, output_sequence_length=2)
     words.adapt(reviews)
@@ -763,21 +778,80 @@ def test_a_text_model_s_string_input_is_in_its_signature_and_its_files_land(trac
     model = keras.Model(text, keras.layers.Dense(1, activation="sigmoid")(pooled))
     model.compile("adam", "binary_crossentropy")
     data = tf.data.Dataset.from_tensor_slices((reviews, labels)).batch(16)
+    model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=callbacks)
+    return model
+
+
+# 3600: saved at the end from the trained model. 0: also written during training, from a copy of the
+# model, which must hold the vocabulary that TextVectorization keeps beside its weights.
+@pytest.mark.parametrize("checkpoint_interval_s", [3600, 0])
+def test_a_text_model_is_served_from_strings_and_its_files_land(tracking_uri, checkpoint_interval_s):
+    import tensorflow as tf
+
     tracker = MLflowCallback(checkpoint_interval_s=checkpoint_interval_s)
-    model.fit(data, validation_data=data, epochs=2, verbose=0, shuffle=False, callbacks=[tracker])
+    model = fit_text_model([tracker])
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED"
     assert tracker.best_epoch == 1  # the model holds the best epoch's weights
+    reviews = tf.constant(REVIEWS)  # Keras takes text as TensorFlow strings
+    expected = model.predict(reviews, verbose=0)
     logged = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert [(spec.type, spec.shape) for spec in logged.metadata.signature.inputs.inputs] == [
         (np.dtype(object), (-1, 1))
     ]
-    expected = model.predict(reviews[:4], verbose=0)
+    np.testing.assert_allclose(logged.predict(np.array(REVIEWS, dtype=object)), expected, rtol=1e-6)
+    as_frame = logged.predict(pd.DataFrame(REVIEWS, columns=["review"]))
+    np.testing.assert_allclose(np.asarray(as_frame), expected, rtol=1e-6)
     logged_keras = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-    np.testing.assert_allclose(logged_keras.predict(reviews[:4], verbose=0), expected, rtol=1e-6)
+    np.testing.assert_allclose(logged_keras.predict(reviews, verbose=0), expected, rtol=1e-6)
     client = mlflow.MlflowClient(tracking_uri)
     checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
-    np.testing.assert_allclose(checkpoint.predict(reviews[:4], verbose=0), expected, rtol=1e-6)
+    np.testing.assert_allclose(checkpoint.predict(reviews, verbose=0), expected, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_text_model_s_json_request(tracking_uri, tmp_path):
+    """The logged model behind `mlflow models serve` (MLflow's scoring server, this environment):
+    a JSON request of strings gets the model's predictions."""
+    import urllib.request
+
+    import tensorflow as tf
+
+    model = fit_text_model([MLflowCallback()])
+    (logged,) = mlflow.search_logged_models(output_format="list")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{logged.model_id}"]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port := free_port())],
+        env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "w"),
+        start_new_session=True,
+    )
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": REVIEWS}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.load(urlopen_when_up(request, server, tmp_path / "serve.log"))
+    finally:
+        stop_mlflow_server(server)
+    expected = model.predict(tf.constant(REVIEWS), verbose=0)
+    np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-5)
+
+
+def urlopen_when_up(request, server: subprocess.Popen, log_file, timeout_s: float = 120):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return urllib.request.urlopen(request, timeout=30)
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ConnectionRefusedError):
+                raise
+        assert server.poll() is None and time.monotonic() < deadline, log_file.read_text()[-2000:]
+        time.sleep(0.5)
 
 
 def test_the_checkpoint_lands_when_mlflow_cannot_write_model_folder(tracking_uri, digits, caplog):
