@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.command import override_key
 from plugins.params import flatten
@@ -27,6 +30,7 @@ RECORDING_CALLBACKS = {
 AUGMENTATION = ("reg.flip", "reg.rotation", "reg.zoom", "reg.translation")
 # Overrides a run's name leaves out: already in it (model, reg), or no part of what is trained.
 UNNAMED = ("model", "reg", "mlflow", "hydra", "resume", "trainer.verbose", "trainer.threads")
+ABSENT = object()  # what OmegaConf.select gives for a key a config lacks (None is a value)
 NAME_PART_CHARS = 32
 NAME_CHARS = 100
 
@@ -76,13 +80,17 @@ def _defines_training(key: str, value: Any, flat: Mapping[str, Any]) -> bool:
     return not (key in AUGMENTATION and not flat.get("reg.augment"))
 
 
-def run_name(cfg: DictConfig, overrides: list[str]) -> str:
+def run_name(cfg: DictConfig, overrides: list[str], defaults: DictConfig | None = None) -> str:
     """``cnn-l2``, then the overrides that change what is trained (shortened where long):
-    ``cnn-l2 schedule=step``. Two runs that differ only in a schedule or a rate differ in name."""
+    ``cnn-l2 schedule=step``. Two runs that differ only in a schedule or a rate differ in name. A
+    value the same as in ``defaults`` (the config without the value overrides) is left out:
+    ``trainer.epochs=20`` where 20 is the default."""
     name = f"{cfg.model.name}-{regularisation_label(cfg.reg)}"
     for override in overrides:
         key = override_key(override)
         if any(key == unnamed or key.startswith(f"{unnamed}.") for unnamed in UNNAMED) or "=" not in override:
+            continue
+        if defaults is not None and _is_value(cfg, key) and _same(cfg, defaults, key):
             continue
         # A deep key by its last two parts: schedule.callback.schedule.boundaries -> schedule.boundaries.
         part = ".".join(key.split(".")[-2:]) + "=" + override.split("=", 1)[1]
@@ -91,3 +99,31 @@ def run_name(cfg: DictConfig, overrides: list[str]) -> str:
             return name + " …"
         name += f" {part}"
     return name
+
+
+def composed_defaults(cfg: DictConfig, overrides: list[str]) -> DictConfig | None:
+    """This job's config composed with its group choices only (``model=mlp``, ``schedule=step``),
+    not its values (``trainer.epochs=20``): what each value is by default. None outside a Hydra app
+    or where it cannot be composed (the name then keeps every override)."""
+    groups = [override for override in overrides if not _is_value(cfg, override_key(override))]
+    if len(groups) == len(overrides):
+        return None  # no value to compare
+    try:
+        return hydra.compose(config_name=HydraConfig.get().job.config_name, overrides=groups)
+    except Exception:  # a name is not worth failing a run for
+        return None
+
+
+def _is_value(cfg: DictConfig, key: str) -> bool:
+    """A setting (``trainer.epochs``, a list), not a config group's choice, which is a node of its
+    own (``model``) or none at all (``+experiment``, which is global)."""
+    node = OmegaConf.select(cfg, key, default=ABSENT)
+    return node is not ABSENT and not isinstance(node, DictConfig)
+
+
+def _same(cfg: DictConfig, defaults: DictConfig, key: str) -> bool:
+    try:
+        default = OmegaConf.select(defaults, key, default=ABSENT)
+        return default is not ABSENT and _resolved(OmegaConf.select(cfg, key)) == _resolved(default)
+    except OmegaConfBaseException:  # an interpolation only the job resolves: keep the override
+        return False

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.command import train_command
 from experiments.data import Splits
 from experiments.resume import ResumePoint, claim, release
-from experiments.run_identity import regularisation_label, run_name, training_params
+from experiments.run_identity import composed_defaults, regularisation_label, run_name, training_params
 from plugins import tags
 from plugins.errors import describe
 from plugins.provenance import git_state
@@ -58,11 +58,11 @@ class TrainingStopped(CompactHydraException):
 def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
     """The MLflowCallback conf/mlflow/ names, given what only the runner knows: the config as params,
     the run's name and tags, an input example, the output folder and the run to resume."""
-    reg = regularisation_label(cfg.reg)
+    reg, overrides = regularisation_label(cfg.reg), job_overrides()
     return instantiate(
         cfg.mlflow,
         params=training_params(cfg),
-        run_name=cfg.mlflow.run_name or run_name(cfg, job_overrides()),
+        run_name=cfg.mlflow.run_name or run_name(cfg, overrides, composed_defaults(cfg, overrides)),
         tags={**cfg.mlflow.tags, **run_tags(cfg, reg)},
         run_id=resume.run_id if resume else None,
         input_example=splits.val.x[:5],

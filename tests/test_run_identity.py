@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hydra import initialize_config_dir
 
-from experiments.run_identity import run_name, training_params
+from experiments.run_identity import composed_defaults, run_name, training_params
+from tests.conftest import CONF
 
 
 def test_a_default_run_s_params_are_what_defines_its_training(compose_cfg):
@@ -43,3 +45,32 @@ def test_augmentation_settings_are_params_only_with_augmentation_on(compose_cfg)
 )
 def test_runs_are_named_after_model_regulariser_and_what_else_was_changed(compose_cfg, overrides, name):
     assert run_name(compose_cfg(*overrides), overrides) == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        (["trainer.epochs=20", "optimizer.learning_rate=0.001"], "cnn-none"),  # both as conf/ has them
+        (["trainer.epochs=20", "trainer.batch_size=64"], "cnn-none trainer.batch_size=64"),
+        (["schedule=step", "schedule.callback.schedule.boundaries=[10,15]"], "cnn-none schedule=step"),
+        (
+            ["schedule=step", "schedule.callback.schedule.boundaries=[8,14]"],
+            "cnn-none schedule=step schedule.boundaries=[8,14]",
+        ),
+        (["trainer.class_weight=null", "+data.note=x"], "cnn-none data.note=x"),
+    ],
+)
+def test_a_value_typed_as_its_default_is_not_in_the_name(compose_cfg, overrides, name):
+    groups = [override for override in overrides if "." not in override.split("=")[0]]
+    assert run_name(compose_cfg(*overrides), overrides, defaults=compose_cfg(*groups)) == name
+
+
+def test_the_defaults_a_name_is_compared_with_come_from_the_group_choices_alone(compose_cfg):
+    overrides = ["model=mlp", "trainer.epochs=3", "+experiment=regularisation_study"]
+    study_epochs = compose_cfg("model=mlp", "+experiment=regularisation_study").trainer.epochs
+    cfg = compose_cfg(*overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        defaults = composed_defaults(cfg, overrides)
+    assert cfg.trainer.epochs == 3
+    assert defaults.model.name == "mlp" and defaults.trainer.epochs == study_epochs != 3
+    assert composed_defaults(cfg, ["model=mlp"]) is None  # no value to compare: nothing composed

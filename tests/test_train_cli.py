@@ -19,6 +19,7 @@ def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
         "model=cnn",
         "reg=l2",
         "trainer.epochs=5",
+        "trainer.batch_size=32",  # as conf/ has it: not in the name
         "trainer.verbose=0",
         "mlflow.log_system_metrics=true",
         env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
