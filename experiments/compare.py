@@ -16,7 +16,6 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -83,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    print(f"wrote {', '.join(str(file) for file in files)}")
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
-    print(f"wrote {', '.join(str(file) for file in files)}")
+        print(f"logged them to sweep {parent.info.run_id} as comparison/")
     return 0
 
 
@@ -115,23 +115,15 @@ def positive_whole_number(text: str) -> int:
     return int(text)
 
 
-def report_to_parent(parent_run_id: str, tracking_uri: str | None = None) -> None:
-    """Compare a sweep's children and log the report on its parent (the sweep callback's hook)."""
+def report_to_parent(parent_run_id: str, tracking_uri: str | None, folder: Path) -> None:
+    """Compare a sweep's children into ``folder`` and log the report on its parent (the sweep
+    callback's hook)."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment(client.get_run(parent_run_id).info.experiment_id)
-    with tempfile.TemporaryDirectory() as folder:
-        main(
-            [
-                "--parent",
-                parent_run_id,
-                "--experiment",
-                experiment.name,
-                "--output",
-                folder,
-                "--tracking-uri",
-                client.tracking_uri,
-            ]
-        )
+    main(
+        ["--parent", parent_run_id, "--experiment", experiment.name, "--output", str(folder)]
+        + ["--tracking-uri", client.tracking_uri]
+    )
 
 
 # ----------------------------------------------------------------------------- runs

@@ -163,9 +163,10 @@ class TrackedRun:
         return {"tensorboard": log_dir} if log_dir else {}
 
     def ui_link(self) -> str:
-        """Where the run opens in the MLflow UI: the server's own page, or `mlflow ui`'s for a local store."""
+        """Where the run opens in the MLflow UI: the server's own page, or `mlflow ui`'s for a local store.
+        In MLflow 3's model-training view (without workflowType it opens in its GenAI view)."""
         uri = mlflow.get_tracking_uri()
-        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
         if uri.startswith(("http://", "https://")):
             return f"see it at {without_credentials(uri).rstrip('/')}/{page}"
         return f"see it with `mlflow ui --backend-store-uri {redact_text(uri)}` at http://127.0.0.1:5000/{page}"

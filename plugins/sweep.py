@@ -65,8 +65,9 @@ class MLflowSweepCallback(Callback):
     Args:
         experiment_name: the experiment the jobs log to (the parent goes there too).
         tracking_uri: None for MLflow's own resolution.
-        report: called as ``report(parent_run_id, tracking_uri)`` when the sweep ends, e.g. to
-            log a comparison of the children onto the parent.
+        report: called as ``report(parent_run_id, tracking_uri, folder)`` when the sweep ends, e.g.
+            to write a comparison of the children into ``folder`` (``comparison/`` in the sweep's
+            folder) and log it onto the parent.
     """
 
     def __init__(
@@ -95,18 +96,18 @@ class MLflowSweepCallback(Callback):
             ).info.run_id
             self._owns_parent = True
         os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
+        self._sweep_dir = Path(config.hydra.sweep.dir).absolute()  # the tag says where, from any folder
         client.log_batch(
             self.parent_run_id,
             params=[Param("sweep.overrides", " ".join(swept)[:6000])],
             tags=[
                 RunTag(tag_names.SWEEP, "true"),
-                RunTag(tag_names.SWEEP_DIR, str(config.hydra.sweep.dir)),
+                RunTag(tag_names.SWEEP_DIR, str(self._sweep_dir)),
                 RunTag(tag_names.PROCESS_HOST, socket.gethostname()),
                 RunTag(tag_names.PROCESS_PID, str(os.getpid())),
             ],
         )
         end_orphaned_sweeps(client, client.get_run(self.parent_run_id).info.experiment_id)
-        self._sweep_dir = Path(config.hydra.sweep.dir)
         self._stop = SweepStop(self._sweep_dir)
         self._stop.install()
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
@@ -138,7 +139,7 @@ class MLflowSweepCallback(Callback):
         )
         if self.report is not None:
             try:
-                self.report(parent, self.tracking_uri)
+                self.report(parent, self.tracking_uri, self._sweep_dir / "comparison")
             except Exception as error:  # a failed report must not hide the sweep's own outcome
                 log.error("the sweep's comparison report failed: %s", error)
         signum = self._stop.signal_received

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -48,6 +50,7 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
     )
     assert parent.data.params["sweep.overrides"].startswith("reg=none,l2")
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "comparison")} == REPORT
+    assert {file.name for file in (Path(parent.data.tags["internal.sweep.dir"]) / "comparison").iterdir()} == REPORT
     for tag in ("mlflow.user", "git.commit", "git.dirty"):  # as the jobs have them
         assert parent.data.tags[tag] == children[0].data.tags[tag], tag
     assert parent.data.tags["mlflow.source.name"].endswith("train.py")  # the program the sweep ran

@@ -35,7 +35,8 @@ def test_cnn_l2_trains_to_a_finished_run(run_cli, tracking_uri):
     assert "None" not in run.data.params.values() and not [key for key in run.data.params if "_target_" in key]
     assert "system/cpu_utilization_percentage" in run.data.metrics  # mlflow.log_system_metrics
     experiment = run.info.experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.info.run_id}" in done.stdout
+    page = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert page in done.stdout
     assert run.data.metrics["test_accuracy"] >= 0.85
     assert {"test_loss", "val_loss", "best_val_loss", "best_epoch"} <= set(run.data.metrics)
     assert (run.data.tags["model"], run.data.tags["reg"], run.data.tags["regularised"], run.data.tags["data"]) == (
