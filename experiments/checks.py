@@ -64,6 +64,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("reg.l2", _non_negative, "a number >= 0"),
     ("reg.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("reg.batchnorm", _one_of(True, False), "true or false"),
+    ("reg.batchnorm_momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("reg.augment", _one_of(True, False), "true or false"),
     (
         "reg.flip",
@@ -86,6 +87,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.verbose", _one_of(0, 1, 2), "0, 1 or 2"),
     ("data.val_fraction", _fraction, "a number between 0 and 1"),
     ("data.test_fraction", _fraction, "a number between 0 and 1"),
+    ("data.folds", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number of folds >= 2"),
     ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
     ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
     ("data.max_gib", lambda v: v is None or _positive(v), "a number of GiB > 0"),
@@ -131,6 +133,7 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
         if not is_allowed(value):
             raise ConfigError(f"{key}={value!r}: expected {expected}")
+    _check_fold(cfg.data.get("folds"), cfg.data.get("fold"))
     _check_callbacks(cfg)
     _check_tag_names(cfg.mlflow.tags)
     _check_class_weight_shape(cfg.trainer.class_weight)
@@ -161,6 +164,21 @@ def _check_resolvable(cfg: DictConfig) -> None:
                 OmegaConf.to_container(value, resolve=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"{error.full_key}: {first_line(error)}") from None
+
+
+def _check_fold(folds: int | None, fold: Any) -> None:
+    """data.fold names one of data.folds folds; each needs the other."""
+    if folds is None and fold is not None:
+        raise ConfigError(f"data.fold={fold!r}: needs data.folds, the number of folds (e.g. data.folds=5)")
+    if folds is None:
+        return
+    if fold is None:
+        raise ConfigError(
+            f"data.folds={folds}: also give data.fold, the fold that validates (0..{folds - 1}), "
+            f"e.g. -m data.folds={folds} data.fold={','.join(map(str, range(folds)))}"
+        )
+    if not (_is_whole(fold) and 0 <= fold < folds):
+        raise ConfigError(f"data.fold={fold!r}: expected a whole number in 0..{folds - 1} (data.folds={folds})")
 
 
 def _check_data_path(cfg: DictConfig) -> None:

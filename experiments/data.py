@@ -29,6 +29,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def digest(self) -> str:
+        """A short fingerprint of the images and labels: two runs validated on the same examples share it."""
+        sha = hashlib.sha256(np.ascontiguousarray(self.x).tobytes())
+        sha.update(np.ascontiguousarray(self.y).tobytes())
+        return sha.hexdigest()[:12]
+
     def __repr__(self) -> str:
         return f"Split({len(self)} samples of {self.x.shape[1:]})"
 
@@ -44,14 +50,6 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
-
-    def digest(self) -> str:
-        """A short fingerprint of every array, so runs on different data never look alike."""
-        sha = hashlib.sha256()
-        for split in (self.train, self.val, self.test):
-            sha.update(np.ascontiguousarray(split.x).tobytes())
-            sha.update(np.ascontiguousarray(split.y).tobytes())
-        return sha.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,10 @@ def load_splits(data_cfg: DictConfig, seed: int) -> Splits:
                 f"{label}: x_test images are {x_test.shape[1:]} but x_train images are {x_train.shape[1:]}"
             )
         num_classes = _num_classes(data_cfg.num_classes, (y_train, y_test), label)
-    x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, data_cfg.val_fraction, seed, label)
+    if data_cfg.get("folds") is None:
+        x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, data_cfg.val_fraction, seed, label)
+    else:
+        x_train, x_val, y_train, y_val = _fold_split(x_train, y_train, data_cfg.folds, data_cfg.fold, seed, label)
     return Splits(data_cfg.name, Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test), num_classes)
 
 
@@ -243,6 +244,17 @@ def _stratified_split(x, y, fraction: float, seed: int, label: str):
         return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
     except ValueError as error:  # too few samples of a class, or of all
         raise ConfigError(f"{label}: cannot split {len(y)} samples with fraction {fraction}: {error}") from None
+
+
+def _fold_split(x, y, folds: int, fold: int, seed: int, label: str):
+    """Fold ``fold`` of ``folds`` stratified folds (shuffled by ``seed``) validates; the rest trains."""
+    from sklearn.model_selection import StratifiedKFold
+
+    try:
+        train_index, val_index = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))[fold]
+    except ValueError as error:  # more folds than samples of a class
+        raise ConfigError(f"{label}: cannot make data.folds={folds} folds of {len(y)} samples: {error}") from None
+    return x[train_index], x[val_index], y[train_index], y[val_index]
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:

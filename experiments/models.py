@@ -17,6 +17,7 @@ class Regularisation:
     l2: float
     dropout: float
     batchnorm: bool
+    batchnorm_momentum: float
     augment: bool
     flip: str | None
     rotation: float
@@ -116,7 +117,7 @@ def _add_classifier(model: keras.Sequential, num_classes: int, reg: Regularisati
 
 def _add_normalised_activation(model: keras.Sequential, reg: Regularisation) -> None:
     if reg.batchnorm:
-        model.add(layers.BatchNormalization())
+        model.add(layers.BatchNormalization(momentum=reg.batchnorm_momentum))
     model.add(layers.ReLU())
 
 

@@ -26,8 +26,11 @@ KEPT_TRACKING = ("mlflow.monitor", "mlflow.mode")  # they pick the weights the t
 RECORDING_CALLBACKS = {
     f"keras.callbacks.{name}" for name in ("ModelCheckpoint", "TensorBoard", "CSVLogger", "BackupAndRestore")
 }
-# Augmentation's settings matter only with reg.augment on.
-AUGMENTATION = ("reg.flip", "reg.rotation", "reg.zoom", "reg.translation")
+# Settings that matter only with their part switched on.
+SWITCHED = {
+    **dict.fromkeys(("reg.flip", "reg.rotation", "reg.zoom", "reg.translation"), "reg.augment"),
+    "reg.batchnorm_momentum": "reg.batchnorm",
+}
 # Overrides a run's name leaves out: already in it (model, reg), or no part of what is trained.
 UNNAMED = ("model", "reg", "mlflow", "hydra", "resume", "trainer.verbose", "trainer.threads")
 ABSENT = object()  # what OmegaConf.select gives for a key a config lacks (None is a value)
@@ -77,7 +80,7 @@ def _defines_training(key: str, value: Any, flat: Mapping[str, Any]) -> bool:
         return False
     if key.startswith("mlflow.") and key not in KEPT_TRACKING:
         return False
-    return not (key in AUGMENTATION and not flat.get("reg.augment"))
+    return not (key in SWITCHED and not flat.get(SWITCHED[key]))
 
 
 def run_name(cfg: DictConfig, overrides: list[str], defaults: DictConfig | None = None) -> str:

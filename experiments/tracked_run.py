@@ -252,10 +252,12 @@ def reproduce_note(run_id: str, overrides: list[str], commit: str | None, dirty:
 
 
 def log_data_inputs(splits: Splits) -> None:
-    """The data set as MLflow inputs: name, digest and size of each split."""
-    digest = splits.digest()
+    """The data set as MLflow inputs: name, digest and size of each split (each its own digest: the
+    folds of a cross-validation share the test split's and differ in the others)."""
     for context, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
-        dataset = mlflow.data.from_numpy(split.x, targets=split.y, name=f"{splits.name}-{context}", digest=digest)
+        dataset = mlflow.data.from_numpy(
+            split.x, targets=split.y, name=f"{splits.name}-{context}", digest=split.digest()
+        )
         for attempt in range(3):
             try:
                 mlflow.log_input(dataset, context=context, tags={"samples": str(len(split))})

@@ -272,3 +272,24 @@ def test_optimizers_take_the_configured_rate(compose_cfg):
         assert isinstance(optimizer, kind)
         assert float(optimizer.learning_rate) == pytest.approx(0.005)
     assert instantiate(compose_cfg("optimizer=sgd").optimizer).momentum == 0.9
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.folds=1", "data.fold=0"], "data.folds=1: expected null or a whole number of folds >= 2"),
+        (["data.fold=2"], "data.fold=2: needs data.folds, the number of folds (e.g. data.folds=5)"),
+        (
+            ["data.folds=3"],
+            "data.folds=3: also give data.fold, the fold that validates (0..2), e.g. -m data.folds=3 data.fold=0,1,2",
+        ),
+        (["data.folds=3", "data.fold=3"], "data.fold=3: expected a whole number in 0..2 (data.folds=3)"),
+        (["data.folds=3", "data.fold=one"], "data.fold='one': expected a whole number in 0..2 (data.folds=3)"),
+        (["reg=batchnorm", "reg.batchnorm_momentum=1"], "reg.batchnorm_momentum=1: expected a number in [0, 1)"),
+    ],
+)
+def test_bad_folds_and_momentum_are_refused_by_name(compose_cfg, overrides, message):
+    check_config(compose_cfg("data.folds=3", "data.fold=2"))
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_cfg(*overrides))
+    assert str(refused.value) == message

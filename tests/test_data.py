@@ -47,7 +47,24 @@ def test_same_seed_same_split_other_seed_other_split(compose_cfg):
     first, again, other = load_splits(data, seed=1), load_splits(data, seed=1), load_splits(data, seed=2)
     assert np.array_equal(first.test.y, again.test.y) and np.array_equal(first.val.x, again.val.x)
     assert not np.array_equal(first.test.x, other.test.x)
-    assert first.digest() == again.digest() != other.digest()
+    assert [part.digest() for part in (first.train, first.val, first.test)] == [
+        part.digest() for part in (again.train, again.val, again.test)
+    ]
+    assert first.test.digest() != other.test.digest()
+
+
+def test_k_folds_validate_on_disjoint_folds_of_the_training_data_and_share_the_test_split(compose_cfg):
+    folds = [load_splits(compose_cfg("data.folds=3", f"data.fold={k}").data, seed=1) for k in range(3)]
+    plain = load_splits(compose_cfg().data, seed=1)
+    pool = len(plain.train) + len(plain.val)  # the training data: all but the test split
+    assert len({fold.test.digest() for fold in folds}) == 1 and folds[0].test.digest() == plain.test.digest()
+    assert len({fold.val.digest() for fold in folds}) == 3
+    validated = [{row.tobytes() for row in fold.val.x.reshape(len(fold.val), -1)} for fold in folds]
+    assert not (validated[0] & validated[1]) and not (validated[1] & validated[2]) and not (validated[0] & validated[2])
+    for fold in folds:
+        assert len(fold.train) + len(fold.val) == pool and abs(len(fold.val) - pool / 3) <= 10
+        share = np.bincount(fold.val.y, minlength=10) / len(fold.val)
+        assert np.abs(share - np.bincount(fold.train.y, minlength=10) / len(fold.train)).max() < 0.02  # stratified
 
 
 def test_fractions_are_configurable(compose_cfg):
@@ -144,3 +161,9 @@ def test_resumed_pipeline_sees_the_orders_it_would_have_seen(compose_cfg):
     straight = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3).take(3 * steps)]
     resumed = [y.numpy() for _, y in make_pipeline(splits.train, 32, shuffle_seed=3, start_epoch=2).take(steps)]
     assert all(np.array_equal(a, b) for a, b in zip(straight[2 * steps :], resumed))
+
+
+def test_more_folds_than_a_class_has_examples_is_one_line(compose_cfg):
+    with pytest.raises(ConfigError) as refused:
+        load_splits(compose_cfg("data.folds=500", "data.fold=0").data, seed=1)
+    assert str(refused.value).startswith("data=digits: cannot make data.folds=500 folds of 1527 samples: ")

@@ -24,6 +24,8 @@ def test_a_default_run_s_params_are_what_defines_its_training(compose_cfg):
 def test_augmentation_settings_are_params_only_with_augmentation_on(compose_cfg):
     params = training_params(compose_cfg("reg=[l2,augment]"))
     assert params["reg.name"] == "l2+augment" and params["reg.rotation"] == 0.05
+    assert "reg.batchnorm_momentum" not in params
+    assert training_params(compose_cfg("reg=batchnorm"))["reg.batchnorm_momentum"] == 0.9
 
 
 @pytest.mark.parametrize(
