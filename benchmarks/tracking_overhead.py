@@ -32,17 +32,25 @@ import mlflow
 from hydra import compose, initialize_config_dir
 
 from experiments.data import load_splits, make_pipeline, steps_per_epoch
+from experiments.tracked_run import training_sample
 from experiments.training import build_model
 from plugins import MLflowCallback
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def setups(checkpoint_dir: Path) -> dict:
-    """key -> (name, callbacks factory, wrap in an active run?, autolog?)"""
+def setups(checkpoint_dir: Path, sample: tuple | None = None) -> dict:
+    """key -> (name, callbacks factory, wrap in an active run?, autolog?); ``sample``: the runner's
+    training sample for the diagnostics."""
     return {
         "none": ("no tracking", lambda: [], False, False),
         "callback": ("MLflowCallback (everything on)", lambda: [MLflowCallback()], False, False),
+        "diagnostics": (
+            "MLflowCallback diagnostics=True",
+            lambda: [MLflowCallback(diagnostics=True, diagnostics_data=sample)],
+            False,
+            False,
+        ),
         "each-epoch": (
             "MLflowCallback metrics_interval_s=0",
             lambda: [MLflowCallback(metrics_interval_s=0)],
@@ -160,7 +168,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument(
         "--setups",
-        default="none,callback,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
+        default="none,callback,diagnostics,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
         help="which to time, comma-separated; no tracking (none) is always timed",
     )
     parser.add_argument(
@@ -180,7 +188,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
         mlflow.set_experiment("tracking-overhead")
-        known = setups(Path(folder))
+        known = setups(Path(folder), training_sample(splits))
         timed_fit(cfg, splits, data, [], False, False)  # warm-up: graph tracing, caches
         fits: dict[str, list[FitTimes]] = {known[key][0]: [] for key in chosen}
         for repeat in range(args.repeats):

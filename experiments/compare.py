@@ -16,7 +16,10 @@ import argparse
 import json
 import re
 import sys
+import textwrap
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -24,9 +27,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
+from experiments import study, study_report
 from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
 from experiments.command import override_key, overrides_of
 from plugins import tags as tag_names
@@ -45,6 +50,7 @@ NOT_SETUP = re.compile(
     r"^(reg\..+|model\.(total|trainable)_params|mlflow\.(?!monitor$|mode$).+|resume|trainer\.verbose"
     r"|callbacks\.\w+\.(log_dir|backup_dir|filename|filepath))$"
 )
+JUDGED = ("test_accuracy", "best_val_loss", "test_loss")  # the differences from plain a study reports
 CURVES = {
     "val_loss": "validation loss",
     "gap_loss": "generalisation gap (val_loss - loss)",
@@ -65,17 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         parent = find_parent(client, experiment.experiment_id, args.parent)
         runs = find_runs(client, experiment.experiment_id, parent)
         table = comparison_table(runs, args.group_by, args.sort_by)
-    except (CompareError, TrackingStoreError) as error:
+        answer = Answer.of(table, args.sort_by)
+        requirements = [study_report.parse_requirement(text, answer.verdicts) for text in args.require]
+    except (CompareError, TrackingStoreError, study_report.RequirementError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
-    print(
-        f"{len(table)} runs of {scope}, sorted by {args.sort_by}; * marks the plain run, "
-        "d_ columns the difference from it"
-    )
+    print(f"{len(table)} runs of {scope} in {len(answer.verdicts)} configurations")
+    print(answer.printable())
+    print(f"\nper run, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it:")
     print(printable(table, args.group_by))
     try:
-        files = write_report(client, table, runs, Path(args.output), args.group_by, args.max_curves)
+        files = write_report(client, table, answer, runs, Path(args.output), args.group_by, args.max_curves)
     except OSError as error:  # a folder that cannot be made or written to, a full disk
         print(
             f"error: --output {args.output}: cannot write the report there ({error.strerror}: {error.filename})",
@@ -85,8 +92,75 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(str(file) for file in files)}")
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
-        print(f"logged them to sweep {parent.info.run_id} as comparison/")
-    return 0
+        answer.describe(client, parent.info.run_id)
+        print(f"logged them to sweep {parent.info.run_id} as comparison/, with the answer as its description")
+    failed = [why for requirement in requirements if (why := study_report.judge(requirement, answer.verdicts))]
+    for why in failed:
+        print(f"requirement not met: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A study's verdicts on ``metric`` (and the differences in ``compared``) and how to show them."""
+
+    verdicts: pd.DataFrame
+    metric: str
+    compared: list[str]
+    repeats: str
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, sort_by: str) -> Answer:
+        """Judged on --sort-by where it is a metric, else on test_accuracy."""
+        metric = sort_by if sort_by in JUDGED else "test_accuracy"
+        compared = [metric, *(column for column in JUDGED if column != metric)]
+        return cls(study.verdict_table(table, metric, compared), metric, compared, study_report.repeat_word(table))
+
+    def printable(self) -> str:
+        rows = study_report.verdict_rows(self.verdicts, self.metric, self.compared, self.repeats)
+        rows["configuration"] = rows["configuration"].map(lambda label: study_report.shortened(label, 30))
+        droppable = [column for column in rows if column.startswith("Δ ") and self.metric not in column.split()[1:2]]
+        text, left_out = study_report.fitted(rows, [*reversed(droppable), f"mean {self.metric}"])
+        headline = study_report.headline(self.verdicts, self.metric, self.repeats)
+        more = f"\n({', '.join(left_out)}: in verdicts.csv)" if left_out else ""
+        return f"{headline}\n{text}{more}"
+
+    def write(self, folder: Path) -> list[Path]:
+        """verdicts.csv (every number), verdicts.md (as the parent's description) and effects.png."""
+        self.verdicts.to_csv(folder / "verdicts.csv", index=False, float_format=FLOAT_FORMAT)
+        text = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats)
+        (folder / "verdicts.md").write_text(text)
+        effects = study_report.plot_effects(self.verdicts, self.metric, self.repeats, folder / "effects.png")
+        return [folder / "verdicts.csv", folder / "verdicts.md", effects]
+
+    def plot_mean_curves(self, client, table: pd.DataFrame, path: Path, most: int) -> Path:
+        """val_loss and the fair gap (gap_loss_eval, or gap_loss for runs without diagnostics) per
+        configuration: the mean over its repeats and their range."""
+        gap = "gap_loss_eval" if table["gap_loss_eval"].notna().any() else "gap_loss"
+        runs_of = table.groupby("configuration", sort=False)["run_id"].apply(list)
+        curves = {
+            key: {
+                configuration: study_report.mean_curve(
+                    [client.get_metric_history(run, key) for run in runs_of[configuration]]
+                )
+                for configuration in list(self.verdicts["configuration"])[:most]
+            }
+            for key in ("val_loss", gap)
+        }
+        return study_report.plot_mean_curves(curves, self.repeats, path)
+
+    def describe(self, client: mlflow.MlflowClient, parent_run_id: str) -> None:
+        """The parent's Overview page: the answer as its description, metrics a chart can use and
+        the best configuration as a tag."""
+        metrics = study_report.parent_metrics(self.verdicts, self.metric)
+        tags = [RunTag(tag_names.NOTE, study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats))]
+        best = study_report.best_configuration(self.verdicts, self.metric)
+        if best is not None:
+            tags.append(RunTag(tag_names.BEST_CONFIGURATION, best))
+        now = int(time.time() * 1000)
+        client.log_batch(
+            parent_run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()], tags=tags
+        )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -106,6 +180,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots"
     )
     parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    parser.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="'CONFIG: d_METRIC >= X'",
+        help="exit 1 unless the 95%% interval of CONFIG's difference from plain is >= X (lower bound) or "
+        "<= X (upper bound); may be given several times",
+    )
     return parser.parse_args(argv)
 
 
@@ -199,6 +281,7 @@ def run_row(run, group_by: str) -> dict:
         "test_accuracy": metrics.get("test_accuracy"),
         "gap_loss": metrics.get("gap_loss"),
         "gap_accuracy": metrics.get("gap_accuracy"),
+        "gap_loss_eval": metrics.get("gap_loss_eval"),
         "lr_changes": metrics.get("lr_changes"),
         "duration_s": (end - run.info.start_time) / 1000 if end else None,
     }
@@ -222,6 +305,7 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
         "test_accuracy",
         "gap_loss",
         "gap_accuracy",
+        "gap_loss_eval",
         "lr_changes",
         "duration_s",
     ]
@@ -233,6 +317,7 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     for metric in ("test_accuracy", "best_val_loss"):
         plain = table[table["plain"]].groupby(keys[table["plain"]])[metric].mean()
         table[f"d_{metric}"] = table[metric] - keys.map(plain)
+    add_configurations(table, runs, group_by)
     if sort_by not in table:
         raise CompareError(f"--sort-by {sort_by}: expected one of {', '.join(table.columns)}")
     descending = higher_is_better(sort_by)
@@ -241,13 +326,38 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
     )
 
 
-def training_setup(run) -> str:
+def training_setup(run, leaving_out: tuple[str, ...] = ()) -> str:
     """How a run was trained, but for its regulariser: its model and training-callback tags (early
-    stopping and plateau reduction are compared as rows of their own) and its params but NOT_SETUP."""
+    stopping and plateau reduction are compared as rows of their own) and its params but NOT_SETUP
+    and ``leaving_out``."""
     tags = run.data.tags
     setup = {f"tag {name}": tags.get(name) for name in (tag_names.MODEL, tag_names.EARLY_STOPPING, tag_names.REDUCE_LR)}
-    setup.update((key, value) for key, value in run.data.params.items() if not NOT_SETUP.match(key))
+    setup.update(
+        (key, value) for key, value in run.data.params.items() if not NOT_SETUP.match(key) and key not in leaving_out
+    )
     return json.dumps(setup, sort_keys=True)
+
+
+def add_configurations(table: pd.DataFrame, runs: list, group_by: str) -> None:
+    """Columns that make runs repeats of a configuration: ``setup`` (how it was trained but for its
+    regulariser, seed and fold), ``repeat`` (its seed and fold) and ``configuration``, a label: its
+    group and the overrides that vary but for seed and fold (``l2 callbacks=basic``)."""
+    table["setup"] = [training_setup(run, leaving_out=study.REPEAT_KEYS) for run in runs]
+    table["repeat"] = [json.dumps([run.data.params.get(key) for key in study.REPEAT_KEYS]) for run in runs]
+    varying = [key for key in table.attrs["swept"] if key not in study.REPEAT_KEYS]
+    labels = [
+        " ".join([str(row[group_by]), *(f"{key}={row[key]}" for key in varying if pd.notna(row[key]))])
+        for _, row in table.iterrows()
+    ]
+    identities = list(zip(table[group_by].astype(str), table["setup"]))
+    # Two configurations trained differently in a way no override shows get the same label: number them.
+    numbered: dict[tuple, str] = {}
+    uses: Counter = Counter()
+    for label, identity in zip(labels, identities):
+        if identity not in numbered:
+            uses[label] += 1
+            numbered[identity] = label if uses[label] == 1 else f"{label} #{uses[label]}"
+    table["configuration"] = [numbered[identity] for identity in identities]
 
 
 def varying_overrides(runs: list, shown) -> pd.DataFrame:
@@ -274,18 +384,54 @@ def check_group_by(runs: list, group_by: str) -> None:
     raise CompareError(f"--group-by {group_by}: no run has that tag; the runs' tags: {', '.join(tags)}")
 
 
+# Left out of the printed per-run table, in this order, until it fits (comparison.csv has them all).
+DROPPABLE = [
+    "lr_changes",
+    "stopped_epoch",
+    "gap_accuracy",
+    "best_val_accuracy",
+    "test_loss",
+    "duration_s",
+    "early_stopping",
+    "reduce_lr",
+    "model",
+    "gap_loss",
+    "status",
+    "best_epoch",
+]
+
+
 def printable(table: pd.DataFrame, group_by: str) -> str:
-    shown = table.drop(columns=["run_id", "regularised"]).copy()
+    """The per-run table, at most study_report.WIDTH wide: what is the same for every run in a line
+    above it, then a column for each of the rest while they fit."""
+    shown = table.drop(columns=["run_id", "regularised", "setup", "repeat", "configuration"])
     shown.insert(0, "", shown.pop("plain").map({True: "*", False: ""}))
-    return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")
+    shown["run"] = shown["run"].map(lambda name: study_report.shortened(str(name), 32))
+    shown = shown.astype(object).map(as_text)
+    same = [column for column in shown.columns[2:] if len(shown) > 1 and shown[column].nunique() == 1]
+    text, left_out = study_report.fitted(shown.drop(columns=same), DROPPABLE)
+    values = ", ".join(f"{column}={shown[column].iloc[0]}" for column in same if shown[column].iloc[0] != "-")
+    header = textwrap.fill(f"the same for every run: {values}", study_report.WIDTH) + "\n" if same else ""
+    more = f"\n({', '.join(left_out)}: in comparison.csv)" if left_out else ""
+    return header + text + more
+
+
+def as_text(value) -> str:
+    if isinstance(value, float):
+        return "-" if pd.isna(value) else f"{value:.4g}"
+    return "-" if value is None else str(value)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by: str, max_curves: int) -> list[Path]:
+def write_report(
+    client, table: pd.DataFrame, answer: Answer, runs: list, folder: Path, group_by: str, max_curves: int
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    table = table.drop(columns=["setup"])  # how each was trained, as JSON: what configuration says in words
     table.to_csv(folder / "comparison.csv", index=False, float_format=FLOAT_FORMAT)
+    files = [folder / "comparison.csv", folder / "comparison.md", *answer.write(folder)]
     shown = table.drop(columns=["run_id"])
     # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
     shown = shown.astype(object).where(shown.notna(), None)
@@ -294,13 +440,13 @@ def write_report(client, table: pd.DataFrame, runs: list, folder: Path, group_by
     drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
     every_label = curve_labels(table, group_by)  # a run's label is the same whichever runs are drawn
     labels = {run_id: every_label[run_id] for run_id in drawn["run_id"]}
-    files = [folder / "comparison.csv", folder / "comparison.md"]
     for key, title in CURVES.items():
         histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
         if key == "learning_rate" and len({p.value for points in histories.values() for p in points}) < 2:
             continue  # one flat line: no rate changed in any run
         files.append(plot_curves(histories, title, key, folder / f"{key}.png"))
     files.append(plot_test_accuracy(drawn, labels, folder / "test_accuracy.png"))
+    files.append(answer.plot_mean_curves(client, table, folder / "mean_curves.png", max_curves))
     return files
 
 

@@ -66,9 +66,21 @@ def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
         tags={**cfg.mlflow.tags, **run_tags(cfg, reg)},
         run_id=resume.run_id if resume else None,
         input_example=splits.val.x[:5],
+        diagnostics_data=training_sample(splits),
         output_dir=str(Path(HydraConfig.get().runtime.output_dir) / "mlflow"),
         _convert_="all",
     )
+
+
+DIAGNOSTICS_SAMPLE_MAX = 1024  # examples: one evaluation step of a few ms on the default CNN
+
+
+def training_sample(splits: Splits) -> tuple:
+    """The training examples the diagnostics evaluate each epoch: as many as the validation split
+    has, at most DIAGNOSTICS_SAMPLE_MAX; the split is already shuffled (stratified), so its first
+    ones are a fair sample."""
+    size = min(len(splits.val), len(splits.train), DIAGNOSTICS_SAMPLE_MAX)
+    return splits.train.x[:size], splits.train.y[:size]
 
 
 class LossBecameNaN(Exception):

@@ -38,7 +38,7 @@ from plugins.artifacts import write_atomically
 log = logging.getLogger(__name__)
 
 USUAL_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")  # a classifier's
-_NOT_A_METRIC = re.compile(r"^(epoch|.*learning_rate|epoch_time_s|gap_.*|val_.*|.*loss)$")
+_NOT_A_METRIC = re.compile(r"^(epoch|.*learning_rate|epoch_time_s|gap_.*|val_.*|train_eval_.*|weight_norm|.*loss)$")
 ANSWER_TIMEOUT_S = 30.0  # a plot takes 0.1 s; far past that the helper is stuck, not slow
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,12 @@ def _panels(rows: list[dict]) -> tuple[tuple[str, ...], ...]:
     keys = dict.fromkeys(key for row in rows for key in row)  # in the order Keras logs them
     metrics = [key for key in keys if not _NOT_A_METRIC.match(key)]
     metric = accuracy_key(metrics) or (metrics[0] if metrics else None)
-    wanted = [("loss", "val_loss"), (metric, f"val_{metric}") if metric else (), ("learning_rate",)]
+    # train_eval_*: the training sample measured as validation is (MLflowCallback's diagnostics).
+    wanted = [
+        ("loss", "val_loss", "train_eval_loss"),
+        (metric, f"val_{metric}", f"train_eval_{metric}") if metric else (),
+        ("learning_rate",),
+    ]
     panels = tuple(tuple(column for column in columns if column in keys) for columns in wanted)
     return tuple(panel for panel in panels if panel) or (("loss",),)  # no epoch ended: one empty panel
 
@@ -94,7 +99,7 @@ def _panels(rows: list[dict]) -> tuple[tuple[str, ...], ...]:
 def accuracy_key(keys) -> str | None:
     """The model's accuracy among its log ``keys``: ``accuracy``, else the first that names one in
     another way (``acc``, ``sparse_categorical_accuracy``); None for a model without."""
-    keys = [key for key in keys if not key.startswith(("val_", "gap_"))]
+    keys = [key for key in keys if not key.startswith(("val_", "gap_", "train_eval_"))]
     return "accuracy" if "accuracy" in keys else next((key for key in keys if key.endswith(("accuracy", "acc"))), None)
 
 

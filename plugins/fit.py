@@ -23,6 +23,7 @@ from plugins.best_epoch import BestEpoch
 from plugins.checkpoint import BestCheckpoint
 from plugins.continuation import LoggedEpochs, StepOffsets
 from plugins.delivery import Delivery
+from plugins.diagnostics import Diagnostics, keras_gaps
 from plugins.errors import describe
 from plugins.interrupt import signals_held
 from plugins.learning_rate import LearningRateWatcher, changes_in_history
@@ -65,6 +66,7 @@ class Fit:
         self.rate = LearningRateWatcher(
             self._read_rate, self._has_schedule, last_rate, changes_in_history(logged.history)
         )
+        self.diagnostics = Diagnostics(self.model, front.diagnostics_data) if front.diagnostics else None
         self.best = BestEpoch(front.monitor, front.mode, self._higher_is_better)
         self.best.add_logged(logged.history)
         self.best_weights: list[np.ndarray] | None = None
@@ -238,11 +240,9 @@ class Fit:
         own = optimizers.own_optimizer_steps(self.model)
         metrics.update({"learning_rate": self.rate.in_force} if own else optimizers.stepping_rates(self.model))
         metrics["epoch_time_s"] = time.perf_counter() - self.epoch_started
-        if "loss" in metrics and "val_loss" in metrics:
-            metrics["gap_loss"] = metrics["val_loss"] - metrics["loss"]
-        accuracy = curves.accuracy_key(metrics)  # a model compiled with metrics=["acc"] logs acc
-        if accuracy and metric_names.validation_twin(accuracy) in metrics:
-            metrics["gap_accuracy"] = metrics[accuracy] - metrics[metric_names.validation_twin(accuracy)]
+        metrics.update(keras_gaps(metrics))
+        if self.diagnostics is not None:
+            metrics.update(self.diagnostics.epoch_metrics(metrics))
         return metrics
 
     def _warn_not_numbers(self, logs: dict) -> None:

@@ -80,6 +80,9 @@ class MLflowCallback(keras.callbacks.Callback):
         log_system_metrics: record CPU, memory, disk and (where present) GPU use in a run this
             callback starts, with MLflow's system metrics (``system/...``); False leaves it to MLflow's
             own setting (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``).
+        diagnostics: also log ``penalty_loss`` and ``weight_norm`` each epoch and, with
+            ``diagnostics_data``, ``train_eval_*``, ``gap_loss_eval``, ``gap_accuracy_eval`` (plugins/diagnostics.py).
+        diagnostics_data: ``(x, y)``, a fixed sample of the training data, about the validation data's size.
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class MLflowCallback(keras.callbacks.Callback):
         register_model_name: str | None = None,
         log_system_metrics: bool = False,
         registered_model_alias: str | None = "candidate",
+        diagnostics: bool = False,
+        diagnostics_data: tuple[Any, Any] | None = None,
     ):
         super().__init__()
         seconds = dict(
@@ -112,7 +117,7 @@ class MLflowCallback(keras.callbacks.Callback):
             flush_timeout_s=flush_timeout_s,
             wait_for_server_s=wait_for_server_s,
         )
-        _check_arguments(mode, params, tags, log_every_n_steps, **seconds)
+        _check_arguments(mode, params, tags, log_every_n_steps, diagnostics_data, **seconds)
         self.monitor = monitor
         self.mode = mode
         self.extra_params = flatten(params or {})
@@ -121,6 +126,7 @@ class MLflowCallback(keras.callbacks.Callback):
         self.registered_model_name = registered_model_name or _old_name(register_model_name)
         self.registered_model_alias = registered_model_alias
         self.input_example = input_example
+        self.diagnostics, self.diagnostics_data = diagnostics, diagnostics_data
         self.metrics_interval_s = metrics_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.flush_timeout_s = flush_timeout_s
@@ -285,7 +291,7 @@ class MLflowCallback(keras.callbacks.Callback):
                 self.finish_run("FAILED", tags={tag_names.FAILURE_REASON: reason})
 
 
-def _check_arguments(mode: str, params, tags, log_every_n_steps, **seconds: float) -> None:
+def _check_arguments(mode: str, params, tags, log_every_n_steps, diagnostics_data, **seconds: float) -> None:
     """A ValueError naming the first argument that cannot work, before any training."""
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
@@ -295,10 +301,18 @@ def _check_arguments(mode: str, params, tags, log_every_n_steps, **seconds: floa
         raise ValueError(f"tags={tags!r}: expected a mapping of tag names to values")
     if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
         raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
+    _check_diagnostics_data(diagnostics_data)
     for name, value in seconds.items():
         # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name}={value!r}: expected a number of seconds >= 0")
+
+
+def _check_diagnostics_data(data: Any) -> None:
+    if data is None:
+        return
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and len(data[0]) == len(data[1]) > 0):
+        raise ValueError("diagnostics_data: expected (x, y), a sample of the training data with as many x as y")
 
 
 def _old_name(register_model_name: str | None) -> str | None:

@@ -32,6 +32,8 @@ RESUMES = "resumes"
 PARENT_RUN = "mlflow.parentRunId"
 SWEEP = "sweep"
 SWEEP_JOB = "sweep.job"
+BEST_CONFIGURATION = "best_configuration"  # a sweep parent's: the configuration with the best mean
+NOTE = "mlflow.note.content"  # a run's description on its Overview page (a sweep parent's: the answer)
 
 # The project's own bookkeeping, under one prefix, apart from the tags a person filters by: which
 # process trains the run, where its local backup is, which resume won it, where a sweep's files are.

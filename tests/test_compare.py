@@ -64,6 +64,15 @@ def log_run(
     return run.info.run_id
 
 
+def per_run_table(printed: str) -> tuple[str, list[str]]:
+    """The printed per-run table (after the verdicts): the line of what every run shares, unwrapped,
+    and the table's lines from its header on."""
+    lines = printed.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("per run, sorted by")) + 1 :]
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["run"])
+    return " ".join(lines[:header]), lines[header:]
+
+
 @pytest.fixture
 def sweep(tracking_uri):
     """A parent run with plain, l2 and dropout children, plus an unrelated top-level run."""
@@ -109,6 +118,10 @@ def test_report_files_and_upload_to_the_parent(sweep, tmp_path):
         "gap_loss.png",
         "learning_rate.png",  # the runs' rates change (a sweep whose rates never do gets none)
         "test_accuracy.png",
+        "verdicts.csv",
+        "verdicts.md",
+        "effects.png",
+        "mean_curves.png",
     }
     assert {path.name for path in (tmp_path / "out").iterdir()} == expected
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")} == expected
@@ -196,14 +209,9 @@ def test_overrides_that_differ_between_runs_get_columns_and_label_the_curves(opt
         ("none", "adam", ""),
         ("none", "sgd", ""),
     ]
-    assert capsys.readouterr().out.splitlines()[1].split()[:6] == [
-        "run",
-        "status",
-        "model",
-        "reg",
-        "optimizer",
-        "trainer.epochs",
-    ]
+    same, lines = per_run_table(capsys.readouterr().out)
+    assert same.startswith("the same for every run: status=FINISHED, model=cnn, early_stopping=true")
+    assert lines[0].split()[:4] == ["run", "reg", "optimizer", "trainer.epochs"]
     labels = curve_labels(comparison_table(client.search_runs([experiment]), "reg", "test_accuracy"), "reg")
     assert sorted(labels.values()) == [
         "cnn-batchnorm (batchnorm) optimizer=adam",
@@ -262,8 +270,8 @@ def test_group_by_another_tag_adds_its_column_and_keeps_model_and_reg(sweep, tmp
     table = pd.read_csv(tmp_path / "out" / "comparison.csv")
     assert list(table.columns[2:6]) == ["status", "model", "reg", "optimizer"]
     assert table.set_index("reg")["optimizer"].to_dict() == {"l2": "sgd", "none": "adam", "dropout": "adam"}
-    header = capsys.readouterr().out.splitlines()[1].split()
-    assert header[:5] == ["run", "status", "model", "reg", "optimizer"]
+    header = per_run_table(capsys.readouterr().out)[1][0].split()
+    assert header[:3] == ["run", "reg", "optimizer"]
 
 
 def test_the_markdown_report_shows_a_missing_value_as_a_dash(sweep, tmp_path):
@@ -329,3 +337,97 @@ def test_a_sweep_whose_driver_died_is_ended_killed_by_the_next_compare(tracking_
     assert dead.info.status == "KILLED" and "driver process ended without ending it" in dead.data.tags["failure.reason"]
     assert client.get_run(parents["alive"]).info.status == "RUNNING"  # its driver (this process) still runs
     assert client.get_run(parents["elsewhere"]).info.status == "RUNNING"  # not this machine's to judge
+
+
+# ----------------------------------------------------------------------------- studies: repeats and verdicts
+
+SEEDS = (1, 2, 3)
+STUDY = {"none": (0.90, 0.91, 0.92), "l2": (0.93, 0.935, 0.94), "dropout": (0.89, 0.93, 0.90)}
+
+
+@pytest.fixture
+def seeded_sweep(tracking_uri):
+    """A sweep of reg=none,l2,dropout trainer.seed=1,2,3: l2 better in every seed, dropout mixed."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("seeds")
+    parent = client.create_run(experiment, run_name="sweep reg=none,l2,dropout trainer.seed=1,2,3").info.run_id
+    client.set_tag(parent, "sweep", "true")
+    for reg, accuracies in STUDY.items():
+        for seed, accuracy in zip(SEEDS, accuracies):
+            params = {"trainer.seed": seed, "reg.l2": 1e-4 if reg == "l2" else 0.0}
+            log_run(client, experiment, reg, accuracy, parent=parent, params=params, overrides=[f"trainer.seed={seed}"])
+    return client, parent
+
+
+def test_repeats_are_paired_by_seed_and_judged_on_a_t_interval(seeded_sweep, tmp_path, capsys):
+    from scipy import stats
+
+    client, parent = seeded_sweep
+    assert compare(["--experiment", "seeds", "--output", str(tmp_path / "out")]) == 0
+    verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
+    assert list(verdicts.index) == ["none", "l2", "dropout"]  # plain first
+    for reg in ("l2", "dropout"):
+        differences = [a - b for a, b in zip(STUDY[reg], STUDY["none"])]
+        low, high = stats.t.interval(0.95, len(differences) - 1, loc=sum(differences) / 3, scale=stats.sem(differences))
+        row = verdicts.loc[reg]
+        assert (row["n"], row["runs"]) == (3, 3)
+        assert row["d_test_accuracy"] == pytest.approx(sum(differences) / 3, abs=1e-6)
+        assert (row["d_test_accuracy_low"], row["d_test_accuracy_high"]) == pytest.approx((low, high), abs=1e-6)
+    assert (verdicts.loc["l2", "verdict"], verdicts.loc["l2", "wins"]) == ("helps", 3)
+    assert (verdicts.loc["dropout", "verdict"], verdicts.loc["dropout", "wins"]) == ("no clear difference", 1)
+    assert verdicts.loc["dropout", "repeats_needed"] > 3  # what would resolve a difference this size
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1] == (
+        "l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; dropout: no clear difference"
+    )
+    assert max(len(line) for line in printed.splitlines() if not line.startswith(("wrote", "9 runs"))) <= 120
+
+
+def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
+    client, parent = seeded_sweep
+    assert compare(["--experiment", "seeds", "--parent", parent, "--output", str(tmp_path / "out")]) == 0
+    run = client.get_run(parent)
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("**l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; dropout: no clear")
+    assert "| configuration" in description and "| l2 " in description
+    assert run.data.metrics["plain_test_accuracy"] == pytest.approx(0.91)
+    assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.935)
+    assert run.data.metrics["d_test_accuracy.l2"] == pytest.approx(0.025)
+    assert run.data.metrics["d_test_accuracy.dropout"] == pytest.approx(-0.01 / 3)
+    assert run.data.tags["best_configuration"] == "l2"
+    names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")}
+    assert {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"} <= names
+
+
+def test_one_seed_gives_no_verdict(sweep, tmp_path, capsys):
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "l2: 1 repeat: no verdict; dropout: 1 repeat: no verdict"
+    verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
+    assert verdicts.loc["l2", "d_test_accuracy"] == pytest.approx(0.03) and pd.isna(
+        verdicts.loc["l2", "d_test_accuracy_low"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("requirements", "code", "said"),
+    [
+        (["l2: d_test_accuracy >= 0"], 0, ""),
+        (["l2: d_test_accuracy >= 0", "l2: d_best_val_loss <= 0.01"], 0, ""),
+        (
+            ["l2: d_test_accuracy >= 0", "dropout: d_test_accuracy >= 0"],
+            1,
+            "requirement not met: dropout: d_test_accuracy >= 0: the interval's lower bound is -0.05",
+        ),
+        (["l2: d_test_accuracy >= 0.02"], 1, "requirement not met: l2: d_test_accuracy >= 0.02: the interval's lower"),
+        (["l3: d_test_accuracy >= 0"], 2, "error: --require 'l3: d_test_accuracy >= 0': 'l3': no such regularised"),
+        (["l2: d_f1 >= 0"], 2, "error: --require 'l2: d_f1 >= 0': no column d_f1; expected one of d_best_val_loss"),
+        (["l2 d_test_accuracy >= 0"], 2, "error: --require 'l2 d_test_accuracy >= 0': expected 'CONFIGURATION: d_"),
+        (["l2: d_test_accuracy >= zero"], 2, "error: --require 'l2: d_test_accuracy >= zero': expected 'CONFIGURATIO"),
+    ],
+)
+def test_require_gates_on_the_interval(seeded_sweep, tmp_path, capsys, requirements, code, said):
+    given = [part for requirement in requirements for part in ("--require", requirement)]
+    assert compare(["--experiment", "seeds", "--output", str(tmp_path / "out"), *given]) == code
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(said) and (code != 2 or "\n" not in error)
+    assert (tmp_path / "out").exists() == (code != 2)  # a requirement that cannot be judged stops before the report

@@ -13,6 +13,7 @@ from tests.conftest import EPOCH_KEYS, all_runs
 pytestmark = pytest.mark.slow
 # Two epochs: no plateau cuts the rate, so there is no (flat) learning_rate.png.
 REPORT = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "test_accuracy.png"}
+REPORT |= {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"}
 
 
 def parent_and_children(runs):
@@ -95,3 +96,61 @@ def test_an_interpolation_only_some_jobs_can_resolve_fails_those_jobs_only(run_c
     assert parent.data.params["sweep.overrides"].endswith(name)
     assert [(child.info.run_name, child.info.status) for child in children] == [("cnn-0.9", "FINISHED")]
     assert (parent.info.status, parent.data.metrics["jobs_failed"]) == ("FAILED", 1)
+
+
+def test_a_seeded_sweep_answers_on_its_parent(run_cli, tracking_uri, tmp_path):
+    done = run_cli(
+        "experiments.train",
+        "-m",
+        "reg=none,l2",
+        "trainer.seed=1,2,3",
+        "trainer.epochs=2",
+        "trainer.verbose=0",
+        "mlflow.log_model=false",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parent, children = parent_and_children(all_runs(tracking_uri))
+    assert len(children) == 6 and all(child.info.status == "FINISHED" for child in children)
+    for child in children:  # the diagnostics, one point an epoch
+        client = mlflow.MlflowClient(tracking_uri)
+        for key in ("train_eval_loss", "gap_loss_eval", "penalty_loss", "weight_norm"):
+            assert [p.step for p in client.get_metric_history(child.info.run_id, key)] == [0, 1], key
+        assert (child.data.metrics["penalty_loss"] > 0) == (child.data.tags["reg"] == "l2")
+    by_seed = {
+        (child.data.tags["reg"], child.data.params["trainer.seed"]): child.data.metrics["test_accuracy"]
+        for child in children
+    }
+    differences = [by_seed[("l2", seed)] - by_seed[("none", seed)] for seed in "123"]
+    assert parent.data.metrics["d_test_accuracy.l2"] == pytest.approx(sum(differences) / 3)
+    description = parent.data.tags["mlflow.note.content"]
+    assert description.startswith("**l2") and "| configuration" in description
+    verdicts = pd.read_csv(Path(parent.data.tags["internal.sweep.dir"]) / "comparison" / "verdicts.csv")
+    l2 = verdicts.set_index("configuration").loc["l2"]
+    assert l2["n"] == 3 and l2["d_test_accuracy_low"] <= l2["d_test_accuracy"] <= l2["d_test_accuracy_high"]
+    assert l2["verdict"] in ("helps", "hurts", "no clear difference")
+    assert f"l2 {l2['verdict']}" in description or f"l2: {l2['verdict']}" in description
+    assert parent.data.tags["best_configuration"] in ("none", "l2")
+
+
+def test_a_three_fold_sweep_validates_on_disjoint_folds_with_one_test_split(run_cli, tracking_uri):
+    done = run_cli(
+        "experiments.train",
+        "-m",
+        "data.folds=3",
+        "data.fold=0,1,2",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "mlflow.log_model=false",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, children = parent_and_children(all_runs(tracking_uri))
+    assert sorted(child.data.params["data.fold"] for child in children) == ["0", "1", "2"]
+    assert {child.data.params["data.folds"] for child in children} == {"3"}
+    digests = [
+        {item.dataset.name.rsplit("-", 1)[1]: item.dataset.digest for item in child.inputs.dataset_inputs}
+        for child in children
+    ]
+    assert len({digest["test"] for digest in digests}) == 1
+    assert (
+        len({digest["validation"] for digest in digests}) == 3 and len({digest["training"] for digest in digests}) == 3
+    )

@@ -1,0 +1,295 @@
+"""How a study's answer reads: the one-sentence summary, the verdict table (printed and Markdown),
+the forest plot of the effects, the mean curves with their spread, the parent run's summary, and
+the requirements a CI gate checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from experiments import study
+from plugins.metric_names import higher_is_better
+
+WIDTH = 120  # printed tables fit a terminal this wide
+VERDICT_COLOURS = {study.HELPS: "tab:green", study.HURTS: "tab:red"}
+
+
+# ----------------------------------------------------------------------------- numbers as text
+
+
+def in_points(metric: str) -> bool:
+    """Accuracies (fractions) read as percentage points; other metrics as they are."""
+    return "accuracy" in metric
+
+
+def signed(value: float, metric: str) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value * 100:+.1f}" if in_points(metric) else f"{value:+.3g}"
+
+
+def effect_text(row: pd.Series, metric: str) -> str:
+    """``+0.9 [+0.3, +1.5]``: the mean difference and its interval (pp for an accuracy)."""
+    mean, low, high = (row.get(f"d_{metric}{end}", math.nan) for end in ("", "_low", "_high"))
+    if not isinstance(mean, float) or not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return signed(mean, metric)
+    return f"{signed(mean, metric)} [{signed(low, metric)}, {signed(high, metric)}]"
+
+
+def resolving_text(row: pd.Series) -> str:
+    """How many repeats would resolve a difference the size of the one seen: ``~12``; ``-`` where
+    the verdict is clear."""
+    needed = row.get("repeats_needed")
+    if row["verdict"] != study.UNCLEAR or not isinstance(needed, (int, float)) or not math.isfinite(needed):
+        return "-"
+    return f"> {study.MOST_REPEATS}" if needed > study.MOST_REPEATS else f"~{int(needed)}"
+
+
+def repeat_word(table: pd.DataFrame) -> str:
+    """What the repeats are: folds where runs have a data.fold, else seeds."""
+    folds = [json.loads(repeat)[study.REPEAT_KEYS.index("data.fold")] for repeat in table["repeat"]]
+    return "folds" if any(fold is not None for fold in folds) else "seeds"
+
+
+# ----------------------------------------------------------------------------- the answer
+
+
+def headline(verdicts: pd.DataFrame, metric: str, repeats: str) -> str:
+    """One sentence: each regularised configuration's verdict, with its effect where it has one,
+    e.g. ``l2 helps: +0.9 pp test_accuracy [+0.3, +1.5], 3/3 seeds; dropout: no clear difference``."""
+    unit = " pp" if in_points(metric) else ""
+    parts = []
+    for _, row in verdicts[~verdicts["plain"]].iterrows():
+        if row["verdict"] in (study.HELPS, study.HURTS):
+            mean, low, high = (signed(row[f"d_{metric}{end}"], metric) for end in ("", "_low", "_high"))
+            parts.append(
+                f"{row['configuration']} {row['verdict']}: {mean}{unit} {metric} [{low}, {high}], "
+                f"{int(row['wins'])}/{int(row['n'])} {repeats}"
+            )
+        else:
+            parts.append(f"{row['configuration']}: {row['verdict']}")
+    return "; ".join(parts) or "no regularised configuration to judge"
+
+
+def verdict_rows(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str) -> pd.DataFrame:
+    """The verdict table as a person reads it: a row per configuration, strings."""
+    unit = " pp" if in_points(metric) else ""
+    shown = pd.DataFrame({"configuration": verdicts["configuration"], "n": verdicts["n"].astype(int)})
+    shown[f"mean {metric}"] = verdicts[f"mean_{metric}"].map(lambda value: f"{value:.4g}")
+    for column in compared:
+        if f"d_{column}" in verdicts:
+            label = f"Δ {column}{unit if column == metric else ''} [95% CI]"
+            shown[label] = [effect_text(row, column) if not row["plain"] else "-" for _, row in verdicts.iterrows()]
+    shown[f"wins ({repeats})"] = [
+        "-" if row["plain"] else f"{int(row['wins'])}/{int(row['n'])}" for _, row in verdicts.iterrows()
+    ]
+    shown["verdict"] = verdicts["verdict"]
+    shown["repeats to resolve"] = [resolving_text(row) for _, row in verdicts.iterrows()]
+    return shown
+
+
+def fitted(frame: pd.DataFrame, droppable: list[str], width: int = WIDTH) -> tuple[str, list[str]]:
+    """``frame`` as aligned text at most ``width`` wide: columns of ``droppable`` are left out, in
+    that order, until it fits; returns the text and what was left out."""
+    left_out: list[str] = []
+    text = frame.to_string(index=False)
+    for column in droppable:
+        if max(map(len, text.splitlines())) <= width:
+            break
+        if column in frame:
+            frame = frame.drop(columns=column)
+            left_out.append(column)
+            text = frame.to_string(index=False)
+    return text, left_out
+
+
+def shortened(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def markdown(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str) -> str:
+    """The sentence on top, then the verdict table: the sweep parent's description."""
+    rows = verdict_rows(verdicts, metric, compared, repeats)
+    intervals = "paired by seed and fold; 95% t interval of the mean difference from plain"
+    return f"**{headline(verdicts, metric, repeats)}**\n\n{rows.to_markdown(index=False)}\n\n_{intervals}_\n"
+
+
+# ----------------------------------------------------------------------------- on the parent run
+
+
+def metric_key(text: str) -> str:
+    """A configuration's label as part of a metric name (MLflow allows letters, digits, _-. /:)."""
+    return re.sub(r"[^\w\-. /:]", "-", text).strip()
+
+
+def parent_metrics(verdicts: pd.DataFrame, metric: str) -> dict[str, float]:
+    """What a chart of sweep parents can show: the plain configurations' mean, the best
+    configuration's, and each regularised configuration's mean difference from plain."""
+    found = {}
+    plain = verdicts[verdicts["plain"]]
+    if len(plain):
+        found[f"plain_{metric}"] = float(np.average(plain[f"mean_{metric}"], weights=plain["runs"]))
+    best = verdicts[f"mean_{metric}"].max() if higher_is_better(metric) else verdicts[f"mean_{metric}"].min()
+    if math.isfinite(best):
+        found[f"best_{metric}"] = float(best)
+    for _, row in verdicts[~verdicts["plain"]].iterrows():
+        if math.isfinite(row[f"d_{metric}"]):
+            found[f"d_{metric}.{metric_key(row['configuration'])}"] = float(row[f"d_{metric}"])
+    return found
+
+
+def best_configuration(verdicts: pd.DataFrame, metric: str) -> str | None:
+    means = verdicts.set_index("configuration")[f"mean_{metric}"].dropna()
+    if means.empty:
+        return None
+    return str(means.idxmax() if higher_is_better(metric) else means.idxmin())
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> object:
+    """The forest plot: a row per regularised configuration, its mean difference from plain and the
+    95% interval, zero marked, coloured by verdict."""
+    effects = verdicts[~verdicts["plain"]].reset_index(drop=True)
+    scale = 100 if in_points(metric) else 1
+    figure = Figure(figsize=(8, 1.4 + 0.4 * max(len(effects), 1)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for position, row in effects.iterrows():
+        mean, low, high = (row[f"d_{metric}{end}"] * scale for end in ("", "_low", "_high"))
+        colour = VERDICT_COLOURS.get(row["verdict"], "0.45")
+        if math.isfinite(low):
+            axes.plot([low, high], [position, position], color=colour, linewidth=2)
+        axes.plot([mean], [position], "o", color=colour)
+        axes.annotate(
+            f"{row['verdict']}, {int(row['wins'])}/{int(row['n'])} {repeats}",
+            (1.01, position),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+        )
+    axes.axvline(0, color="0.3", linewidth=1, linestyle="--")
+    axes.set_yticks(range(len(effects)), list(effects["configuration"]), fontsize=8)
+    axes.set_ylim(max(len(effects), 1) - 0.5, -0.5)
+    unit = " (percentage points)" if in_points(metric) else ""
+    axes.set(title=f"difference from plain in {metric}: mean and 95% interval", xlabel=f"Δ {metric}{unit}")
+    axes.grid(axis="x", alpha=0.3)
+    height = figure.get_figheight()
+    figure.subplots_adjust(left=0.25, right=0.68, bottom=0.75 / height, top=1 - 0.45 / height)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+@dataclass(frozen=True)
+class Curve:
+    epochs: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def mean_curve(histories: list[list]) -> Curve:
+    """Per epoch, the mean of the runs' values and their range (min to max) over the runs that
+    reached that epoch."""
+    frame = pd.DataFrame([{"epoch": p.step, "run": i, "value": p.value} for i, h in enumerate(histories) for p in h])
+    if frame.empty:
+        return Curve(*(np.array([]),) * 4)
+    grouped = frame.groupby("epoch")["value"]
+    return Curve(
+        grouped.mean().index.to_numpy(), grouped.mean().to_numpy(), grouped.min().to_numpy(), grouped.max().to_numpy()
+    )
+
+
+def plot_mean_curves(curves: dict[str, dict[str, Curve]], repeats: str, path) -> object:
+    """A panel per metric: a line per configuration (the mean over its repeats) with a band from the
+    lowest to the highest repeat."""
+    figure = Figure(figsize=(12, 4.5))
+    FigureCanvasAgg(figure)
+    for axes, (key, by_configuration) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        for configuration, curve in by_configuration.items():
+            (line,) = axes.plot(curve.epochs, curve.mean, marker="o", markersize=2, label=configuration)
+            axes.fill_between(curve.epochs, curve.low, curve.high, color=line.get_color(), alpha=0.15, linewidth=0)
+        axes.set(title=f"{key}: mean over {repeats}, band min..max", xlabel="epoch", ylabel=key)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        if by_configuration:
+            axes.legend(fontsize=7)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.22)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+# ----------------------------------------------------------------------------- the CI gate
+
+
+REQUIREMENT = re.compile(r"^\s*(?P<configuration>.+?)\s*:\s*(?P<column>[\w.]+)\s*(?P<op>>=|<=)\s*(?P<value>\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    text: str
+    configuration: str
+    column: str
+    op: str
+    value: float
+
+
+class RequirementError(ValueError):
+    """A requirement that cannot be judged: unreadable, or naming what the study lacks."""
+
+
+def parse_requirement(text: str, verdicts: pd.DataFrame) -> Requirement:
+    """``"l2: d_test_accuracy >= 0"``; the configuration may be named by its label or, where only one
+    configuration has it, by its group (``l2``)."""
+    match = REQUIREMENT.match(text)
+    value = _number(match["value"]) if match else None
+    if match is None or value is None:
+        raise RequirementError(f"--require {text!r}: expected 'CONFIGURATION: d_METRIC >= NUMBER' (or <=)")
+    configuration = _configuration(match["configuration"], verdicts, text)
+    columns = sorted(column[:-4] for column in verdicts if column.startswith("d_") and column.endswith("_low"))
+    if match["column"] not in columns:
+        raise RequirementError(f"--require {text!r}: no column {match['column']}; expected one of {', '.join(columns)}")
+    return Requirement(text, configuration, match["column"], match["op"], value)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _configuration(name: str, verdicts: pd.DataFrame, text: str) -> str:
+    regularised = verdicts[~verdicts["plain"]]["configuration"]
+    if name in set(regularised):
+        return name
+    by_group = [label for label in regularised if label.split(" ")[0] == name]
+    if len(by_group) == 1:
+        return by_group[0]
+    known = ", ".join(regularised) or "none"
+    many = f" is {len(by_group)} configurations, name one" if by_group else ": no such regularised configuration"
+    raise RequirementError(f"--require {text!r}: {name!r}{many}; the study's: {known}")
+
+
+def judge(requirement: Requirement, verdicts: pd.DataFrame) -> str | None:
+    """None where the requirement holds on the interval (its lower bound for >=, its upper for <=);
+    else why not."""
+    row = verdicts.set_index("configuration").loc[requirement.configuration]
+    bound = row[f"{requirement.column}_low" if requirement.op == ">=" else f"{requirement.column}_high"]
+    if not math.isfinite(bound):
+        return f"{requirement.text}: {int(row['n'])} pair(s), no interval to judge by"
+    holds = bound >= requirement.value if requirement.op == ">=" else bound <= requirement.value
+    side = "lower" if requirement.op == ">=" else "upper"
+    return None if holds else f"{requirement.text}: the interval's {side} bound is {bound:.4g}"
