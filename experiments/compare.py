@@ -120,8 +120,8 @@ class Answer:
         rows = study_report.verdict_rows(self.verdicts, self.metric, self.compared, self.repeats)
         rows["configuration"] = rows["configuration"].map(lambda label: study_report.shortened(label, 30))
         droppable = [column for column in rows if column.startswith("Δ ") and self.metric not in column.split()[1:2]]
-        text, left_out = study_report.fitted(rows, [*reversed(droppable), f"mean {self.metric}"])
-        headline = study_report.headline(self.verdicts, self.metric, self.repeats)
+        text, left_out = study_report.fitted(rows, [*reversed(droppable), "repeats to resolve", f"mean {self.metric}"])
+        headline = textwrap.fill(study_report.headline(self.verdicts, self.metric, self.repeats), study_report.WIDTH)
         more = f"\n({', '.join(left_out)}: in verdicts.csv)" if left_out else ""
         return f"{headline}\n{text}{more}"
 

@@ -65,19 +65,22 @@ def repeat_word(table: pd.DataFrame) -> str:
 
 
 def headline(verdicts: pd.DataFrame, metric: str, repeats: str) -> str:
-    """One sentence: each regularised configuration's verdict, with its effect where it has one,
-    e.g. ``l2 helps: +0.9 pp test_accuracy [+0.3, +1.5], 3/3 seeds; dropout: no clear difference``."""
+    """One sentence: the configurations that help or hurt, each with its effect, then those with no
+    clear difference and those without a verdict, e.g. ``l2 helps: +0.9 pp test_accuracy [+0.3,
+    +1.5], 3/3 seeds; no clear difference: dropout``."""
     unit = " pp" if in_points(metric) else ""
+    regularised = verdicts[~verdicts["plain"]]
     parts = []
-    for _, row in verdicts[~verdicts["plain"]].iterrows():
-        if row["verdict"] in (study.HELPS, study.HURTS):
-            mean, low, high = (signed(row[f"d_{metric}{end}"], metric) for end in ("", "_low", "_high"))
-            parts.append(
-                f"{row['configuration']} {row['verdict']}: {mean}{unit} {metric} [{low}, {high}], "
-                f"{int(row['wins'])}/{int(row['n'])} {repeats}"
-            )
-        else:
-            parts.append(f"{row['configuration']}: {row['verdict']}")
+    for _, row in regularised[regularised["verdict"].isin((study.HELPS, study.HURTS))].iterrows():
+        mean, low, high = (signed(row[f"d_{metric}{end}"], metric) for end in ("", "_low", "_high"))
+        parts.append(
+            f"{row['configuration']} {row['verdict']}: {mean}{unit} {metric} [{low}, {high}], "
+            f"{int(row['wins'])}/{int(row['n'])} {repeats}"
+        )
+    others = regularised[~regularised["verdict"].isin((study.HELPS, study.HURTS))]
+    for found, group in others.groupby("verdict", sort=False):
+        said = found.replace(": no verdict", "").join(("no verdict (", ")")) if "no verdict" in found else found
+        parts.append(f"{said}: {', '.join(group['configuration'])}")
     return "; ".join(parts) or "no regularised configuration to judge"
 
 
@@ -114,7 +117,12 @@ def fitted(frame: pd.DataFrame, droppable: list[str], width: int = WIDTH) -> tup
 
 
 def shortened(text: str, most: int) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
+    """``text`` in at most ``most`` characters, cut in the middle: names differ at both ends
+    (``l2+dropout+bat…callbacks=basic``, ``cnn-l2 callbac…trainer.seed=3``)."""
+    if len(text) <= most:
+        return text
+    head = (most - 1) // 2
+    return text[:head] + "…" + text[len(text) - (most - 1 - head) :]
 
 
 def markdown(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str) -> str:

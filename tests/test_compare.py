@@ -378,7 +378,7 @@ def test_repeats_are_paired_by_seed_and_judged_on_a_t_interval(seeded_sweep, tmp
     assert verdicts.loc["dropout", "repeats_needed"] > 3  # what would resolve a difference this size
     printed = capsys.readouterr().out
     assert printed.splitlines()[1] == (
-        "l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; dropout: no clear difference"
+        "l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; no clear difference: dropout"
     )
     assert max(len(line) for line in printed.splitlines() if not line.startswith(("wrote", "9 runs"))) <= 120
 
@@ -388,7 +388,9 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
     assert compare(["--experiment", "seeds", "--parent", parent, "--output", str(tmp_path / "out")]) == 0
     run = client.get_run(parent)
     description = run.data.tags["mlflow.note.content"]
-    assert description.startswith("**l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; dropout: no clear")
+    assert description.startswith(
+        "**l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; no clear difference: dropout**"
+    )
     assert "| configuration" in description and "| l2 " in description
     assert run.data.metrics["plain_test_accuracy"] == pytest.approx(0.91)
     assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.935)
@@ -401,7 +403,7 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
 
 def test_one_seed_gives_no_verdict(sweep, tmp_path, capsys):
     assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "l2: 1 repeat: no verdict; dropout: 1 repeat: no verdict"
+    assert capsys.readouterr().out.splitlines()[1] == "no verdict (1 repeat): l2, dropout"
     verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
     assert verdicts.loc["l2", "d_test_accuracy"] == pytest.approx(0.03) and pd.isna(
         verdicts.loc["l2", "d_test_accuracy_low"]

@@ -124,11 +124,13 @@ def test_a_seeded_sweep_answers_on_its_parent(run_cli, tracking_uri, tmp_path):
     assert parent.data.metrics["d_test_accuracy.l2"] == pytest.approx(sum(differences) / 3)
     description = parent.data.tags["mlflow.note.content"]
     assert description.startswith("**l2") and "| configuration" in description
-    verdicts = pd.read_csv(Path(parent.data.tags["internal.sweep.dir"]) / "comparison" / "verdicts.csv")
+    report = Path(parent.data.tags["internal.sweep.dir"]) / "comparison"
+    assert (report / "effects.png").stat().st_size > 0
+    verdicts = pd.read_csv(report / "verdicts.csv")
     l2 = verdicts.set_index("configuration").loc["l2"]
     assert l2["n"] == 3 and l2["d_test_accuracy_low"] <= l2["d_test_accuracy"] <= l2["d_test_accuracy_high"]
     assert l2["verdict"] in ("helps", "hurts", "no clear difference")
-    assert f"l2 {l2['verdict']}" in description or f"l2: {l2['verdict']}" in description
+    assert f"l2 {l2['verdict']}:" in description or f"{l2['verdict']}: l2" in description
     assert parent.data.tags["best_configuration"] in ("none", "l2")
 
 
