@@ -134,20 +134,29 @@ class Answer:
         return [folder / "verdicts.csv", folder / "verdicts.md", effects]
 
     def plot_mean_curves(self, client, table: pd.DataFrame, path: Path, most: int) -> Path:
-        """val_loss and the fair gap (gap_loss_eval, or gap_loss for runs without diagnostics) per
-        configuration: the mean over its repeats and their range."""
-        gap = "gap_loss_eval" if table["gap_loss_eval"].notna().any() else "gap_loss"
+        """val_loss and the fair gap (gap_loss_eval, or gap_loss for runs without diagnostics) of each
+        regularised configuration (the first ``most``) beside its plain configuration's."""
+        keys = ("val_loss", "gap_loss_eval" if table["gap_loss_eval"].notna().any() else "gap_loss")
         runs_of = table.groupby("configuration", sort=False)["run_id"].apply(list)
-        curves = {
-            key: {
-                configuration: study_report.mean_curve(
-                    [client.get_metric_history(run, key) for run in runs_of[configuration]]
-                )
-                for configuration in list(self.verdicts["configuration"])[:most]
-            }
-            for key in ("val_loss", gap)
-        }
-        return study_report.plot_mean_curves(curves, self.repeats, path)
+        cache: dict[str, dict[str, study_report.Curve]] = {}
+
+        def curves(configuration: str) -> dict[str, study_report.Curve]:
+            if configuration not in cache:
+                cache[configuration] = {
+                    key: study_report.mean_curve(
+                        [client.get_metric_history(run, key) for run in runs_of[configuration]]
+                    )
+                    for key in keys
+                }
+            return cache[configuration]
+
+        panels = []
+        for configuration in list(self.verdicts.loc[~self.verdicts["plain"], "configuration"])[:most]:
+            setup = table.loc[table["configuration"].eq(configuration), "setup"].iloc[0]
+            partner = table.loc[table["plain"] & table["setup"].eq(setup), "configuration"]
+            plain = curves(partner.iloc[0]) if len(partner) else {}
+            panels.append(study_report.Panel(configuration, curves(configuration), plain))
+        return study_report.plot_mean_curves(panels, self.repeats, path)
 
     def describe(self, client: mlflow.MlflowClient, parent_run_id: str) -> None:
         """The parent's Overview page: the answer as its description, metrics a chart can use and
@@ -429,10 +438,10 @@ def write_report(
     client, table: pd.DataFrame, answer: Answer, runs: list, folder: Path, group_by: str, max_curves: int
 ) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    table = table.drop(columns=["setup"])  # how each was trained, as JSON: what configuration says in words
-    table.to_csv(folder / "comparison.csv", index=False, float_format=FLOAT_FORMAT)
+    # setup (how each was trained, as JSON) is what configuration says in words: not in the files.
+    table.drop(columns=["setup"]).to_csv(folder / "comparison.csv", index=False, float_format=FLOAT_FORMAT)
     files = [folder / "comparison.csv", folder / "comparison.md", *answer.write(folder)]
-    shown = table.drop(columns=["run_id"])
+    shown = table.drop(columns=["run_id", "setup"])
     # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
     shown = shown.astype(object).where(shown.notna(), None)
     (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")

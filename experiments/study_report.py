@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,7 +172,7 @@ def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> obj
     95% interval, zero marked, coloured by verdict."""
     effects = verdicts[~verdicts["plain"]].reset_index(drop=True)
     scale = 100 if in_points(metric) else 1
-    figure = Figure(figsize=(8, 1.4 + 0.4 * max(len(effects), 1)))
+    figure = Figure(figsize=(9, 1.4 + 0.45 * max(len(effects), 1)))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     for position, row in effects.iterrows():
@@ -188,13 +189,14 @@ def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> obj
             fontsize=8,
         )
     axes.axvline(0, color="0.3", linewidth=1, linestyle="--")
-    axes.set_yticks(range(len(effects)), list(effects["configuration"]), fontsize=8)
+    names = ["\n".join(textwrap.wrap(name, 28, break_long_words=False)) for name in effects["configuration"]]
+    axes.set_yticks(range(len(effects)), names, fontsize=8)
     axes.set_ylim(max(len(effects), 1) - 0.5, -0.5)
     unit = " (percentage points)" if in_points(metric) else ""
     axes.set(title=f"difference from plain in {metric}: mean and 95% interval", xlabel=f"Δ {metric}{unit}")
     axes.grid(axis="x", alpha=0.3)
     height = figure.get_figheight()
-    figure.subplots_adjust(left=0.25, right=0.68, bottom=0.75 / height, top=1 - 0.45 / height)
+    figure.subplots_adjust(left=0.24, right=0.7, bottom=0.75 / height, top=1 - 0.45 / height)
     figure.savefig(path, dpi=80)
     return path
 
@@ -219,21 +221,47 @@ def mean_curve(histories: list[list]) -> Curve:
     )
 
 
-def plot_mean_curves(curves: dict[str, dict[str, Curve]], repeats: str, path) -> object:
-    """A panel per metric: a line per configuration (the mean over its repeats) with a band from the
-    lowest to the highest repeat."""
-    figure = Figure(figsize=(12, 4.5))
+@dataclass(frozen=True)
+class Panel:
+    """One regularised configuration's mean curves (by metric) and its plain partner's."""
+
+    configuration: str
+    curves: dict[str, Curve]
+    plain: dict[str, Curve]
+
+
+def plot_mean_curves(panels: list[Panel], repeats: str, path) -> object:
+    """A panel per regularised configuration: each metric's mean over its repeats with a band from
+    the lowest to the highest repeat, and the plain configuration's mean, dashed grey, beside it.
+    One y scale for all panels, cut above at the highest mean after the first epoch."""
+    columns = min(4, max(len(panels), 1))
+    rows = max(math.ceil(len(panels) / columns), 1)
+    figure = Figure(figsize=(3.4 * columns + 0.6, 2.6 * rows + 0.9))
     FigureCanvasAgg(figure)
-    for axes, (key, by_configuration) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items()):
-        for configuration, curve in by_configuration.items():
-            (line,) = axes.plot(curve.epochs, curve.mean, marker="o", markersize=2, label=configuration)
-            axes.fill_between(curve.epochs, curve.low, curve.high, color=line.get_color(), alpha=0.15, linewidth=0)
-        axes.set(title=f"{key}: mean over {repeats}, band min..max", xlabel="epoch", ylabel=key)
+    grid = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    for axes, panel in zip(grid.flat, panels):
+        for colour, dashes, (key, curve) in zip(("tab:blue", "tab:orange"), ("--", ":"), panel.curves.items()):
+            axes.plot(curve.epochs, curve.mean, color=colour, marker="o", markersize=2, label=key)
+            axes.fill_between(curve.epochs, curve.low, curve.high, color=colour, alpha=0.2, linewidth=0)
+            if key in panel.plain:
+                plain = panel.plain[key]
+                axes.plot(plain.epochs, plain.mean, color="0.4", linestyle=dashes, linewidth=1, label=f"{key}, plain")
+        axes.set_title("\n".join(textwrap.wrap(panel.configuration, 34)), fontsize=8)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
-        if by_configuration:
-            axes.legend(fontsize=7)
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.22)
+    for axes in list(grid.flat)[len(panels) :]:
+        axes.set_visible(False)
+    # The first epochs' losses (about 2) would flatten what the study is about: the later ones.
+    later = [value for p in panels for c in p.curves.values() for e, value in zip(c.epochs, c.mean) if e >= 2]
+    if later:
+        top = max(later)
+        grid[0][0].set_ylim(min(0.0, *later) - 0.1 * top, 1.15 * top)
+    if panels:
+        handles, labels = grid[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="upper right", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle(f"mean over {repeats}, band min..max, by epoch", x=0.01, y=0.995, ha="left", fontsize=9)
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=1 - 0.75 / figure.get_figheight(), hspace=0.45)
     figure.savefig(path, dpi=80)
     return path
 
