@@ -31,8 +31,9 @@ SWITCHED = {
     **dict.fromkeys(("reg.flip", "reg.rotation", "reg.zoom", "reg.translation"), "reg.augment"),
     "reg.batchnorm_momentum": "reg.batchnorm",
 }
-# Overrides a run's name leaves out: already in it (model, reg), or no part of what is trained.
-UNNAMED = ("model", "reg", "mlflow", "hydra", "resume", "trainer.verbose", "trainer.threads")
+# Overrides a run's name leaves out: already in it (model, reg), no part of what is trained, or the
+# study every job of a sweep shares (+experiment=..., whose MLflow experiment holds the runs).
+UNNAMED = ("model", "reg", "mlflow", "hydra", "resume", "trainer.verbose", "trainer.threads", "experiment")
 ABSENT = object()  # what OmegaConf.select gives for a key a config lacks (None is a value)
 NAME_PART_CHARS = 32
 NAME_CHARS = 100

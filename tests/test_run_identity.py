@@ -34,6 +34,7 @@ def test_augmentation_settings_are_params_only_with_augmentation_on(compose_cfg)
         ([], "cnn-none"),
         (["reg=l2"], "cnn-l2"),
         (["reg=l2", "schedule=step"], "cnn-l2 schedule=step"),
+        (["+experiment=regularisation_study", "reg=l2", "trainer.seed=2"], "cnn-l2 trainer.seed=2"),
         (
             ["model=mlp", "optimizer.learning_rate=0.01", "trainer.verbose=0", "mlflow.experiment_name=x"],
             "mlp-none optimizer.learning_rate=0.01",
