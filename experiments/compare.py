@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import OmegaConf
 
 from experiments import study, study_report
@@ -162,7 +163,8 @@ class Answer:
         """The parent's Overview page: the answer as its description, metrics a chart can use and
         the best configuration as a tag."""
         metrics = study_report.parent_metrics(self.verdicts, self.metric)
-        tags = [RunTag(tag_names.NOTE, study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats))]
+        note = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats)
+        tags = [RunTag(tag_names.NOTE, study_report.within(note, MAX_TAG_VAL_LENGTH))]
         best = study_report.best_configuration(self.verdicts, self.metric)
         if best is not None:
             tags.append(RunTag(tag_names.BEST_CONFIGURATION, best))
@@ -355,7 +357,12 @@ def add_configurations(table: pd.DataFrame, runs: list, group_by: str) -> None:
     table["repeat"] = [json.dumps([run.data.params.get(key) for key in study.REPEAT_KEYS]) for run in runs]
     varying = [key for key in table.attrs["swept"] if key not in study.REPEAT_KEYS]
     labels = [
-        " ".join([str(row[group_by]), *(f"{key}={row[key]}" for key in varying if pd.notna(row[key]))])
+        " ".join(
+            [
+                str(row[group_by]) if pd.notna(row[group_by]) else f"no {group_by} tag",
+                *(f"{key}={row[key]}" for key in varying if pd.notna(row[key])),
+            ]
+        )
         for _, row in table.iterrows()
     ]
     identities = list(zip(table[group_by].astype(str), table["setup"]))

@@ -137,8 +137,23 @@ def markdown(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: 
 
 
 def metric_key(text: str) -> str:
-    """A configuration's label as part of a metric name (MLflow allows letters, digits, _-. /:)."""
-    return re.sub(r"[^\w\-. /:]", "-", text).strip()
+    """A configuration's label as part of a metric name (MLflow allows letters, digits, _-. /: and
+    250 characters in all)."""
+    return shortened(re.sub(r"[^\w\-. /:]", "-", text).strip(), 200).replace("…", "_")
+
+
+def within(note: str, most: int) -> str:
+    """``note`` (Markdown lines) in at most ``most`` characters: the lines that fit, and a last one
+    saying where the rest is (a tag value has a limit; a study of many configurations passes it)."""
+    if len(note) <= most:
+        return note
+    ending = "\n_... the whole table is comparison/verdicts.md_\n"
+    kept = []
+    for line in note.splitlines(keepends=True):
+        if sum(map(len, kept)) + len(line) + len(ending) > most:
+            break
+        kept.append(line)
+    return "".join(kept) + ending
 
 
 def parent_metrics(verdicts: pd.DataFrame, metric: str) -> dict[str, float]:

@@ -78,3 +78,12 @@ def test_requirements_name_a_configuration_by_its_label_or_its_only_group():
         study_report.parse_requirement("l2: d_test_accuracy >= 0", verdicts)
     with pytest.raises(study_report.RequirementError, match="'none': no such regularised configuration"):
         study_report.parse_requirement("none: d_test_accuracy >= 0", verdicts)
+
+
+def test_a_long_answer_is_cut_to_a_tag_s_length_at_a_line_and_says_where_the_rest_is():
+    note = "**headline**\n\n" + "".join(f"| config {i} | 3 | helps |\n" for i in range(1000))
+    cut = study_report.within(note, 8000)
+    assert len(cut) <= 8000 and cut.startswith("**headline**") and cut.endswith("comparison/verdicts.md_\n")
+    assert cut.splitlines()[-3].startswith("| config ") and cut.splitlines()[-3].endswith("|")  # whole lines
+    assert study_report.within("short", 8000) == "short"
+    assert len(study_report.metric_key("l2 " + "x=1 " * 100)) <= 200
