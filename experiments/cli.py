@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
+from omegaconf import OmegaConf
 
 from plugins.errors import first_line
 from plugins.redaction import redact_text
 from plugins.sender import got_no_answer
+
+# The runner's tracking settings (conf/mlflow/default.yaml): the commands that read runs back find
+# them where the runner logged them.
+CONFIGURED = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml")
+
+
+TRACKING_URI_HELP = "default: conf's mlflow.tracking_uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
 
 
 class TrackingStoreError(Exception):
@@ -21,8 +30,11 @@ class TrackingStoreError(Exception):
 
 
 def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:
-    """A client for the store at uri (None: MLflow's own resolution), opened now, so that a store
-    that is not one (a file that is no SQLite database, an unknown scheme) is one line, not a traceback."""
+    """A client for the store at uri; None: the runner's, conf's ``mlflow.tracking_uri``, and where
+    that is null MLflow's own resolution (MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``). Opened
+    now, so that a store that is not one (a file that is no SQLite database, an unknown scheme) is
+    one line, not a traceback."""
+    uri = uri or CONFIGURED.tracking_uri
     try:
         return mlflow.MlflowClient(uri)
     except Exception as error:  # SQLAlchemy, sqlite3, an unknown scheme: all mean the same to the user

@@ -13,6 +13,7 @@ the sweep's parent run under comparison/.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import re
 import sys
@@ -29,11 +30,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
-from omegaconf import OmegaConf
 
 from experiments import study, study_report
-from experiments.cli import TrackingStoreError, expand_quoted_option, open_tracking_store, read_run
+from experiments.cli import (
+    CONFIGURED,
+    TRACKING_URI_HELP,
+    TrackingStoreError,
+    expand_quoted_option,
+    open_tracking_store,
+    read_run,
+)
 from experiments.command import override_key, overrides_of
 from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
@@ -41,9 +49,7 @@ from plugins.errors import first_line
 from plugins.metric_names import higher_is_better
 from plugins.sweep import end_orphaned_sweeps
 
-DEFAULT_EXPERIMENT = OmegaConf.load(
-    Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml"
-).experiment_name
+DEFAULT_EXPERIMENT = CONFIGURED.experiment_name
 # Params that do not make two runs' training differ: what the regulariser sets (and the model size
 # it changes), where the run is logged, the local files of its output folder (a folder per job of a
 # sweep) and how much it prints. The monitor stays: it picks the weights the test split is run with.
@@ -182,7 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--parent",
         default="latest",
-        help="a sweep's parent run id; 'latest' (the newest sweep, else all runs) or 'all'",
+        help="a sweep's parent run id; 'latest' (your newest sweep, else all runs) or 'all'",
     )
     parser.add_argument("--group-by", default="reg", help="run tag that tells the variants apart")
     parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")
@@ -190,7 +196,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots"
     )
-    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=TRACKING_URI_HELP,
+    )
     parser.add_argument(
         "--require",
         action="append",
@@ -237,14 +247,23 @@ def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
     if parent == "all":
         return None
     if parent == "latest":
-        newest = client.search_runs(
-            [experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1
-        )
+        query = "tags.sweep = 'true'"
+        user = current_user(client.tracking_uri)
+        if "'" not in user:  # (a quote would end the filter's string)
+            query += f" and tags.`mlflow.user` = '{user}'"
+        newest = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
         return newest[0] if newest else None
     run = read_run(client, parent)
     if run is None:
         raise CompareError(f"no run {parent} in {client.tracking_uri}")
     return run
+
+
+def current_user(uri: str) -> str:
+    """Who runs this, as MLflow records a run's ``mlflow.user``: the user signed in to a tracking
+    server (MLFLOW_TRACKING_USERNAME, which a server with MLflow's auth records), else the login."""
+    credentials = get_default_host_creds(uri) if uri.startswith(("http://", "https://")) else None
+    return (credentials and credentials.username) or getpass.getuser()
 
 
 def find_runs(client: mlflow.MlflowClient, experiment_id: str, parent) -> list:

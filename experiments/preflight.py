@@ -20,7 +20,7 @@ from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, open_tracking_store
 from plugins.errors import first_line
 from plugins.redaction import redact_text
-from plugins.tracking_server import ServerUnreachable, api_problem, wait_for_server
+from plugins.tracking_server import ServerUnreachable, api_problem, permission_problem, wait_for_server
 
 # The arguments by which Keras' callbacks name what they write (ModelCheckpoint, CSVLogger,
 # TensorBoard, BackupAndRestore).
@@ -59,6 +59,11 @@ def check_store(uri: str | None, experiment_name: str, wait_for_server_s: float)
     try:
         wait_for_server(resolved, wait_for_server_s)
         problem = api_problem(resolved)
+        if problem and problem.startswith(("HTTP 401", "HTTP 403")):
+            raise ConfigError(
+                f"mlflow.tracking_uri={redact_text(resolved)}: the server refused the credentials ({problem}); "
+                "give a user it knows in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; nothing was trained"
+            )
         if problem:
             raise ConfigError(
                 f"mlflow.tracking_uri={redact_text(resolved)}: the server answers its health check "
@@ -66,6 +71,12 @@ def check_store(uri: str | None, experiment_name: str, wait_for_server_s: float)
             )
         client = open_tracking_store(uri)
         experiment = _live_experiment(client, experiment_name)
+        problem = permission_problem(resolved, experiment.experiment_id if experiment else None)
+        if problem:
+            raise ConfigError(
+                f"mlflow.experiment_name={experiment_name}: {problem}; ask its owner or an admin of "
+                f"{redact_text(resolved)} to grant it; nothing was trained"
+            )
     except ServerUnreachable as error:
         raise ConfigError(f"{error} (mlflow.wait_for_server_s); nothing was trained") from None
     except TrackingStoreError as error:

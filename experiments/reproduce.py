@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 
 from experiments.checks import ConfigError
-from experiments.cli import TrackingStoreError, open_tracking_store, read_run
+from experiments.cli import TRACKING_URI_HELP, TrackingStoreError, open_tracking_store, read_run
 from experiments.logged_overrides import checked_overrides
 from experiments.resume import logged_overrides
 from experiments.tracked_run import PROJECT_ROOT
@@ -67,7 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tolerance", type=non_negative_number, default=1e-6, help="largest allowed absolute difference"
     )
-    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=TRACKING_URI_HELP,
+    )
     return parser.parse_args(argv)
 
 

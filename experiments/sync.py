@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.cli import TrackingStoreError, open_tracking_store
+from experiments.cli import TRACKING_URI_HELP, TrackingStoreError, open_tracking_store
 from plugins import spool
 
 
@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "folders", nargs="*", type=Path, help="unsent/<run id> folders (default: found under outputs/, multirun/)"
     )
-    parser.add_argument("--tracking-uri", default=None, help="default: MLflow's own resolution")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=TRACKING_URI_HELP,
+    )
     args = parser.parse_args(argv)
     folders = args.folders or [
         path.parent

@@ -69,3 +69,29 @@ def api_problem(uri: str) -> str | None:
     if response.ok or response.status_code == 404:  # 404: no such experiment, which is an answer
         return None
     return f"HTTP {response.status_code} {response.reason}"
+
+
+def permission_problem(uri: str, experiment_id: str | None) -> str | None:
+    """Why the user MLflow's client signs in as (MLFLOW_TRACKING_USERNAME) may not start runs in the
+    experiment, asked of a server that runs MLflow's basic-auth app; None where it may, where the
+    experiment is still to be made (its maker manages it), where no user is given, or where the
+    server has no such app (the question is then a 404)."""
+    credentials = get_default_host_creds(uri)
+    if experiment_id is None or not uri.startswith(("http://", "https://")) or not credentials.username:
+        return None
+    try:
+        response = http_request(
+            credentials,
+            "/api/3.0/mlflow/users/permissions/get",
+            "GET",
+            max_retries=0,
+            timeout=API_TIMEOUT_S,
+            raise_on_status=False,
+            params={"username": credentials.username, "resource_type": "experiment", "resource_id": experiment_id},
+        )
+        permission = response.json().get("permission") if response.ok else None
+    except Exception:  # no answer, or no JSON: starting the run will say what is wrong
+        return None
+    if permission is None or permission in ("EDIT", "MANAGE"):
+        return None
+    return f"user {credentials.username} has {permission} on experiment {experiment_id}; a run needs EDIT"

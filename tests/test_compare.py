@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shlex
 import time
 
@@ -73,13 +74,18 @@ def per_run_table(printed: str) -> tuple[str, list[str]]:
     return " ".join(lines[:header]), lines[header:]
 
 
+def new_sweep(client, experiment, name: str, user: str | None = None) -> str:
+    """A sweep parent as the sweep callback makes it: tagged sweep=true, by this login (mlflow.user)."""
+    tags = {"sweep": "true", "mlflow.user": user or getpass.getuser()}
+    return client.create_run(experiment, run_name=name, tags=tags).info.run_id
+
+
 @pytest.fixture
 def sweep(tracking_uri):
     """A parent run with plain, l2 and dropout children, plus an unrelated top-level run."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("study")
-    parent = client.create_run(experiment, run_name="sweep reg=none,l2,dropout").info.run_id
-    client.set_tag(parent, "sweep", "true")
+    parent = new_sweep(client, experiment, "sweep reg=none,l2,dropout")
     children = {
         reg: log_run(client, experiment, reg, accuracy, parent=parent)
         for reg, accuracy in (("none", 0.90), ("l2", 0.93), ("dropout", 0.88))
@@ -126,6 +132,15 @@ def test_report_files_and_upload_to_the_parent(sweep, tmp_path):
     assert {path.name for path in (tmp_path / "out").iterdir()} == expected
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")} == expected
     assert "| cnn-l2" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_latest_is_the_newest_sweep_of_whoever_compares(sweep, tmp_path, capsys):
+    client, parent, _ = sweep
+    experiment = client.get_run(parent).info.experiment_id
+    other = new_sweep(client, experiment, "sweep reg=none by a colleague", user="a-colleague")
+    log_run(client, experiment, "none", 0.99, parent=other)  # newer, and not ours
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.startswith(f"3 runs of sweep {parent} ")
 
 
 def test_all_compares_every_top_level_run(sweep, tmp_path):
@@ -350,8 +365,7 @@ def seeded_sweep(tracking_uri):
     """A sweep of reg=none,l2,dropout trainer.seed=1,2,3: l2 better in every seed, dropout mixed."""
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("seeds")
-    parent = client.create_run(experiment, run_name="sweep reg=none,l2,dropout trainer.seed=1,2,3").info.run_id
-    client.set_tag(parent, "sweep", "true")
+    parent = new_sweep(client, experiment, "sweep reg=none,l2,dropout trainer.seed=1,2,3")
     for reg, accuracies in STUDY.items():
         for seed, accuracy in zip(SEEDS, accuracies):
             params = {"trainer.seed": seed, "reg.l2": 1e-4 if reg == "l2" else 0.0}
