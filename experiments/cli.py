@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from omegaconf import OmegaConf
 from plugins.errors import first_line
 from plugins.redaction import redact_text
 from plugins.sender import got_no_answer
+
+# MLflow draws a progress bar for each download and upload where tqdm is installed (the search extra
+# brings it): noise in front of a command's one-line answer and in a job's log. A user may turn it on.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # The runner's tracking settings (conf/mlflow/default.yaml): the commands that read runs back find
 # them where the runner logged them.

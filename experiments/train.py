@@ -24,9 +24,12 @@ from experiments.data import load_splits
 from experiments.hydra_files import redact_hydra_files
 from experiments.preflight import check_output_paths, check_store
 from experiments.resume import prepare_resume
+from experiments.search import register as register_search_direction
 from experiments.tracked_run import TrackedRun, TrainingStopped, build_tracker
 from plugins.redaction import install_log_redaction, redact_text
 from plugins.sweep_stop import in_driver, request_stop, stop_requested
+
+register_search_direction()  # before Hydra composes: conf/experiment/search.yaml reads it
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

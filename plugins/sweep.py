@@ -22,6 +22,7 @@ import psutil
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
@@ -57,6 +58,31 @@ def source_tags() -> dict[str, str]:
         tag_names.GIT_COMMIT: commit or "unknown",
         tag_names.GIT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
     }
+
+
+SEARCH_RESULTS = "optimization_results.yaml"  # what Hydra's Optuna sweeper writes into the sweep's folder
+
+
+def record_search(client: mlflow.MlflowClient, parent: str, results: Path) -> None:
+    """A search's best trial on its parent: ``search.best_params`` (a tag, ``key=value ...``),
+    ``search.best_value`` (a metric) and the sweeper's results file. Read as data, checked."""
+    if not results.is_file():
+        return
+    try:
+        found = OmegaConf.to_container(OmegaConf.load(results))
+        best_params, best_value = found["best_params"], float(found["best_value"])
+        if not isinstance(best_params, dict):
+            raise TypeError(f"best_params is {type(best_params).__name__}, not a mapping")
+    except Exception as error:  # not YAML, or not the sweeper's: say so, keep the sweep's outcome
+        log.warning("%s: not a search's results (%s); the parent gets no best trial", results, error)
+        return
+    described = " ".join(f"{key}={value}" for key, value in best_params.items())[:MAX_TAG_VAL_LENGTH]
+    client.log_batch(
+        parent,
+        metrics=[Metric(tag_names.SEARCH_BEST_VALUE, best_value, 0, 0)],
+        tags=[RunTag(tag_names.SEARCH_BEST_PARAMS, described)],
+    )
+    client.log_artifact(parent, str(results))
 
 
 class MLflowSweepCallback(Callback):
@@ -137,6 +163,7 @@ class MLflowSweepCallback(Callback):
                 Metric("jobs_failed", jobs - finished, 0, 0),
             ],
         )
+        record_search(client, parent, self._sweep_dir / SEARCH_RESULTS)
         if self.report is not None:
             try:
                 self.report(parent, self.tracking_uri, self._sweep_dir / "comparison")

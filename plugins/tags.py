@@ -32,6 +32,8 @@ RESUMES = "resumes"
 PARENT_RUN = "mlflow.parentRunId"
 SWEEP = "sweep"
 SWEEP_JOB = "sweep.job"
+SEARCH_BEST_PARAMS = "search.best_params"  # a search's parent: its best trial's params, key=value ...
+SEARCH_BEST_VALUE = "search.best_value"  # (a metric) and that trial's monitored value
 BEST_CONFIGURATION = "best_configuration"  # a sweep parent's: the configuration with the best mean
 NOTE = "mlflow.note.content"  # a run's description on its Overview page (a sweep parent's: the answer)
 

@@ -293,3 +293,16 @@ def test_bad_folds_and_momentum_are_refused_by_name(compose_cfg, overrides, mess
     with pytest.raises(ConfigError) as refused:
         check_config(compose_cfg(*overrides))
     assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "direction"),
+    [("val_loss", "auto", "minimize"), ("val_accuracy", "auto", "maximize"), ("val_accuracy", "min", "minimize")],
+)
+def test_a_search_goes_the_way_the_monitored_metric_is_better(compose_cfg, monitor, mode, direction):
+    from experiments.search import register
+
+    register()
+    cfg = compose_cfg("+experiment=search", f"mlflow.monitor={monitor}", f"mlflow.mode={mode}")
+    assert cfg.hydra.sweeper.direction == direction
+    assert cfg.hydra.sweeper.n_trials == 20 and cfg.hydra.sweeper.max_failure_rate == 1.0

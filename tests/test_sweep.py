@@ -156,3 +156,28 @@ def test_a_three_fold_sweep_validates_on_disjoint_folds_with_one_test_split(run_
     assert (
         len({digest["validation"] for digest in digests}) == 3 and len({digest["training"] for digest in digests}) == 3
     )
+
+
+def test_a_search_s_trials_are_children_and_its_parent_holds_the_best_one(run_cli, tracking_uri):
+    done = run_cli(
+        "experiments.train",
+        "+experiment=search",
+        "hydra.sweeper.n_trials=3",
+        "trainer.epochs=2",
+        "mlflow.log_model=false",
+        "reg.dropout=interval(0.9,1.6)",  # the seeded sampler's third trial draws 1.18, which is refused
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # the search went on past the failed trial
+    parent, children = parent_and_children(all_runs(tracking_uri))
+    assert len(children) == 2 and all(child.info.status == "FINISHED" for child in children)
+    assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_failed"]) == (3, 1)
+    assert parent.info.status == "FAILED"  # as any sweep with a failed job
+    said = done.stdout + done.stderr
+    assert "Failed experiment: reg.dropout=1.177737231961469: expected a number in [0, 1)" in said
+    best = min(children, key=lambda child: child.data.metrics["best_val_loss"])
+    assert parent.data.metrics["search.best_value"] == pytest.approx(best.data.metrics["best_val_loss"])
+    searched = dict(part.split("=", 1) for part in parent.data.tags["search.best_params"].split())
+    for key in ("optimizer.learning_rate", "reg.l2", "reg.dropout"):
+        assert float(searched[key]) == pytest.approx(float(best.data.params[key]))
+    client = mlflow.MlflowClient(tracking_uri)
+    assert "optimization_results.yaml" in {item.path for item in client.list_artifacts(parent.info.run_id)}
