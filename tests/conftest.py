@@ -119,8 +119,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """`mlflow server` on 127.0.0.1:port (SQLite and served artifacts in folder), once it answers."""
+def start_mlflow_server(
+    folder: Path, port: int, backend_store_uri: str | None = None, options: tuple = (), env: dict | None = None
+) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port (SQLite, or ``backend_store_uri``, and served artifacts in
+    folder; ``options`` and ``env`` added), once it answers."""
     import time
     import urllib.request
 
@@ -130,6 +133,7 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
             "-m",
             "mlflow",
             "server",
+            *options,
             "--host",
             "127.0.0.1",
             "--port",
@@ -137,7 +141,7 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
+            backend_store_uri or f"sqlite:///{folder / 'server.db'}",
             "--artifacts-destination",
             str(folder / "artifacts"),
         ],
@@ -146,7 +150,7 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
         start_new_session=True,
         # Tracking only: MLflow 3's job runner (GenAI jobs) would start eight more Python processes
         # per server, about 16 s of CPU taken from the training beside it on a 2-core machine.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     deadline = time.monotonic() + 120
     while True:

@@ -15,10 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import start_mlflow_server
 
 ADMIN_PASSWORD = "admin-Pw-7731-x"  # nothing secret: a throwaway server's; the tests look for it in the runs
 
@@ -82,24 +82,9 @@ def start_auth_server(folder: Path, port: int, postgres: Postgres) -> subprocess
         # as docs/team-server.md advises, a training job's requests do not queue behind it.
         "auth_cache_ttl_seconds = 60\n"
     )
-    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
-    command += ["--backend-store-uri", postgres.uri("mlflow"), "--artifacts-destination", str(folder / "artifacts")]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     environment = {
-        **os.environ,
         "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
     }
-    log = open(folder / "server.log", "a")
-    server = subprocess.Popen(command, env=environment, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return server
-        except OSError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-3000:]
-        time.sleep(0.5)
+    return start_mlflow_server(folder, port, postgres.uri("mlflow"), ("--app-name", "basic-auth"), environment)
