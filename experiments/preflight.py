@@ -1,6 +1,7 @@
 """What would fail once TensorFlow has loaded or a run exists, checked before: the tracking store
-(reachable, its API answering, the experiment not deleted, writable where it is local) and the
-folders the runner writes to. Each problem is one ConfigError naming the key and what was found.
+(reachable, its API answering, the experiment not deleted, writable where it is local), the
+folders the runner writes to, and a sweep's cluster launcher (experiments/cluster.py). Each problem
+is one ConfigError naming the key and what was found.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, open_tracking_store
+from experiments.cluster import check_launcher
 from plugins.errors import first_line
 from plugins.redaction import redact_text
 from plugins.tracking_server import ServerUnreachable, api_problem, permission_problem, wait_for_server
@@ -141,6 +143,7 @@ class Preflight(Callback):
             _check_folder("hydra.sweep.dir", config.hydra.sweep.dir)
             settings = OmegaConf.select(config, "mlflow")
             check_store(settings.tracking_uri, settings.experiment_name, settings.wait_for_server_s)
+            check_launcher(config.hydra.launcher)  # last: it may start Ray
 
         self._refuse_if(check)
 

@@ -11,6 +11,7 @@ from experiments import early_interrupt  # first: Ctrl-C during the imports belo
 import logging
 import signal
 import sys
+import warnings
 from contextlib import contextmanager
 
 import hydra
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
 from experiments.cli import expand_quoted_option, overlong_override_key
+from experiments.cluster import register as register_cpus_per_job
 from experiments.data import load_splits
 from experiments.hydra_files import redact_hydra_files
 from experiments.preflight import check_output_paths, check_store
@@ -30,6 +32,10 @@ from plugins.redaction import install_log_redaction, redact_text
 from plugins.sweep_stop import in_driver, request_stop, stop_requested
 
 register_search_direction()  # before Hydra composes: conf/experiment/search.yaml reads it
+register_cpus_per_job()  # and conf/hydra/launcher/ray.yaml this
+# conf/hydra/launcher/{ray,submitit_*}.yaml set the plugins' launchers up for this project under the
+# plugins' own names, and Hydra checks each against the plugin's schema of that name, as wanted.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/.*' is validated against ConfigStore schema")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +96,25 @@ def stop_on_signal() -> StopOnSignal:
 def seed_everything(trainer: DictConfig) -> None:
     """Seeds, determinism and the thread budget: everything that must precede the first TensorFlow op."""
     keras.utils.set_random_seed(trainer.seed)  # Python, NumPy and TensorFlow
-    if trainer.threads:
+    threads = trainer.threads or ray_task_cpus()
+    if threads and not trainer.threads:
+        log.info("threads: %d, the CPUs Ray reserved for this job", threads)
+    if threads:
         # Parallel jobs on one machine each get their share of the cores instead of all fighting for them.
-        tf.config.threading.set_intra_op_parallelism_threads(trainer.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(trainer.threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     if trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def ray_task_cpus() -> int | None:
+    """The CPUs Ray reserved for this job when it runs as a Ray task: Ray does not pin a task to them,
+    and TensorFlow would otherwise use every core. (A SLURM task is pinned; TensorFlow sees its CPUs.)"""
+    ray = sys.modules.get("ray")  # imported only in a Ray worker or driver
+    if ray is None or not ray.is_initialized():
+        return None
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return max(1, round(cpus)) if cpus else None
 
 
 def build_model(cfg: DictConfig, splits: Splits, steps_per_epoch: int) -> keras.Model:

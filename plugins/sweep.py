@@ -1,8 +1,9 @@
 """A Hydra callback that turns a multirun sweep into one MLflow parent run with a child run per job.
 
-Enable it in the Hydra config (``hydra.callbacks``). It works with any launcher: the parent run id
-travels to the jobs through the environment (``SWEEP_PARENT_ENV``), which joblib's worker
-processes inherit, and each job tags its own run with it (``sweep_tags``).
+Enable it in the Hydra config (``hydra.callbacks``). It works with any launcher: Hydra hands each
+job's process (a joblib or Ray worker, a SLURM task) a copy of this callback, whose ``on_job_start``
+puts the parent run id (``SWEEP_PARENT_ENV``) and the store the driver resolved into the job's
+environment; each job tags its own run with the parent (``sweep_tags``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import psutil
@@ -33,6 +35,12 @@ from plugins.sweep_stop import SweepStop
 log = logging.getLogger(__name__)
 
 SWEEP_PARENT_ENV = "SWEEP_PARENT_RUN_ID"
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+# Launchers whose jobs run in processes that do not inherit the driver's environment (Ray's workers)
+# and that hand each job over in memory: the credentials travel with the jobs there. (Ray's own
+# runtime environment would do it, but its agent writes the values into its log; submitit's jobs
+# inherit the environment, and it pickles each job into a file.)
+CARRIES_CREDENTIALS = (".RayLauncher",)
 
 
 def sweep_tags(job_number: int | None = None) -> dict[str, str]:
@@ -45,6 +53,26 @@ def sweep_tags(job_number: int | None = None) -> dict[str, str]:
     if job_number is not None:
         run_tags[tag_names.SWEEP_JOB] = str(job_number)
     return run_tags
+
+
+def credentials_for_jobs(launcher: str) -> dict[str, str]:
+    """The store's credentials from this environment, for the jobs of a launcher that carries them."""
+    if not launcher.endswith(CARRIES_CREDENTIALS):
+        return {}
+    return {name: os.environ[name] for name in CREDENTIALS if os.environ.get(name)}
+
+
+def store_for_jobs(uri: str) -> str | None:
+    """``uri`` as a job in another working folder must read it: a relative SQLite file or local
+    folder made absolute; a server's address as it is. None for an address with a password in it,
+    which must not travel in the jobs' files (submitit writes them to disk)."""
+    if urlparse(uri).password:
+        return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
+    if "://" not in uri:  # a local folder (file store)
+        return str(Path(uri).absolute())
+    return uri
 
 
 def source_tags() -> dict[str, str]:
@@ -106,6 +134,9 @@ class MLflowSweepCallback(Callback):
         self.tracking_uri = tracking_uri
         self.report = report
         self.parent_run_id: str | None = None
+        self._store: str | None = None  # the store the driver resolved, for the jobs
+        self._driver: tuple[str, int] | None = None  # (host, pid) of the sweep's own process
+        self._credentials: dict[str, str] = {}  # for jobs whose process does not inherit them
         self._owns_parent = False
         self._sweep_dir: Path | None = None
 
@@ -122,6 +153,9 @@ class MLflowSweepCallback(Callback):
             ).info.run_id
             self._owns_parent = True
         os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
+        self._store = store_for_jobs(client.tracking_uri)
+        self._driver = (socket.gethostname(), os.getpid())
+        self._credentials = credentials_for_jobs(str(config.hydra.launcher.get("_target_", "")))
         self._sweep_dir = Path(config.hydra.sweep.dir).absolute()  # the tag says where, from any folder
         client.log_batch(
             self.parent_run_id,
@@ -139,6 +173,17 @@ class MLflowSweepCallback(Callback):
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
         atexit.register(self._finish)
         log.info("sweep parent run %s in experiment %s", self.parent_run_id, self.experiment_name)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process, which may have started before the sweep (a Ray worker) or on another
+        machine: the parent, the store unless the job's config names one, and where the launcher
+        needs it (Ray) the credentials for the store."""
+        if self.parent_run_id is None or (socket.gethostname(), os.getpid()) == self._driver:
+            return  # a single run, or a job in the driver's own process (the basic launcher)
+        os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
+        if self.tracking_uri is None and self._store is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = self._store
+        os.environ.update(self._credentials)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -180,7 +225,9 @@ class MLflowSweepCallback(Callback):
         self._stop.exit_if_stopped()
 
     def _count_jobs(self, client: mlflow.MlflowClient, parent: str) -> tuple[int, int]:
-        """(jobs launched, jobs whose run FINISHED); a job that failed before its run started counts as failed."""
+        """(jobs launched, jobs whose run FINISHED), from the parent's children in the store, or the job
+        folders where there are more: a job that failed before its run started counts as failed where
+        the driver sees its folder (this machine, or a shared file system)."""
         launched = (
             sum(1 for folder in self._sweep_dir.iterdir() if (folder / ".hydra").is_dir())
             if self._sweep_dir.is_dir()
