@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from experiments.tracked_run import LossBecameNaN
 from plugins.checkpoint import load_logged_checkpoint
 from plugins.errors import describe, first_line
 from plugins.interrupt import StopOnSignal
+from plugins.sweep_stop import STOP_FILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,9 @@ def clear() -> None:
 
 
 def stop_on_signal() -> StopOnSignal:
-    """SIGINT and SIGTERM stop fit at the next batch boundary (see plugins.interrupt)."""
-    return StopOnSignal()
+    """SIGINT and SIGTERM stop fit at the next batch boundary, and so does a stop of the sweep the
+    job belongs to (its stop file: see plugins.interrupt and plugins.sweep_stop)."""
+    return StopOnSignal(stop_file=os.environ.get(STOP_FILE_ENV))
 
 
 def seed_everything(trainer: DictConfig) -> None:

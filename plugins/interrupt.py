@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import keras
 
@@ -33,14 +35,20 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class StopOnSignal(keras.callbacks.Callback):
     """Use as a context manager around ``fit`` and pass it in ``callbacks``; a second signal, or one
-    after training (while callbacks finish their work), stops at once."""
+    after training (while callbacks finish their work), stops at once.
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+    ``stop_file``: a file that, once it holds a signal's number, stops training as that signal would,
+    looked at once a second at most: a sweep's driver writes it when it is signalled, and a job on a
+    machine or in a process the signal cannot reach (a Ray cluster's worker) stops too."""
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, stop_file: str | Path | None = None):
         super().__init__()
         self.signals = signals
+        self.stop_file = Path(stop_file) if stop_file else None
         self.received: int | None = None
         self._training_over = False
         self._previous: dict[int, object] = {}
+        self._next_look = 0.0
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
@@ -67,6 +75,9 @@ class StopOnSignal(keras.callbacks.Callback):
         self._training_over = True
 
     def _stop_if_signalled(self) -> None:
+        if self.received is None and self.stop_file is not None and time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + 1.0
+            self.received = _signal_in(self.stop_file)
         if self.received is not None:
             raise TrainingInterrupted(self.received)
 
@@ -78,6 +89,13 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_test_batch_begin(self, batch, logs=None):
         self._stop_if_signalled()
+
+
+def _signal_in(stop_file: Path) -> int | None:
+    try:
+        return int(stop_file.read_text().strip())
+    except (OSError, ValueError):  # not there (the usual case), or being written
+        return None
 
 
 @contextmanager

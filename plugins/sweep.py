@@ -139,6 +139,7 @@ class MLflowSweepCallback(Callback):
         self._credentials: dict[str, str] = {}  # for jobs whose process does not inherit them
         self._owns_parent = False
         self._sweep_dir: Path | None = None
+        self._stop: SweepStop | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         install_log_redaction()  # before the launcher logs each job's overrides
@@ -181,6 +182,8 @@ class MLflowSweepCallback(Callback):
         if self.parent_run_id is None or (socket.gethostname(), os.getpid()) == self._driver:
             return  # a single run, or a job in the driver's own process (the basic launcher)
         os.environ[SWEEP_PARENT_ENV] = self.parent_run_id
+        if self._stop is not None:
+            os.environ.update(self._stop.environment())  # the job sees a stop of the sweep
         if self.tracking_uri is None and self._store is not None:
             os.environ["MLFLOW_TRACKING_URI"] = self._store
         os.environ.update(self._credentials)

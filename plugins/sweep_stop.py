@@ -1,10 +1,12 @@
 """A signal to a sweep stops the whole sweep, whichever launcher runs its jobs.
 
 The sweep's driver process catches SIGINT, SIGTERM and SIGHUP, writes a stop file in the sweep's
-folder and passes the signal on to every process it started (joblib's workers): each job stops
-after its current batch and ends its run KILLED (plugins.interrupt.StopOnSignal), and a job that
-had not begun reads the stop file and never starts. When the jobs are done, the driver ends the
-sweep's parent KILLED and exits 128 + the signal's number, as the shell expects.
+folder and passes the signal on to every process it started (joblib's workers, a Ray it started):
+each job stops after its current batch and ends its run KILLED (plugins.interrupt.StopOnSignal),
+a running job the signal cannot reach (on a Ray cluster) sees the stop file within a second and
+does the same, and a job that had not begun reads the stop file and never starts. When the jobs
+are done, the driver ends the sweep's parent KILLED and exits 128 + the signal's number, as the
+shell expects.
 """
 
 from __future__ import annotations
@@ -30,14 +32,20 @@ class SweepStop:
 
     def __init__(self, sweep_dir: Path):
         self.stop_file = sweep_dir / ".stopped"
+        self.driver_pid = os.getpid()
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         self.stop_file.unlink(missing_ok=True)
         os.environ[STOP_FILE_ENV] = str(self.stop_file)
-        os.environ[DRIVER_PID_ENV] = str(os.getpid())
+        os.environ[DRIVER_PID_ENV] = str(self.driver_pid)
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+
+    def environment(self) -> dict[str, str]:
+        """What a job's process needs to see the stop and to know it is not the driver: for a process
+        that did not inherit the driver's environment (a Ray worker)."""
+        return {STOP_FILE_ENV: str(self.stop_file), DRIVER_PID_ENV: str(self.driver_pid)}
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():

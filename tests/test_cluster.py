@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from experiments.checks import ConfigError
 from experiments.cluster import check_launcher, cpus_per_job, ray_refusal, refuse_unless_listening, register
 from plugins.sweep import SWEEP_PARENT_ENV, MLflowSweepCallback, credentials_for_jobs, store_for_jobs
+from plugins.sweep_stop import DRIVER_PID_ENV, STOP_FILE_ENV, SweepStop
 from tests.conftest import all_runs, free_port
 
 LAUNCHERS = {
@@ -60,7 +61,7 @@ def test_the_sweep_dir_is_absolute_from_where_the_sweep_started(compose_cfg):
     assert sweep_dir.is_absolute() and sweep_dir.parent.parent == Path.cwd() / "multirun"
 
 
-def test_a_job_in_another_process_gets_the_parent_and_the_driver_s_store(monkeypatch):
+def test_a_job_in_another_process_gets_the_parent_the_driver_s_store_and_the_stop_file(monkeypatch, tmp_path):
     monkeypatch.delenv(SWEEP_PARENT_ENV, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///worker-relative.db")
     sweep = MLflowSweepCallback("exp")
@@ -71,8 +72,12 @@ def test_a_job_in_another_process_gets_the_parent_and_the_driver_s_store(monkeyp
     sweep.on_job_start(config=None)  # the basic launcher: the job runs in the driver, which has both
     assert SWEEP_PARENT_ENV not in os.environ and os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///worker-relative.db"
     sweep._driver, sweep._credentials = ("another-host", os.getpid()), {"MLFLOW_TRACKING_PASSWORD": "pw"}
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    sweep._stop = SweepStop(tmp_path)
+    for name in ("MLFLOW_TRACKING_PASSWORD", STOP_FILE_ENV, DRIVER_PID_ENV):
+        monkeypatch.delenv(name, raising=False)
     sweep.on_job_start(config=None)
+    assert os.environ[STOP_FILE_ENV] == str(tmp_path / ".stopped")
+    assert os.environ[DRIVER_PID_ENV] == str(os.getpid())  # the driver's: here the test's own
     assert os.environ[SWEEP_PARENT_ENV] == "parent123"
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////data/mlflow.db"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw"
@@ -135,10 +140,10 @@ def test_a_slurm_sweep_without_sbatch_is_one_line(compose_cfg, monkeypatch):
 # so that nothing of it outlives the command.
 
 
-def in_private_network(then: str = "") -> list[str]:
+def in_private_network(then: str = "", run: str = '"$@"') -> list[str]:
     """A prefix for run_cli: the command runs in new network and process namespaces, loopback up,
-    after the shell commands ``then``."""
-    script = f'ip link set lo up && {then + " && " if then else ""}"$@"'
+    after the shell commands ``then``, as the shell command ``run`` says (``"$@"`` is the command)."""
+    script = f"ip link set lo up && {then + ' && ' if then else ''}{run}"
     namespaces = ["--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
     return ["unshare", *namespaces, "sh", "-c", script, "sh"]
 
@@ -181,23 +186,28 @@ def test_a_sweep_on_a_ray_the_launcher_starts(run_cli, tracking_uri, tmp_path, r
     assert "threads: 1, the CPUs Ray reserved for this job" in job_log  # trainer.threads is null
 
 
+def ray_head(folder: Path, port: int = 6379) -> str:
+    """Shell commands that start a Ray head with token auth in ``folder``, without the store in its
+    environment, and come back to the test's folder."""
+    ray = Path(sys.executable).parent / "ray"  # the ray extra's command, beside this Python
+    return (
+        f"cd {folder} && {ray} get-auth-token --generate > head.log 2>&1 && "
+        f"env -u MLFLOW_TRACKING_URI RAY_AUTH_MODE=token {ray} start --head --node-ip-address=127.0.0.1 "
+        f"--port={port} --num-cpus=2 --include-dashboard=false >> head.log 2>&1 && cd {folder.parent}"
+    )
+
+
 @pytest.mark.slow
 def test_a_sweep_on_a_running_ray_cluster_with_token_auth(run_cli, tracking_uri, tmp_path, ray_env):
     """The head is started elsewhere, without the store in its environment; the driver passes a
     relative SQLite store and the parent to jobs in workers that were running before the sweep."""
-    port = 6379
     (tmp_path / "head").mkdir()
-    ray = Path(sys.executable).parent / "ray"  # the ray extra's command, beside this Python
-    head = (
-        f"cd {tmp_path / 'head'} && {ray} get-auth-token --generate > head.log 2>&1 && "
-        f"env -u MLFLOW_TRACKING_URI RAY_AUTH_MODE=token {ray} start --head --node-ip-address=127.0.0.1 "
-        f"--port={port} --num-cpus=2 --include-dashboard=false >> head.log 2>&1 && cd {tmp_path}"
-    )
     password = "pw-Ray-must-not-log-1"  # carried to the workers; the SQLite store has no use for it
     env = {**ray_env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "RAY_AUTH_MODE": "token"}
     env |= {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": password}
-    address = f"hydra.launcher.ray.init.address=127.0.0.1:{port}"
-    done = run_cli("experiments.train", *SWEEP, "hydra/launcher=ray", address, env=env, prefix=in_private_network(head))
+    address = "hydra.launcher.ray.init.address=127.0.0.1:6379"
+    prefix = in_private_network(ray_head(tmp_path / "head"))
+    done = run_cli("experiments.train", *SWEEP, "hydra/launcher=ray", address, env=env, prefix=prefix)
     assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "head" / "head.log").read_text()[-2000:]
     assert "Ray is already running" in done.stdout  # the launcher used the cluster the check joined
     assert_one_parent_with_both_children(tracking_uri, tmp_path)
@@ -206,6 +216,29 @@ def test_a_sweep_on_a_running_ray_cluster_with_token_auth(run_cli, tracking_uri,
     for folder in (tmp_path, Path(ray_env["RAY_TMPDIR"])):  # the store, the job folders, Ray's logs
         holding = [path for path in folder.rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
         assert holding == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_on_a_running_ray_cluster(run_cli, tracking_uri, tmp_path, ray_env):
+    """The jobs run in the cluster's workers, which the signal to the sweep's command cannot reach:
+    they stop at the sweep's stop file, and every run ends KILLED."""
+    (tmp_path / "head").mkdir()
+    both_training = f"[ $(ls {tmp_path}/multirun/*/*/*/history.csv 2>/dev/null | wc -l) -ge 2 ]"
+    run = (
+        f'"$@" & pid=$!; for i in $(seq 240); do {both_training} && break; sleep 0.5; done; kill -TERM $pid; wait $pid'
+    )
+    env = {**ray_env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "RAY_AUTH_MODE": "token"}
+    sweep = ("-m", "reg=none,l2", "trainer.epochs=300", "callbacks=basic", "trainer.verbose=0", "hydra/launcher=ray")
+    address = "hydra.launcher.ray.init.address=127.0.0.1:6379"
+    prefix = in_private_network(ray_head(tmp_path / "head"), run)
+    done = run_cli("experiments.train", *sweep, address, env=env, prefix=prefix)
+    assert done.returncode == 143, done.stderr[-3000:]
+    runs = {run.data.tags.get("reg", "parent"): run for run in all_runs(tracking_uri)}
+    assert {name: run.info.status for name, run in runs.items()} == {
+        name: "KILLED" for name in ("parent", "none", "l2")
+    }
+    assert runs["parent"].data.tags["failure.reason"] == "the sweep was stopped by SIGTERM"
+    assert all(runs[reg].data.metrics["epochs_run"] < 300 for reg in ("none", "l2"))
 
 
 @pytest.mark.slow

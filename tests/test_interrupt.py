@@ -70,3 +70,21 @@ def test_ctrl_c_during_the_imports_is_one_line():
     done = subprocess.run([sys.executable, "-c", startup], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGINT  # the shell's 130
     assert done.stderr == "error: interrupted (Ctrl-C)\n"
+
+
+def test_a_sweep_s_stop_file_stops_training_as_its_signal_would(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("plugins.interrupt.time.monotonic", lambda: clock[0])
+    stop_file = tmp_path / ".stopped"
+    stopper = StopOnSignal(stop_file=stop_file)
+    stopper.on_train_batch_begin(0)  # no stop file: training goes on
+    stop_file.write_text(str(int(signal.SIGTERM)))  # the driver of a sweep on a Ray cluster was signalled
+    clock[0] += 0.5
+    stopper.on_train_batch_begin(1)  # looked at once a second at most: not yet
+    clock[0] += 0.6
+    with pytest.raises(TrainingInterrupted) as raised:
+        stopper.on_train_batch_begin(2)
+    assert raised.value.exit_code == 128 + signal.SIGTERM
+    assert StopOnSignal(stop_file=tmp_path / "half-written").received is None
+    (tmp_path / "half-written").write_text("")
+    StopOnSignal(stop_file=tmp_path / "half-written").on_epoch_begin(0)  # an empty file is no signal yet
