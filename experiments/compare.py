@@ -47,6 +47,7 @@ from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
 from plugins.errors import first_line
 from plugins.metric_names import higher_is_better
+from plugins.redaction import one_line
 from plugins.sweep import end_orphaned_sweeps
 
 DEFAULT_EXPERIMENT = CONFIGURED.experiment_name
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
+    scope = one_line(scope)  # names read back from the store
     print(f"{len(table)} runs of {scope} in {len(answer.verdicts)} configurations")
     print(answer.printable())
     print(f"\nper run, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it:")

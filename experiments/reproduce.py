@@ -103,7 +103,9 @@ def overrides_to_rerun(client: mlflow.MlflowClient, run) -> list[str]:
         checked = checked_overrides(run.info.run_id, overrides)
     except ConfigError as error:
         raise ReproduceError(str(error)) from None
-    return [override for override in checked if not override.startswith(OWN_OVERRIDES)]
+    if checked.warning(run.info.run_id):
+        print(f"warning: {checked.warning(run.info.run_id)}", file=sys.stderr)
+    return [override for override in checked.kept if not override.startswith(OWN_OVERRIDES)]
 
 
 def warn_about_code_drift(run) -> None:

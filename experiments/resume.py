@@ -22,11 +22,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments.backups import recorded_backup
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
 from experiments.command import override_key
 from experiments.logged_overrides import checked_overrides
-from experiments.preflight import OUTPUT_PATHS
 from experiments.run_identity import training_params
 from plugins import tags
 from plugins.errors import first_line
@@ -43,8 +43,9 @@ RESUMABLE = {"KILLED", "FAILED"}
 class ResumePoint:
     run_id: str
     next_epoch: int  # epochs already logged; training continues with this one
-    backup_dir: str | None  # Keras BackupAndRestore's folder, when it still exists
+    backup_dir: str | None  # Keras BackupAndRestore's folder, from this machine's record, when it holds the run's
     learning_rate: float | None = None  # the rate of the last logged epoch
+    no_backup: str = ""  # why there is no backup to continue from
 
 
 def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictConfig, ResumePoint | None]:
@@ -65,20 +66,23 @@ def prepare_resume(cfg: DictConfig, given_overrides: list[str]) -> tuple[DictCon
     logged = logged_overrides(client, run.info.run_id)
     if logged is None:
         raise ConfigError(f"resume={run.info.run_id}: the run has no logged config (hydra/overrides.yaml)")
-    kept = checked_overrides(run.info.run_id, _not_given(logged, given_overrides))
-    resumed = _compose(run.info.run_id, [*kept, *given_overrides])
+    checked = checked_overrides(run.info.run_id, _not_given(logged, given_overrides))
+    if checked.warning(run.info.run_id):
+        log.warning("%s", checked.warning(run.info.run_id))
+    resumed = _compose(run.info.run_id, [*checked.kept, *given_overrides])
     experiment = client.get_experiment(run.info.experiment_id).name
     if experiment != resumed.mlflow.experiment_name:
         raise ConfigError(
             f"resume={cfg.resume}: the run belongs to experiment {experiment!r}, not {resumed.mlflow.experiment_name!r}"
         )
-    _keep_output_paths(resumed, client, run)
     _refuse_changed_params(resumed, run)
+    backup_dir, no_backup = _backup(resumed, run.info.run_id)
     return resumed, ResumePoint(
         run.info.run_id,
         _epochs_logged(client, run.info.run_id),
-        _existing_backup(run),
+        backup_dir,
         run.data.metrics.get("learning_rate"),
+        no_backup,
     )
 
 
@@ -193,30 +197,6 @@ def _not_given(logged: list[str], given: list[str]) -> list[str]:
     return [o for o in logged if override_key(str(o)) not in given_keys and override_key(str(o)) != "resume"]
 
 
-def _keep_output_paths(cfg: DictConfig, client: mlflow.MlflowClient, run) -> None:
-    """Point the callbacks' files at the interrupted run's: Keras restores from its backup there."""
-    for key, value in _logged_output_paths(client, run).items():
-        if OmegaConf.select(cfg, key) is not None:
-            OmegaConf.update(cfg, key, value)
-
-
-def _logged_output_paths(client: mlflow.MlflowClient, run) -> dict[str, str]:
-    """``callbacks.NAME.ARG`` -> the path the run's callbacks wrote to, from its hydra/config.yaml (read
-    as data: only text is taken), or from its params for a run logged when they held paths."""
-    paths = {
-        key: value
-        for key, value in run.data.params.items()
-        if key.startswith("callbacks.") and key.rsplit(".", 1)[-1] in OUTPUT_PATHS
-    }
-    config = _logged_yaml(client, run.info.run_id, "hydra/config.yaml")
-    callbacks = config.get("callbacks") if isinstance(config, dict) else None
-    for name, callback in (callbacks if isinstance(callbacks, dict) else {}).items():
-        for arg in OUTPUT_PATHS:
-            if isinstance(callback, dict) and isinstance(callback.get(arg), str):
-                paths[f"callbacks.{name}.{arg}"] = callback[arg]
-    return paths
-
-
 def _refuse_changed_params(cfg: DictConfig, run) -> None:
     wanted = {param.key: param.value for param in to_params(training_params(cfg))}
     changed = sorted(
@@ -236,6 +216,12 @@ def _epochs_logged(client: mlflow.MlflowClient, run_id: str) -> int:
     return max(steps) + 1 if steps else 0
 
 
-def _existing_backup(run) -> str | None:
-    folder = tags.read(run.data.tags, tags.BACKUP_DIR)
-    return folder if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) else None
+def _backup(cfg: DictConfig, run_id: str) -> tuple[str | None, str]:
+    """(the run's backup folder, "") where this machine recorded one and BackupAndRestore is on (it
+    continues there); else (None, why not). Every other file goes to this command's own folder."""
+    if not OmegaConf.select(cfg, "callbacks.backup_and_restore"):
+        return None, "callbacks.backup_and_restore is off"
+    folder, reason = recorded_backup(run_id)
+    if folder is not None:
+        OmegaConf.update(cfg, "callbacks.backup_and_restore.backup_dir", folder)
+    return folder, reason or ""

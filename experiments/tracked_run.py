@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.backups import forget_backup, record_backup
 from experiments.command import train_command
 from experiments.data import Splits
 from experiments.resume import ResumePoint, claim, release
@@ -114,6 +115,9 @@ class TrackedRun:
             store = redact_text(mlflow.get_tracking_uri())
             raise TrainingStopped(f"cannot start a run in {store}: {describe(error)}; nothing was trained", 1) from None
         self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
+        backup_dir = OmegaConf.select(self.cfg, "callbacks.backup_and_restore.backup_dir", default=None)
+        if backup_dir:
+            record_backup(self.run_id, backup_dir)  # where a resume on this machine finds it
         try:
             if self.resume is None:
                 record_job(run, self.cfg, self.splits)
@@ -131,6 +135,7 @@ class TrackedRun:
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
             self.tracker.finish_run("FINISHED", metrics=self.test_metrics, folders=self.written_folders())
+            forget_backup(self.run_id)
             accuracy = self.test_metrics.get("test_accuracy", float("nan"))
             name = self.tracker.run_settings.run_name
             log.info("run %s (%s): test_accuracy=%.4f; %s", self.run_id, name, accuracy, self.ui_link())
@@ -205,7 +210,6 @@ def run_tags(cfg: DictConfig, reg: str) -> dict[str, str]:
         tags.GIT_COMMIT: commit or "unknown",
         tags.GIT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
         tags.REPRODUCE_COMMAND: train_command(job_overrides()),
-        tags.BACKUP_DIR: str(OmegaConf.select(cfg, "callbacks.backup_and_restore.backup_dir", default="")),
         **process_tags(),
     }
 

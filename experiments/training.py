@@ -198,9 +198,10 @@ def restore_for_resume(model: keras.Model, resume: ResumePoint | None, steps_per
             optimizer.learning_rate = resume.learning_rate
     rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     log.warning(
-        "no local backup of run %s: continuing from its best checkpoint's weights at learning rate %.3g "
+        "no local backup of run %s (%s): continuing from its best checkpoint's weights at learning rate %.3g "
         "(the optimizer's moments start afresh)",
         resume.run_id,
+        resume.no_backup,
         rate,
     )
 

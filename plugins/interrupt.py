@@ -17,7 +17,9 @@ from pathlib import Path
 
 import keras
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from plugins.sweep_stop import SIGNALS, read_stop_file
+
+STOP_SIGNALS = SIGNALS
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -77,7 +79,7 @@ class StopOnSignal(keras.callbacks.Callback):
     def _stop_if_signalled(self) -> None:
         if self.received is None and self.stop_file is not None and time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + 1.0
-            self.received = _signal_in(self.stop_file)
+            self.received = read_stop_file(self.stop_file)
         if self.received is not None:
             raise TrainingInterrupted(self.received)
 
@@ -89,13 +91,6 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_test_batch_begin(self, batch, logs=None):
         self._stop_if_signalled()
-
-
-def _signal_in(stop_file: Path) -> int | None:
-    try:
-        return int(stop_file.read_text().strip())
-    except (OSError, ValueError):  # not there (the usual case), or being written
-        return None
 
 
 @contextmanager

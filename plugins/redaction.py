@@ -3,7 +3,10 @@ log lines and error lines.
 
 A value is secret when its key's last part names one (``password``, ``token``, ``secret``, ``key``:
 ``db.password``, ``mlflow.tags.api_key``); a URL's credentials (``scheme://user:pass@host``) are
-secret wherever the URL appears, whatever its key.
+secret wherever the URL appears, whatever its key. In text (an override, a log line, a Hydra file)
+the rule finds each form a value takes: ``key=value``, ``key: value`` inside a dict
+(``+db={password: ...}``, a printed ``{'db.password': ...}``) and Hydra's escaped URLs
+(``postgresql\\://user\\:PASS@host``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,17 @@ from typing import Any
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"password|passwd|token|secret|key|credential", re.IGNORECASE)
-# scheme://user:password@host -> scheme://user:[redacted]@host (a user name alone is no secret)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+# scheme://user:password@host -> scheme://user:[redacted]@host (a user name alone is no secret); Hydra
+# escapes the colons of an override's value: scheme\://user\:password@host.
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*\\?://)(?P<user>[^:/@\s\\]*)(?P<colon>\\?:)(?P<password>[^@/\s]+)@"
+)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # a line break forges a log line
+# key: value inside a dict as Hydra takes it ({password: x}) or Python prints it ({'password': 'x'}).
+_MAPPING = re.compile(
+    r"""(?P<key>(?P<quote>["']?)[\w.-]+(?P=quote))(?P<colon>\s*:\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|\[[^\]]*\]|[^\s,{}\[\]]+)"""
+)
 
 
 def is_secret(key: str) -> bool:
@@ -25,8 +37,20 @@ def is_secret(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced."""
-    return _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{match['user']}:{REDACTED}@", text)
+    """``text`` with every secret in it replaced: a URL's password, the value of a secret key given as
+    ``key=value`` or ``key: value``."""
+    text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{match['user']}{match['colon']}{REDACTED}@", text)
+    text = _MAPPING.sub(
+        lambda match: f"{match['key']}{match['colon']}{REDACTED}" if is_secret(match["key"].strip("\"'")) else match[0],
+        text,
+    )
+    return _redact_assignments(text)
+
+
+def one_line(text: str) -> str:
+    """Text read back from a store (a run or experiment name), as it may reach a log or console line:
+    redacted, with no line break or other control character to forge a line of its own."""
+    return CONTROL_CHARACTERS.sub("?", redact_text(str(text)))
 
 
 def redact_value(key: str, value: Any) -> Any:
@@ -51,7 +75,8 @@ def redact_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def redact_override(override: str) -> str:
-    """``db.password=hunter2`` -> ``db.password=[redacted]``; a URL's password in any override's value too."""
+    """``db.password=hunter2`` -> ``db.password=[redacted]``; a URL's password, or a secret key's value
+    in a dict (``+db={password: ...}``), in any override's value too."""
     key, equals, _ = override.partition("=")
     if equals and is_secret(key.lstrip("+~")):
         return f"{key}={REDACTED}"
@@ -59,25 +84,36 @@ def redact_override(override: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message through the rule, so no handler prints a secret: a launcher
-    that logs a job's overrides, an error that names a URL with its password."""
+    """Rewrites a record's message through the rule, so no handler prints a secret: a launcher that
+    logs a job's overrides, an error that names a URL with its password."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit the message: logging reports that itself, at emit
             return True
-        redacted = redact_text(_redact_assignments(message))
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
 
 
 def install_log_redaction() -> None:
-    """Add the RedactingFilter to every handler of the root logger (once each)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(existing, RedactingFilter) for existing in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Redact every log record as it is made, whichever logger makes it and whatever handlers print
+    it. (A filter on the handlers would not last: Hydra's launchers configure logging anew before they
+    log each job's overrides.)"""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
+    redacting = RedactingFilter()
+
+    def redacted_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        redacting.filter(record)
+        return record
+
+    redacted_record.redacts = True
+    logging.setLogRecordFactory(redacted_record)
 
 
 def redact_tree(data: Any) -> Any:
@@ -88,7 +124,7 @@ def redact_tree(data: Any) -> Any:
         return {key: REDACTED if is_secret(str(key)) else redact_tree(value) for key, value in data.items()}
     if isinstance(data, list):
         return [redact_tree(item) for item in data]
-    return redact_text(_redact_assignments(data)) if isinstance(data, str) else data
+    return redact_text(data) if isinstance(data, str) else data
 
 
 def _redact_assignments(message: str) -> str:
@@ -97,6 +133,6 @@ def _redact_assignments(message: str) -> str:
     ``override_dirname`` joins overrides with commas; a list value such as ``[l2,dropout]`` has them too)."""
     return re.sub(
         r"(?P<key>[+~]*[\w.]+)=(?P<value>[^\s,]+(?:,(?![+~]*[\w.]+=)[^\s,]*)*)",
-        lambda match: redact_override(match[0]) if is_secret(match["key"].lstrip("+~")) else match[0],
+        lambda match: f"{match['key']}={REDACTED}" if is_secret(match["key"].lstrip("+~")) else match[0],
         message,
     )

@@ -139,10 +139,16 @@ def _artifact_folder(value, folder: Path) -> None:
 
 
 def _kept_file(value, folder: Path) -> None:
-    """An upload's file must be one keep() copied into the folder, not anything else on this machine."""
+    """An upload's file must be one keep() copied into the folder, not anything else on this machine:
+    no link leads out of it (keep() copies files, it never links them)."""
     files = (folder / "files").resolve()
     if not isinstance(value, str) or not Path(value).resolve().is_relative_to(files):
         raise SpoolRecordError(f"uploads {str(value)[:80]!r}, which is not a file kept in {files}")
+    kept = Path(value)
+    links = [kept, folder / "files", *(kept.rglob("*") if kept.is_dir() and not kept.is_symlink() else [])]
+    link = next((path for path in links if path.is_symlink()), None)
+    if link is not None:
+        raise SpoolRecordError(f"uploads {str(value)[:80]!r}, which holds a link ({link.name}) out of {files}")
 
 
 def _status(value, folder: Path) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import psutil
+import yaml
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
@@ -29,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
 from plugins.provenance import git_state
-from plugins.redaction import install_log_redaction, redact_override
+from plugins.redaction import install_log_redaction, redact_mapping, redact_override, redact_tree
 from plugins.sweep_stop import SweepStop
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ SEARCH_RESULTS = "optimization_results.yaml"  # what Hydra's Optuna sweeper writ
 
 def record_search(client: mlflow.MlflowClient, parent: str, results: Path) -> None:
     """A search's best trial on its parent: ``search.best_params`` (a tag, ``key=value ...``),
-    ``search.best_value`` (a metric) and the sweeper's results file. Read as data, checked."""
+    ``search.best_value`` (a metric) and the sweeper's results file. Read as data, checked; a secret
+    searched over is redacted in all three, and in the file left in the sweep's folder."""
     if not results.is_file():
         return
     try:
@@ -104,6 +106,9 @@ def record_search(client: mlflow.MlflowClient, parent: str, results: Path) -> No
     except Exception as error:  # not YAML, or not the sweeper's: say so, keep the sweep's outcome
         log.warning("%s: not a search's results (%s); the parent gets no best trial", results, error)
         return
+    if redact_tree(found) != found:
+        results.write_text(yaml.safe_dump(redact_tree(found), sort_keys=False))
+    best_params = redact_mapping({str(key): value for key, value in best_params.items()})
     described = " ".join(f"{key}={value}" for key, value in best_params.items())[:MAX_TAG_VAL_LENGTH]
     client.log_batch(
         parent,

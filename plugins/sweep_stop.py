@@ -57,10 +57,7 @@ class SweepStop:
     @property
     def signal_received(self) -> int | None:
         """The signal that stopped the sweep (caught here, or by a job in this process), if any."""
-        try:
-            return int(self.stop_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_stop_file(self.stop_file)
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.signal_received is None:
@@ -103,10 +100,18 @@ def request_stop(signum: int, stop_file: Path | None = None) -> None:
 def stop_requested() -> int | None:
     """In a job of a sweep: the signal that stopped the sweep before this job began, if any."""
     path = os.environ.get(STOP_FILE_ENV)
+    return read_stop_file(Path(path)) if path else None
+
+
+def read_stop_file(path: Path) -> int | None:
+    """The signal a stop file names, or None: no file, or one that names none of SIGNALS (anyone who
+    can write the sweep's folder could write ``999``, which no exit code or signal name fits)."""
     try:
-        return int(Path(path).read_text().strip()) if path else None
+        with path.open(errors="replace") as file:
+            number = int(file.read(16).strip())
     except (OSError, ValueError):
         return None
+    return number if number in SIGNALS else None
 
 
 def in_driver() -> bool:

@@ -38,16 +38,15 @@ BEST_CONFIGURATION = "best_configuration"  # a sweep parent's: the configuration
 NOTE = "mlflow.note.content"  # a run's description on its Overview page (a sweep parent's: the answer)
 
 # The project's own bookkeeping, under one prefix, apart from the tags a person filters by: which
-# process trains the run, where its local backup is, which resume won it, where a sweep's files are.
+# process trains the run, which resume won it, where a sweep's files are. (Where a run's local backup
+# is, this machine keeps itself: experiments/backups.py.)
 INTERNAL = "internal."
-BACKUP_DIR = "internal.backup_dir"
 PROCESS_HOST = "internal.process.host"
 PROCESS_PID = "internal.process.pid"
 RESUME_CLAIM = "internal.resume.claim"  # which resume process won the run, when several started at once
 SWEEP_DIR = "internal.sweep.dir"
 # Their names on runs logged before they moved under INTERNAL.
 _EARLIER_NAMES = {
-    BACKUP_DIR: "backup.dir",
     PROCESS_HOST: "process.host",
     PROCESS_PID: "process.pid",
     RESUME_CLAIM: "resume.claim",

@@ -41,6 +41,13 @@ def callback_errors_are_not_swallowed(caplog):
     assert not swallowed, f"MLflowCallback swallowed an error (its traceback is in the captured log): {swallowed}"
 
 
+@pytest.fixture(autouse=True)
+def machine_state(tmp_path, monkeypatch) -> Path:
+    """This machine's own records (where each run's Keras backup is), kept apart for each test."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """compose_cfg("model=mlp", "reg=[l2,dropout]") -> the config the runner would get."""
@@ -102,6 +109,16 @@ def all_runs(tracking_uri: str) -> list:
     client = mlflow.MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
+
+
+def artifact_texts(client: mlflow.MlflowClient, run_id: str, folder) -> str:
+    """Every text file of a run's artifacts, read back, joined."""
+    local = client.download_artifacts(run_id, "", str(folder))
+    return "\n".join(
+        path.read_text(errors="replace")
+        for path in Path(local).rglob("*")
+        if path.is_file() and path.suffix in (".yaml", ".txt", ".csv")
+    )
 
 
 def not_a_database(folder: Path) -> Path:
@@ -186,3 +203,32 @@ def mlflow_server(tmp_path):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_mlflow_server(server)
+
+
+@pytest.fixture
+def request_recorder():
+    """An HTTP server on 127.0.0.1 that answers 503 to everything and keeps each request's line and
+    headers: where a colleague's edited run would send a user's credentials. Yields (URL, requests)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def _record(self):
+            seen.append(f"{self.requestline}\n{self.headers}")
+            self.send_response(503)
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _record
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

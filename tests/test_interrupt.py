@@ -14,6 +14,7 @@ import pytest
 from experiments.tracked_run import TrainingStopped
 from experiments.train import nothing_trained_if_interrupted
 from plugins.interrupt import StopOnSignal, TrainingInterrupted, signals_held
+from plugins.sweep_stop import STOP_FILE_ENV, SweepStop, stop_requested
 from tests.conftest import ROOT
 
 
@@ -88,3 +89,16 @@ def test_a_sweep_s_stop_file_stops_training_as_its_signal_would(tmp_path, monkey
     assert StopOnSignal(stop_file=tmp_path / "half-written").received is None
     (tmp_path / "half-written").write_text("")
     StopOnSignal(stop_file=tmp_path / "half-written").on_epoch_begin(0)  # an empty file is no signal yet
+
+
+@pytest.mark.parametrize("content", ["999", "-15", "0", "abc", "15" * 40])
+def test_a_crafted_stop_file_is_no_signal(tmp_path, monkeypatch, content):
+    """Anyone who can write the sweep's folder can write its stop file: only a signal a sweep stops on
+    counts, and anything else neither stops training nor crashes the job or the sweep's end."""
+    stop_file = tmp_path / ".stopped"
+    stop_file.write_text(content)
+    monkeypatch.setenv(STOP_FILE_ENV, str(stop_file))
+    assert stop_requested() is None and SweepStop(tmp_path).signal_received is None
+    StopOnSignal(stop_file=stop_file).on_train_batch_begin(0)  # training goes on
+    stop_file.write_text(str(int(signal.SIGHUP)))
+    assert stop_requested() == signal.SIGHUP and SweepStop(tmp_path).signal_received == signal.SIGHUP

@@ -13,7 +13,17 @@ import pytest
 from plugins import MLflowCallback
 from plugins.errors import describe
 from plugins.params import to_params
-from plugins.redaction import RedactingFilter, is_secret, redact, redact_override, redact_text
+from plugins.redaction import (
+    RedactingFilter,
+    install_log_redaction,
+    is_secret,
+    one_line,
+    redact,
+    redact_override,
+    redact_text,
+)
+from plugins.sweep import record_search
+from tests.conftest import artifact_texts
 
 URI = "http://alice:PASS-123@127.0.0.1:5000"
 
@@ -52,6 +62,42 @@ def test_configs_overrides_and_params_go_through_the_same_rule():
     assert params == {"mlflow.tracking_uri": "http://alice:[redacted]@127.0.0.1:5000", "api_token": "[redacted]"}
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [  # Hydra escapes an override's colons in a -m sweep's job overrides and its launcher's lines
+        (
+            "mlflow.tracking_uri=postgresql\\://u\\:PW-1@db:5432/x",
+            "mlflow.tracking_uri=postgresql\\://u\\:[redacted]@db:5432/x",
+        ),
+        (
+            "\t#0 : reg=l2 +mlflow.tags.db=mysql\\://u\\:PW-1@h/x",
+            "\t#0 : reg=l2 +mlflow.tags.db=mysql\\://u\\:[redacted]@h/x",
+        ),
+        # a dict-valued override, as typed and as Hydra or Python print it
+        ("+db={password: PW-1, host: h}", "+db={password: [redacted], host: h}"),
+        ("+db={'password': 'PW 1', host: h}", "+db={'password': [redacted], host: h}"),
+        (
+            "Best parameters: {'db.password': 'PW-1', 'reg.l2': 0.1}",
+            "Best parameters: {'db.password': [redacted], 'reg.l2': 0.1}",
+        ),
+        (
+            "runtime_env={env_vars: {MLFLOW_TRACKING_PASSWORD: PW-1}}",
+            "runtime_env={env_vars: {MLFLOW_TRACKING_PASSWORD: [redacted]}}",
+        ),
+        ("+db={tokens: [PW-1, PW-2], host: h}", "+db={tokens: [redacted], host: h}"),
+        ("reg=[l2,dropout] trainer.epochs=3", "reg=[l2,dropout] trainer.epochs=3"),
+    ],
+)
+def test_every_form_a_secret_takes_in_text_is_redacted(text, shown):
+    assert redact_text(text) == shown
+    assert redact_override(text) == shown
+
+
+def test_a_name_read_back_from_a_store_cannot_forge_a_line():
+    assert one_line("cnn-l2\nerror: forged\r\x1b[2J") == "cnn-l2?error: forged??[2J"
+    assert one_line("from http://a:PW@h") == "from http://a:[redacted]@h"
+
+
 def test_log_lines_are_redacted_whoever_writes_them():
     record = logging.LogRecord(
         "hydra",
@@ -68,6 +114,30 @@ def test_log_lines_are_redacted_whoever_writes_them():
     )
 
 
+def test_log_lines_stay_redacted_after_logging_is_configured_anew():
+    """Hydra's launchers configure logging again right before they log each job's overrides."""
+    import io
+    import logging.config
+
+    original = logging.getLogRecordFactory()
+    printed = io.StringIO()
+    try:
+        install_log_redaction()
+        install_log_redaction()  # once is enough; twice changes nothing
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"console": {"class": "logging.StreamHandler", "stream": printed}},
+                "loggers": {"launcher": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+            }
+        )
+        logging.getLogger("launcher").info("\t#%d : %s", 0, "+db={password:PW-1,host:h} x=postgresql\\://u\\:PW-2@h")
+    finally:
+        logging.setLogRecordFactory(original)
+    assert printed.getvalue() == "\t#0 : +db={password:[redacted],host:h} x=postgresql\\://u\\:[redacted]@h\n"
+
+
 def test_the_callback_s_tags_and_run_name_are_redacted(tracking_uri):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("sgd", "mse")
@@ -79,16 +149,6 @@ def test_the_callback_s_tags_and_run_name_are_redacted(tracking_uri):
     assert run.data.tags["api_key"] == "[redacted]" and run.data.tags["team"] == "vision"
     assert run.data.tags["source"] == "http://alice:[redacted]@127.0.0.1:5000"
     assert run.info.run_name == "job from http://alice:[redacted]@127.0.0.1:5000"
-
-
-def artifact_texts(client: mlflow.MlflowClient, run_id: str, folder) -> str:
-    """Every text file of a run's artifacts, read back, joined."""
-    local = client.download_artifacts(run_id, "", str(folder))
-    return "\n".join(
-        path.read_text(errors="replace")
-        for path in Path(local).rglob("*")
-        if path.is_file() and path.suffix in (".yaml", ".txt", ".csv")
-    )
 
 
 @pytest.mark.slow
@@ -148,3 +208,22 @@ def test_a_tracking_uri_with_credentials_that_does_not_answer_is_one_line_withou
         )
     )
     assert "PASS-123" not in done.stdout + done.stderr
+
+
+def test_a_search_over_a_secret_keeps_it_out_of_the_parent_and_its_files(tracking_uri, tmp_path):
+    results = tmp_path / "optimization_results.yaml"
+    results.write_text(
+        "name: optuna\nbest_params:\n  reg.l2: 0.001\n  +mlflow.tags.api_token: TOKEN-A\n  db.password: PW-B\n"
+        "best_value: 0.25\n"
+    )
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.create_run(client.create_experiment("search")).info.run_id
+    record_search(client, parent, results)
+    run = client.get_run(parent)
+    assert run.data.tags["search.best_params"] == (
+        "reg.l2=0.001 +mlflow.tags.api_token=[redacted] db.password=[redacted]"
+    )
+    assert run.data.metrics["search.best_value"] == 0.25
+    stored = Path(client.download_artifacts(parent, "optimization_results.yaml", str(tmp_path / "back"))).read_text()
+    for text in (stored, results.read_text()):  # the parent's copy and the one left in the sweep's folder
+        assert "TOKEN-A" not in text and "PW-B" not in text and "reg.l2: 0.001" in text

@@ -33,7 +33,14 @@ def test_sync_makes_only_the_calls_it_keeps_for_its_own_run_and_a_torn_line_stop
             "keywords": {},
         },
         {"what": "x", "method": "log_batch", "args": [run_id], "keywords": {"metrics": [{"key": 1}], "callback": 1}},
+        # links inside the kept files: one to a file of the machine's, one in a kept folder
+        {"what": "x", "method": "log_artifact", "args": [run_id, str(folder / "files" / "hostname"), None]},
+        {"what": "x", "method": "log_artifacts", "args": [run_id, str(folder / "files" / "tensorboard"), "tb"]},
     ]
+    (folder / "files" / "tensorboard").mkdir(parents=True)
+    (folder / "files" / "tensorboard" / "key").symlink_to(tmp_path / "id_rsa")
+    (folder / "files" / "hostname").symlink_to("/etc/hostname")
+    (tmp_path / "id_rsa").write_text("PRIVATE")
     with open(folder / spool.SPOOL_FILE, "a") as records:
         records.write("".join(json.dumps(record) + "\n" for record in crafted))
     spool.keep([("ending the run FINISHED", partial(client.set_terminated, run_id, "FINISHED"))], folder)
@@ -45,8 +52,9 @@ def test_sync_makes_only_the_calls_it_keeps_for_its_own_run_and_a_torn_line_stop
     assert client.get_experiment(experiment).lifecycle_stage == "active"
     assert client.get_run(other).info.status == "RUNNING" and client.list_artifacts(run_id) == []
     refusals = [record.getMessage() for record in caplog.records if "refused, not sent" in record.getMessage()]
-    assert len(refusals) == 6
+    assert len(refusals) == 8
     assert "'delete_experiment' is not a call this project keeps" in refusals[0]
-    assert f"not this folder's run {run_id}" in refusals[1] and "not a JSON record" in refusals[5]
-    assert len((folder / spool.REFUSED_FILE).read_text().splitlines()) == 6
+    assert f"not this folder's run {run_id}" in refusals[1] and "not a JSON record" in refusals[7]
+    assert "which is not a file kept in" in refusals[5] and "which holds a link (key) out of" in refusals[6]
+    assert len((folder / spool.REFUSED_FILE).read_text().splitlines()) == 8
     assert not (folder / spool.SPOOL_FILE).exists()

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import EPOCH_KEYS, all_runs
+from tests.conftest import EPOCH_KEYS, all_runs, artifact_texts
 
 pytestmark = pytest.mark.slow
 # Two epochs: no plateau cuts the rate, so there is no (flat) learning_rate.png.
@@ -32,6 +32,10 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
         "trainer.verbose=0",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
+        # Secrets in the forms a sweep gives them: a URL Hydra escapes (postgresql\://u\:PW@...) in
+        # each job's overrides and launcher line, and a dict value.
+        "+mlflow.tags.db=postgresql://u:URL-PW@db:5432/x",
+        "+db={password: DICT-PW, host: h}",
         env={"MLFLOW_TRACKING_URI": mlflow_server},
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,6 +61,15 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
     assert parent.data.tags["mlflow.source.name"].endswith("train.py")  # the program the sweep ran
     bookkeeping = {"internal.process.host", "internal.process.pid", "internal.sweep.dir"}
     assert bookkeeping <= set(parent.data.tags) and not {"process.host", "sweep.dir"} & set(parent.data.tags)
+    seen = [done.stdout, done.stderr]
+    for run in runs:
+        seen += [run.info.run_name, str(run.data.params), str(run.data.tags)]
+        seen.append(artifact_texts(client, run.info.run_id, tmp_path / "artifacts" / run.info.run_id))
+    seen += [path.read_text(errors="replace") for path in (tmp_path / "multirun").rglob("*.yaml")]
+    seen = "\n".join(seen)
+    assert "#0 : reg=none" in seen and "+mlflow.tags.db=postgresql\\://u\\:[redacted]@db" in seen  # a job's line
+    assert "password: [redacted]" in seen and children[0].data.params["db.host"] == "h"
+    assert [line for line in seen.splitlines() if "URL-PW" in line or "DICT-PW" in line] == []
 
     shown = run_cli("experiments.compare", "--tracking-uri", mlflow_server, "--output", "report")
     assert shown.returncode == 0, shown.stderr[-2000:]
