@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hydra.errors import CompactHydraException
-from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_NAME_LENGTH, _validate_tag_name
+from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_EXPERIMENT_NAME_LENGTH,
+    _validate_model_alias_name,
+    _validate_model_alias_name_reserved,
+    _validate_model_name,
+    _validate_tag_name,
+)
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -56,6 +64,30 @@ def _one_of(*allowed: Any) -> Callable[[Any], bool]:
     return lambda value: value in allowed
 
 
+def _mlflow_accepts(*validations: Callable[[str], None]) -> Callable[[Any], bool]:
+    """A rule made of MLflow's own checks of a name (the registry's): what it would refuse at the end
+    of training is refused before it."""
+
+    def accepts(value: Any) -> bool:
+        try:
+            for validate in validations:
+                validate(value)
+        except Exception:
+            return False
+        return True
+
+    return accepts
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a SLURM task or a container may get fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# A registry name or alias MLflow takes; the alias neither ``latest`` nor a version's (``v3``).
+_REGISTRY_NAME = _mlflow_accepts(_validate_model_name)
+_REGISTRY_ALIAS = _mlflow_accepts(_validate_model_alias_name, _validate_model_alias_name_reserved)
+
 # The metrics a run of this runner has (the model is compiled with accuracy).
 MONITORABLE = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -82,7 +114,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.epochs", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.batch_size", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
     ("trainer.seed", lambda v: _is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
-    ("trainer.threads", lambda v: v is None or (_is_whole(v) and v > 0), "null or a whole number > 0"),
+    (
+        "trainer.threads",
+        lambda v: v is None or (_is_whole(v) and 0 < v <= usable_cpus()),
+        f"null or a whole number in 1..{usable_cpus()}, the CPUs this process may use",
+    ),
     ("trainer.deterministic", _one_of(True, False), "true or false"),
     ("trainer.verbose", _one_of(0, 1, 2), "0, 1 or 2"),
     ("data.val_fraction", _fraction, "a number between 0 and 1"),
@@ -109,6 +145,15 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mlflow.wait_for_server_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.flush_timeout_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.checkpoint_interval_s", _non_negative, "a number of seconds >= 0"),
+    ("mlflow.log_system_metrics", _one_of(True, False), "true or false"),
+    ("mlflow.diagnostics", _one_of(True, False), "true or false"),
+    ("mlflow.registered_model_name", lambda v: v is None or _REGISTRY_NAME(v), "null or a name without / or :"),
+    ("mlflow.register_model_name", lambda v: v is None or _REGISTRY_NAME(v), "null or a name without / or :"),
+    (
+        "mlflow.registered_model_alias",
+        lambda v: v is None or _REGISTRY_ALIAS(v),
+        "null or an alias of letters, digits, _ and - (not latest, nor v<number>, which MLflow keeps for itself)",
+    ),
 ]
 
 # Arguments of the callbacks in conf/callbacks/, checked wherever a switched-on callback sets them:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
 from omegaconf import OmegaConf
+from sqlalchemy.engine import make_url
 
 from plugins.errors import first_line
 from plugins.redaction import redact_text
@@ -41,11 +44,32 @@ def open_tracking_store(uri: str | None) -> mlflow.MlflowClient:
     one line, not a traceback."""
     uri = uri or CONFIGURED.tracking_uri
     try:
-        return mlflow.MlflowClient(uri)
+        with store_setup_lock(uri or mlflow.get_tracking_uri()):
+            return mlflow.MlflowClient(uri)
     except Exception as error:  # SQLAlchemy, sqlite3, an unknown scheme: all mean the same to the user
         raise TrackingStoreError(
             f"cannot open the tracking store {uri or mlflow.get_tracking_uri()}: {first_line(error)}"
         ) from None
+
+
+@contextmanager
+def store_setup_lock(uri: str):
+    """While a SQLite store is opened, hold a lock beside its file (``mlflow.db.lock``): MLflow makes a
+    new store's tables on first use, and two commands doing so at the same moment break it for good
+    (``table _alembic_tmp_... already exists``). Where the lock cannot be made, the store is opened
+    without it (its folder is not writable: the store checks say so)."""
+    database = make_url(uri).database if uri.startswith("sqlite:") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    try:
+        lock = open(f"{database}.lock", "a")  # noqa: SIM115 (held for the block below)
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def read_run(client: mlflow.MlflowClient, run_id: str):

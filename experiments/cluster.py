@@ -33,12 +33,14 @@ def register() -> None:
         OmegaConf.register_new_resolver("cpus_per_job", cpus_per_job)
 
 
-def check_launcher(launcher: DictConfig) -> None:
-    """The launcher's engine, ready for the sweep. A Ray is started or joined here, and the Ray
+def check_launcher(config: DictConfig) -> None:
+    """The sweep's launcher's engine, ready for its jobs. A Ray is started or joined here, and the Ray
     launcher then uses it as it is (it starts none when one is initialised)."""
+    launcher = config.hydra.launcher
     target = str(launcher.get("_target_", ""))
     if target.endswith(".RayLauncher"):
         start_ray(OmegaConf.to_container(launcher.ray.init, resolve=True) or {})
+        refuse_unschedulable(cpus_per_job(OmegaConf.select(config, "trainer.threads")))
     elif target.endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
         raise ConfigError(
             "hydra/launcher=submitit_slurm: sbatch is not on this machine's PATH; start the sweep "
@@ -57,6 +59,18 @@ def start_ray(init: dict[str, Any]) -> None:
         ray.init(**init)
     except Exception as error:
         raise ConfigError(ray_refusal(address, error)) from None
+
+
+def refuse_unschedulable(cpus: int) -> None:
+    """A Ray task that reserves more CPUs than any node has waits for ever, and the sweep with it."""
+    import ray
+
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if cpus > largest:
+        raise ConfigError(
+            f"trainer.threads={cpus}: each job's Ray task would reserve {cpus} CPUs, and no node of the Ray "
+            f"cluster has more than {largest:g}; give trainer.threads={max(1, int(largest))} or fewer"
+        )
 
 
 def refuse_unless_listening(address: str, timeout_s: float = 3.0) -> None:

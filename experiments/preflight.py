@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, open_tracking_store
 from experiments.cluster import check_launcher
+from experiments.search import check_sweep_space
 from plugins.errors import first_line
 from plugins.redaction import redact_text
 from plugins.tracking_server import ServerUnreachable, api_problem, permission_problem, wait_for_server
@@ -142,8 +143,9 @@ class Preflight(Callback):
         def check() -> None:
             _check_folder("hydra.sweep.dir", config.hydra.sweep.dir)
             settings = OmegaConf.select(config, "mlflow")
+            check_sweep_space(config)
             check_store(settings.tracking_uri, settings.experiment_name, settings.wait_for_server_s)
-            check_launcher(config.hydra.launcher)  # last: it may start Ray
+            check_launcher(config)  # last: it may start Ray
 
         self._refuse_if(check)
 

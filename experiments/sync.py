@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     not_done = 0
     for folder in folders:
-        replay = spool.send(folder, client)
+        try:
+            replay = spool.send(folder, client)
+        except OSError as error:  # its disk, not the server: what was sent is off the spool already
+            print(f"error: {folder}: {error.strerror or error} ({error.filename or folder})", file=sys.stderr)
+            not_done += 1
+            continue
         not_done += replay.unsent + replay.refused
         refused = f", {replay.refused} refused (kept in {folder / spool.REFUSED_FILE})" if replay.refused else ""
         print(f"{folder}: sent {replay.sent}, {replay.unsent} still unsent{refused}")

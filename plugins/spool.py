@@ -74,14 +74,35 @@ def send(folder: Path, client: mlflow.MlflowClient) -> Replay:
         else:
             if method == "set_terminated" and args[1] == "FINISHED":
                 _clear_missing_files(client, folder.name)
-    if refused:
-        with open(folder / REFUSED_FILE, "a") as kept:
-            kept.write("".join(f"{line}\n" for line in refused))
-    path.write_text("".join(f"{line}\n" for line in left))
-    if not left:
+    still_here = left + _moved_aside(folder, refused)
+    _rewrite_in_place(path, still_here)  # before anything else: what was sent is never sent again
+    if not still_here:
         path.unlink()
         shutil.rmtree(folder / "files", ignore_errors=True)
     return Replay(sent, len(left), len(refused))
+
+
+def _moved_aside(folder: Path, refused: list[str]) -> list[str]:
+    """Append the refused lines to refused.jsonl; those that cannot be (a full disk) stay in the spool,
+    where the next sync refuses them again without calling anything."""
+    if not refused:
+        return []
+    try:
+        with open(folder / REFUSED_FILE, "a") as kept:
+            kept.write("".join(f"{line}\n" for line in refused))
+    except OSError as error:
+        log.error("%s: the refused lines stay in %s (%s)", folder / REFUSED_FILE, SPOOL_FILE, error.strerror or error)
+        return refused
+    return []
+
+
+def _rewrite_in_place(path: Path, lines: list[str]) -> None:
+    """The spool's remaining lines, written over its own bytes: they are a part of what it held, so
+    this needs no new room on a full disk (a new file, or a write after truncating, could)."""
+    text = "".join(f"{line}\n" for line in lines).encode()
+    with open(path, "r+b") as spool:
+        spool.write(text)
+        spool.truncate()
 
 
 def _clear_missing_files(client: mlflow.MlflowClient, run_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -126,6 +127,21 @@ def not_a_database(folder: Path) -> Path:
     path = folder / "broken.db"
     path.write_bytes(b"these bytes are no SQLite database" * 100)
     return path
+
+
+@contextlib.contextmanager
+def small_disk(folder, size: str):
+    """A tmpfs of ``size`` at ``folder``: a real full disk. Skipped, saying why, where none can be mounted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here ({mounted.stderr.strip() or 'mount failed'}), so no full disk")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def free_port() -> int:

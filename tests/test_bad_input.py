@@ -92,6 +92,24 @@ CASES = {
         lambda t: ["mlflow.run_name=${model.name}-${reg.nope}"],
         "mlflow.run_name: Interpolation key 'reg.nope' not found",
     ),
+    "registry name MLflow refuses": (
+        lambda t: ["mlflow.registered_model_name=bad/name%"],
+        "mlflow.registered_model_name='bad/name%': expected null or a name without / or :",
+    ),
+    "alias MLflow refuses": (lambda t: ["mlflow.registered_model_alias='bad alias!'"], "mlflow.registered_model_alias"),
+    "alias MLflow keeps for itself": (
+        lambda t: ["mlflow.registered_model_alias=latest"],
+        "mlflow.registered_model_alias='latest': expected null or an alias of letters, digits, _ and - (not latest",
+    ),
+    "alias of a version": (lambda t: ["mlflow.registered_model_alias=v3"], "mlflow.registered_model_alias='v3'"),
+    "more threads than CPUs": (
+        lambda t: ["trainer.threads=1000000"],
+        "trainer.threads=1000000: expected null or a whole number in 1..",
+    ),
+    "system metrics maybe": (
+        lambda t: ["mlflow.log_system_metrics=maybe"],
+        "mlflow.log_system_metrics='maybe': expected true or false",
+    ),
     "plateau with cosine": (
         lambda t: ["schedule=cosine", "callbacks.reduce_lr_on_plateau={_target_: keras.callbacks.ReduceLROnPlateau}"],
         "callbacks.reduce_lr_on_plateau and schedule=cosine",

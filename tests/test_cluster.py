@@ -132,7 +132,7 @@ def test_a_slurm_sweep_without_sbatch_is_one_line(compose_cfg, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     cfg = compose_cfg("hydra/launcher=submitit_slurm")
     with pytest.raises(ConfigError, match="^hydra/launcher=submitit_slurm: sbatch is not on this machine's PATH"):
-        check_launcher(cfg.hydra.launcher)
+        check_launcher(cfg)
 
 
 # --- real sweeps. Ray listens on every address of the machine: each Ray here runs in a network
@@ -239,6 +239,26 @@ def test_sigterm_stops_a_sweep_on_a_running_ray_cluster(run_cli, tracking_uri, t
     }
     assert runs["parent"].data.tags["failure.reason"] == "the sweep was stopped by SIGTERM"
     assert all(runs[reg].data.metrics["epochs_run"] < 300 for reg in ("none", "l2"))
+
+
+@pytest.mark.slow
+def test_a_job_no_ray_node_can_schedule_is_one_line_and_no_run(run_cli, tracking_uri, ray_env):
+    """A task reserving more CPUs than any node has would wait for ever, the parent RUNNING."""
+    done = run_cli(
+        "experiments.train",
+        *SWEEP,
+        "hydra/launcher=ray",
+        "trainer.threads=64",
+        env=ray_env,
+        prefix=in_private_network(),
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    cpus = len(os.sched_getaffinity(0))
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: trainer.threads=64: each job's Ray task would reserve 64 CPUs, and no node of the Ray cluster "
+        f"has more than {cpus}; give trainer.threads={cpus} or fewer"
+    )
+    assert all_runs(tracking_uri) == []
 
 
 @pytest.mark.slow

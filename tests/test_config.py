@@ -306,3 +306,41 @@ def test_a_search_goes_the_way_the_monitored_metric_is_better(compose_cfg, monit
     cfg = compose_cfg("+experiment=search", f"mlflow.monitor={monitor}", f"mlflow.mode={mode}")
     assert cfg.hydra.sweeper.direction == direction
     assert cfg.hydra.sweeper.n_trials == 20 and cfg.hydra.sweeper.max_failure_rate == 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: expected a whole number of trials >= 1"),
+        (
+            ["hydra.sweeper.params={reg.l2: 'interval(1e-3, 0)'}"],
+            "reg.l2=interval(1e-3, 0): an interval from 0.001 down to 0: expected the lower bound first",
+        ),
+        (
+            ["hydra.sweeper.params={optimizer.learning_rate: 'tag(log, interval(0, 1e-2))'}"],
+            "optimizer.learning_rate=tag(log, interval(0, 1e-2)): a log scale needs a lower bound > 0",
+        ),
+    ],
+)
+def test_a_search_space_that_holds_nothing_is_refused_before_the_sweep(compose_cfg, overrides, line):
+    from experiments.checks import ConfigError
+    from experiments.search import check_sweep_space, register
+
+    register()
+    check_sweep_space(compose_cfg("+experiment=search"))  # the shipped search is fine
+    with pytest.raises(ConfigError) as refused:
+        check_sweep_space(compose_cfg("+experiment=search", *overrides))
+    assert str(refused.value) == line
+
+
+def test_a_swept_range_on_the_command_line_that_holds_nothing_is_refused(compose_cfg):
+    from omegaconf import read_write
+
+    from experiments.checks import ConfigError
+    from experiments.search import check_sweep_space
+
+    cfg = compose_cfg()
+    with read_write(cfg.hydra):  # as Hydra sets it for `-m reg=none trainer.seed=range(5,1) ...`
+        cfg.hydra.overrides.task = ["reg=none", "trainer.seed=range(5,1)", "reg.dropout=interval(1,0)"]
+    with pytest.raises(ConfigError, match=r"^trainer.seed=range\(5,1\): a range that holds no value"):
+        check_sweep_space(cfg)

@@ -173,3 +173,25 @@ def test_a_server_whose_api_fails_or_hangs_is_one_line_before_training(run_cli, 
         f"error: mlflow.tracking_uri={uri}: the server answers its health check but not its API ({problem}); "
         "nothing was trained"
     )
+
+
+@pytest.mark.slow
+def test_commands_that_open_a_new_sqlite_store_at_the_same_moment_all_work(tmp_path):
+    """MLflow makes a new store's tables on first use, which two processes at once break for good
+    (``table _alembic_tmp_... already exists``); the commands take turns through a lock beside the file."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    opens = "from experiments.cli import open_tracking_store; open_tracking_store({!r}).search_experiments()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    commands = [
+        subprocess.Popen([sys.executable, "-c", opens.format(uri)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    failures = [command.communicate(timeout=120)[1] for command in commands if command.wait(timeout=120) != 0]
+    assert failures == []
+    assert [e.name for e in mlflow.MlflowClient(uri).search_experiments()] == ["Default"]
+    assert (tmp_path / "fresh.db.lock").is_file()

@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import EPOCH_KEYS, ROOT, all_runs, free_port, start_mlflow_server, stop_mlflow_server
+from tests.conftest import EPOCH_KEYS, ROOT, all_runs, free_port, small_disk, start_mlflow_server, stop_mlflow_server
 
 pytestmark = pytest.mark.slow
 # A fixed budget (no early stopping) and verbose=2, which prints "Epoch k/N" as epoch k-1 begins.
@@ -635,21 +635,6 @@ def test_a_signal_to_a_joblib_sweep_stops_its_workers_and_their_runs(tmp_path, t
     assert [child.info.status for child in children] == ["KILLED", "KILLED"]
     assert all(child.data.tags["failure.reason"] == "training interrupted by SIGTERM" for child in children)
     assert parent.info.status == "KILLED" and parent.data.metrics["jobs_finished"] == 0
-
-
-@contextlib.contextmanager
-def small_disk(folder, size: str):
-    """A tmpfs of ``size`` at ``folder``: a real full disk. Skipped, saying why, where none can be mounted."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"no tmpfs can be mounted here ({mounted.stderr.strip() or 'mount failed'}), so no full disk")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_a_full_artifact_store_leaves_no_half_file_and_the_run_fails_until_sync(tmp_path, tracking_uri, run_cli):

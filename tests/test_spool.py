@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import partial
 
@@ -10,6 +11,7 @@ from mlflow.entities import Metric
 
 from experiments.sync import main as sync
 from plugins import spool
+from tests.conftest import small_disk
 
 
 def test_sync_makes_only_the_calls_it_keeps_for_its_own_run_and_a_torn_line_stops_nothing(
@@ -58,3 +60,27 @@ def test_sync_makes_only_the_calls_it_keeps_for_its_own_run_and_a_torn_line_stop
     assert "which is not a file kept in" in refusals[5] and "which holds a link (key) out of" in refusals[6]
     assert len((folder / spool.REFUSED_FILE).read_text().splitlines()) == 8
     assert not (folder / spool.SPOOL_FILE).exists()
+
+
+def test_sync_on_a_full_disk_sends_nothing_twice_and_says_so_in_a_line(tmp_path, tracking_uri, capsys):
+    """The spool's own disk is full: refused.jsonl cannot be written, yet the lines already sent leave
+    the spool (rewritten in place, which needs no room), so a second sync sends none of them again."""
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("sync")).info.run_id
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        folder = disk / "unsent" / run_id
+        spool.keep([("epoch 0", partial(client.log_batch, run_id, metrics=[Metric("loss", 0.5, 0, 0)]))], folder)
+        with open(folder / spool.SPOOL_FILE, "a") as records:
+            records.write('{"what": "x", "method": "delete_experiment", "args": ["0"]}\n')
+        with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as filler:
+            while True:  # until the disk is full
+                filler.write(b"\0" * 4096)
+        for _ in range(2):
+            assert sync([str(folder), "--tracking-uri", tracking_uri]) == 1  # the refused line is still there
+        refused = folder / spool.REFUSED_FILE
+        assert not refused.exists() or refused.read_text() == ""  # no room for it
+        kept = (folder / spool.SPOOL_FILE).read_text().splitlines()
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [0.5]  # sent once, not twice
+    assert kept == ['{"what": "x", "method": "delete_experiment", "args": ["0"]}']
+    said = capsys.readouterr()
+    assert "Traceback" not in said.out + said.err and "sent 1, 0 still unsent, 1 refused" in said.out
