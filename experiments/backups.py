@@ -17,7 +17,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OWNER_FILE = ".run_id"  # in the backup folder: the run it belongs to
-KERAS_STATE = "training_metadata.json"  # what BackupAndRestore restores the epoch from
+# What BackupAndRestore restores: the epoch, and the weights (without them it would restore the epoch
+# alone and train on from fresh weights, in silence).
+KERAS_STATE = ("training_metadata.json", "latest.weights.h5")
 _RUN_ID = re.compile(r"[0-9a-zA-Z_-]{1,64}")  # a run id is a file name here: no separator, no ..
 
 
@@ -57,8 +59,8 @@ def recorded_backup(run_id: str) -> tuple[str | None, str | None]:
         if not record.is_file():
             return None, "this machine holds no backup of it"
         folder = Path(record.read_text().strip())
-        if not (folder / KERAS_STATE).is_file():
-            return None, f"its backup folder {folder} holds no backup"
+        if not all((folder / name).is_file() for name in KERAS_STATE):
+            return None, f"its backup folder {folder} holds no whole backup"
         if (folder / OWNER_FILE).read_text().strip() != run_id:
             return None, f"its backup folder {folder} holds another run's backup"
     except (OSError, ValueError, UnicodeDecodeError) as error:

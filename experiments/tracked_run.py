@@ -7,12 +7,16 @@ status and failure reason each way out of training gets.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import logging
 import os
 import re
 import shlex
 import socket
+import sys
+import traceback
 from pathlib import Path
 
 import mlflow
@@ -167,6 +171,7 @@ class TrackedRun:
                 f"run {self.run_id} FAILED: the loss became NaN; try a lower optimizer.learning_rate", 1
             ) from None
         if isinstance(error, OSError) and error.errno in DISK_ERRORS:  # where files go, not a bug: no traceback
+            close_what_the_failed_write_left_open(error)
             where = f" ({error.filename})" if error.filename else ""
             raise TrainingStopped(
                 f"run {self.run_id} FAILED: {describe(error)}{where}; make room (the output folder is "
@@ -187,6 +192,27 @@ class TrackedRun:
         if uri.startswith(("http://", "https://")):
             return f"see it at {without_credentials(uri).rstrip('/')}/{page}"
         return f"see it with `mlflow ui --backend-store-uri {redact_text(uri)}` at http://127.0.0.1:5000/{page}"
+
+
+def close_what_the_failed_write_left_open(error: OSError) -> None:
+    """A write that failed on a full disk (Keras' backup, an HDF5 file) leaves its file open, and its
+    close fails too: HDF5 then crashed the process as it exited (a segmentation fault, exit 139,
+    instead of the one line and exit 1). Such a file is half-written, of no use to a resume: its
+    bytes are dropped, which makes the room its close needs, and the file is removed."""
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    h5py = sys.modules.get("h5py")
+    for file in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE) if h5py else []:
+        if file.get_intent() != h5py.h5f.ACC_RDWR:
+            continue  # open for reading: nothing half-written
+        name = os.fsdecode(file.name)
+        with contextlib.suppress(OSError):
+            os.truncate(name, 0)
+        with contextlib.suppress(Exception):
+            file.close()
+        with contextlib.suppress(OSError):
+            os.remove(name)
+        log.warning("removed %s, which the full disk left half-written", name)
 
 
 def without_credentials(url: str) -> str:

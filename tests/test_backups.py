@@ -16,16 +16,20 @@ RUN = "0123456789abcdef0123456789abcdef"
 
 
 def keras_backup(folder):
-    """What BackupAndRestore leaves after an epoch (its metadata file is what a resume needs)."""
-    (folder / KERAS_STATE).write_text('{"epoch": 2}')
+    """What BackupAndRestore leaves after an epoch: its metadata and the weights."""
+    for name in KERAS_STATE:
+        (folder / name).write_text("{}")
 
 
 def test_a_recorded_backup_of_this_run_is_found(tmp_path, machine_state):
     backup = tmp_path / "outputs" / "backup"
     record_backup(RUN, str(backup))
-    assert recorded_backup(RUN) == (None, f"its backup folder {backup} holds no backup")  # no epoch ended yet
+    assert recorded_backup(RUN) == (None, f"its backup folder {backup} holds no whole backup")  # no epoch yet
     keras_backup(backup)
     assert recorded_backup(RUN) == (str(backup), None)
+    (backup / "latest.weights.h5").unlink()  # a full disk cut its write: Keras would restore the epoch alone
+    assert recorded_backup(RUN) == (None, f"its backup folder {backup} holds no whole backup")
+    keras_backup(backup)
     assert (machine_state / "keras-mlflow-experiments" / "backups" / RUN).read_text() == str(backup)
     forget_backup(RUN)
     assert recorded_backup(RUN) == (None, "this machine holds no backup of it")
