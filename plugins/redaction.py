@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ _URL_CREDENTIALS = re.compile(
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # a line break forges a log line
 # key: value inside a dict as Hydra takes it ({password: x}) or Python prints it ({'password': 'x'}).
 _MAPPING = re.compile(
-    r"""(?P<key>(?P<quote>["']?)[\w.-]+(?P=quote))(?P<colon>\s*:\s*)"""
+    r"""(?P<key>(?P<quote>["']?)[+~]*[\w.-]+(?P=quote))(?P<colon>\s*:\s*)"""
     r"""(?P<value>"[^"]*"|'[^']*'|\[[^\]]*\]|[^\s,{}\[\]]+)"""
 )
 
@@ -41,7 +42,11 @@ def redact_text(text: str) -> str:
     ``key=value`` or ``key: value``."""
     text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{match['user']}{match['colon']}{REDACTED}@", text)
     text = _MAPPING.sub(
-        lambda match: f"{match['key']}{match['colon']}{REDACTED}" if is_secret(match["key"].strip("\"'")) else match[0],
+        lambda match: (
+            f"{match['key']}{match['colon']}{REDACTED}"
+            if is_secret(match["key"].strip("\"'").lstrip("+~"))
+            else match[0]
+        ),
         text,
     )
     return _redact_assignments(text)
@@ -98,10 +103,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingStream:
+    """A console stream (sys.stdout, sys.stderr) whose every write goes through the rule: Hydra writes
+    a failed job's overrides straight to stderr, past logging."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: Any) -> int:
+        return self._stream.write(redact_text(text) if isinstance(text, str) else text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def install_log_redaction() -> None:
     """Redact every log record as it is made, whichever logger makes it and whatever handlers print
-    it. (A filter on the handlers would not last: Hydra's launchers configure logging anew before they
-    log each job's overrides.)"""
+    it (a filter on the handlers would not last: Hydra's launchers configure logging anew before they
+    log each job's overrides), and every write to the console."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, RedactingStream):
+            setattr(sys, name, RedactingStream(stream))
     make_record = logging.getLogRecordFactory()
     if getattr(make_record, "redacts", False):
         return

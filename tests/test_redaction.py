@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import keras
@@ -85,6 +86,10 @@ def test_configs_overrides_and_params_go_through_the_same_rule():
             "runtime_env={env_vars: {MLFLOW_TRACKING_PASSWORD: [redacted]}}",
         ),
         ("+db={tokens: [PW-1, PW-2], host: h}", "+db={tokens: [redacted], host: h}"),
+        (
+            "Best parameters: {'reg.l2': 0.1, '+mlflow.tags.api_token': 'PW-1'}",
+            "Best parameters: {'reg.l2': 0.1, '+mlflow.tags.api_token': [redacted]}",
+        ),
         ("reg=[l2,dropout] trainer.epochs=3", "reg=[l2,dropout] trainer.epochs=3"),
     ],
 )
@@ -115,27 +120,28 @@ def test_log_lines_are_redacted_whoever_writes_them():
 
 
 def test_log_lines_stay_redacted_after_logging_is_configured_anew():
-    """Hydra's launchers configure logging again right before they log each job's overrides."""
+    """Hydra's launchers configure logging again (new handlers) right before they log each job's
+    overrides, and Hydra writes a failed job's overrides straight to stderr."""
     import io
-    import logging.config
 
-    original = logging.getLogRecordFactory()
-    printed = io.StringIO()
+    original, console = logging.getLogRecordFactory(), (sys.stdout, sys.stderr)
+    printed, stderr = io.StringIO(), io.StringIO()
+    launcher = logging.getLogger("a launcher")
+    handler = logging.StreamHandler(printed)
     try:
+        sys.stderr = stderr
         install_log_redaction()
         install_log_redaction()  # once is enough; twice changes nothing
-        logging.config.dictConfig(
-            {
-                "version": 1,
-                "disable_existing_loggers": False,
-                "handlers": {"console": {"class": "logging.StreamHandler", "stream": printed}},
-                "loggers": {"launcher": {"handlers": ["console"], "level": "INFO", "propagate": False}},
-            }
-        )
-        logging.getLogger("launcher").info("\t#%d : %s", 0, "+db={password:PW-1,host:h} x=postgresql\\://u\\:PW-2@h")
+        launcher.addHandler(handler)  # a handler made after the redaction was installed
+        launcher.setLevel(logging.INFO)
+        launcher.info("\t#%d : %s", 0, "+db={password:PW-1,host:h} x=postgresql\\://u\\:PW-2@h")
+        sys.stderr.write("Error executing job with overrides: ['+mlflow.tags.api_token=PW-3']\n")  # as Hydra does
     finally:
+        launcher.removeHandler(handler)
         logging.setLogRecordFactory(original)
+        sys.stdout, sys.stderr = console
     assert printed.getvalue() == "\t#0 : +db={password:[redacted],host:h} x=postgresql\\://u\\:[redacted]@h\n"
+    assert stderr.getvalue() == "Error executing job with overrides: ['+mlflow.tags.api_token=[redacted]\n"
 
 
 def test_the_callback_s_tags_and_run_name_are_redacted(tracking_uri):

@@ -171,14 +171,15 @@ def test_a_three_fold_sweep_validates_on_disjoint_folds_with_one_test_split(run_
     )
 
 
-def test_a_search_s_trials_are_children_and_its_parent_holds_the_best_one(run_cli, tracking_uri):
+def test_a_search_s_trials_are_children_and_its_parent_holds_the_best_one(run_cli, tracking_uri, tmp_path):
     done = run_cli(
         "experiments.train",
         "+experiment=search",
         "hydra.sweeper.n_trials=3",
         "trainer.epochs=2",
         "mlflow.log_model=false",
-        "reg.dropout=interval(0.9,1.6)",  # the seeded sampler's third trial draws 1.18, which is refused
+        "reg.dropout=interval(0.7,1.6)",  # the seeded sampler's second trial draws 1.01, which is refused
+        "+mlflow.tags.api_token=choice(SEARCH-TOKEN-1,SEARCH-TOKEN-2)",  # a secret searched over
     )
     assert done.returncode == 0, done.stderr[-3000:]  # the search went on past the failed trial
     parent, children = parent_and_children(all_runs(tracking_uri))
@@ -186,7 +187,7 @@ def test_a_search_s_trials_are_children_and_its_parent_holds_the_best_one(run_cl
     assert (parent.data.metrics["jobs"], parent.data.metrics["jobs_failed"]) == (3, 1)
     assert parent.info.status == "FAILED"  # as any sweep with a failed job
     said = done.stdout + done.stderr
-    assert "Failed experiment: reg.dropout=1.177737231961469: expected a number in [0, 1)" in said
+    assert "Failed experiment: reg.dropout=1.011004654338743: expected a number in [0, 1)" in said
     best = min(children, key=lambda child: child.data.metrics["best_val_loss"])
     assert parent.data.metrics["search.best_value"] == pytest.approx(best.data.metrics["best_val_loss"])
     searched = dict(part.split("=", 1) for part in parent.data.tags["search.best_params"].split())
@@ -194,3 +195,8 @@ def test_a_search_s_trials_are_children_and_its_parent_holds_the_best_one(run_cl
         assert float(searched[key]) == pytest.approx(float(best.data.params[key]))
     client = mlflow.MlflowClient(tracking_uri)
     assert "optimization_results.yaml" in {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert searched["+mlflow.tags.api_token"] == "[redacted]" and "Best parameters: {" in said
+    seen = [said, *(str(run.data.tags) + str(run.data.params) + run.info.run_name for run in (parent, *children))]
+    seen += [artifact_texts(client, run.info.run_id, tmp_path / run.info.run_id) for run in (parent, *children)]
+    seen += [path.read_text(errors="replace") for path in (tmp_path / "multirun").rglob("*.yaml")]
+    assert "SEARCH-TOKEN" not in "\n".join(seen)
