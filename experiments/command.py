@@ -25,3 +25,9 @@ def overrides_of(command: str) -> list[str]:
 def override_key(override: str) -> str:
     """``+mlflow.tags.team=vision`` -> ``mlflow.tags.team``."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def without_keys(overrides: list, given: list[str]) -> list:
+    """A run's overrides less those whose key a command gives again (the command's replace them)."""
+    keys = {override_key(override) for override in given}
+    return [override for override in overrides if override_key(str(override)) not in keys]

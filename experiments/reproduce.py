@@ -1,6 +1,9 @@
 """Re-run a logged run's configuration and, with --verify, prove the results match.
 
-python -m experiments.reproduce RUN_ID [--verify] [--tolerance 1e-6] [--tracking-uri URI]
+python -m experiments.reproduce RUN_ID [--verify] [--tolerance 1e-6] [--tracking-uri URI] [KEY=VALUE ...]
+
+Overrides given after the run id are this command's own, on top of the run's: what a run cannot give
+(its data file where that is outside the working folder, ``data.path=/data/set.npz``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 
 from experiments.checks import ConfigError
 from experiments.cli import TRACKING_URI_HELP, TrackingStoreError, open_tracking_store, read_run
+from experiments.command import without_keys
 from experiments.logged_overrides import checked_overrides
 from experiments.resume import logged_overrides
 from experiments.tracked_run import PROJECT_ROOT
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = open_tracking_store(args.tracking_uri)
         original = fetch_run(client, args.run_id)
-        overrides = overrides_to_rerun(client, original)
+        overrides = [*without_keys(overrides_to_rerun(client, original), args.overrides), *args.overrides]
         warn_about_code_drift(original)
         new_run_id = rerun(client, original, overrides)
         if not args.verify:
@@ -72,7 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=TRACKING_URI_HELP,
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "overrides", nargs="*", help="overrides of this command's own on top of the run's, e.g. data.path=/data/set.npz"
+    )
+    return parser.parse_intermixed_args(argv)  # overrides before or after the options
 
 
 def non_negative_number(text: str) -> float:

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.backups import recorded_backup
 from experiments.checks import ConfigError
 from experiments.cli import TrackingStoreError, read_run
-from experiments.command import override_key
+from experiments.command import override_key, without_keys
 from experiments.logged_overrides import checked_overrides
 from experiments.run_identity import training_params
 from plugins import tags
@@ -193,8 +193,7 @@ def _logged_yaml(client: mlflow.MlflowClient, run_id: str, artifact: str):
 
 def _not_given(logged: list[str], given: list[str]) -> list[str]:
     """The run's overrides that this command does not give again (a key given now replaces the logged one)."""
-    given_keys = {override_key(override) for override in given}
-    return [o for o in logged if override_key(str(o)) not in given_keys and override_key(str(o)) != "resume"]
+    return [override for override in without_keys(logged, given) if override_key(str(override)) != "resume"]
 
 
 def _refuse_changed_params(cfg: DictConfig, run) -> None:

@@ -206,3 +206,22 @@ def test_a_colleague_s_edited_run_reaches_no_file_credential_or_console_of_whoev
         assert uploaded and not any("id_rsa" in path for path in uploaded)
         assert not any("YOUR-PASSWORD" in str(value) for value in (each.data.params, each.data.tags))
     assert "YOUR-PASSWORD" not in said + reproduced.stdout + reproduced.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_takes_what_the_run_cannot_give_from_its_own_command(tracking_uri, tmp_path, capsys):
+    """A run's data file outside the working folder is left out; the user names theirs after the run id."""
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("keras-experiments")).info.run_id
+    client.log_text(
+        run_id, "- data=npz\n- data.path=/somewhere/theirs.npz\n- trainer.epochs=1\n", "hydra/overrides.yaml"
+    )
+    client.set_terminated(run_id, "FINISHED")
+    mine = tmp_path / "mine.npz"  # not there: the re-run refuses it before TensorFlow loads
+    assert reproduce([run_id, "--tracking-uri", tracking_uri, f"data.path={mine}"]) == 2
+    said = capsys.readouterr()
+    assert f"warning: run {run_id}: not re-applied, this command's own settings are used instead: data.path" in said.err
+    assert said.err.strip().splitlines()[-1] == (
+        f"error: the re-run of {run_id} failed (command: -m experiments.train data=npz trainer.epochs=1 "
+        f"data.path={mine} mlflow.experiment_name=keras-experiments +mlflow.tags.reproduces={run_id})"
+    )
