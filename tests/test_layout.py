@@ -1,4 +1,4 @@
-"""The house rules of ../shared/DESIGN.md that a reader relies on: small rooms, one direction of dependence."""
+"""The house rules docs/architecture.md states that a reader relies on: small rooms, one direction of dependence."""
 
 from __future__ import annotations
 
