@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from plugins.errors import first_line
+from plugins.metric_names import MODES
 
 
 class ConfigError(CompactHydraException, ValueError):
@@ -88,6 +89,8 @@ def usable_cpus() -> int:
 _REGISTRY_NAME = _mlflow_accepts(_validate_model_name)
 _REGISTRY_ALIAS = _mlflow_accepts(_validate_model_alias_name, _validate_model_alias_name_reserved)
 
+_MODE_WORDS = f"{', '.join(MODES[:-1])} or {MODES[-1]}"  # auto, min or max
+
 # The metrics a run of this runner has (the model is compiled with accuracy).
 MONITORABLE = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -138,7 +141,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "a mapping of tag names to values, e.g. +mlflow.tags.team=vision",
     ),
     ("mlflow.monitor", _one_of(*MONITORABLE), ", ".join(MONITORABLE)),
-    ("mlflow.mode", _one_of("auto", "min", "max"), "auto, min or max"),
+    ("mlflow.mode", _one_of(*MODES), _MODE_WORDS),
     ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0), "null or a whole number > 0"),
     ("mlflow.metrics_interval_s", _non_negative, "a number of seconds >= 0"),
     ("mlflow.log_model", _one_of(True, False), "true or false"),
@@ -159,7 +162,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 # Arguments of the callbacks in conf/callbacks/, checked wherever a switched-on callback sets them:
 # Keras takes most of them unchecked and fails mid-training, or falls back to mode=auto with a warning.
 CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "mode": (_one_of("auto", "min", "max"), "auto, min or max"),
+    "mode": (_one_of(*MODES), _MODE_WORDS),
     "patience": (_whole_non_negative, "a whole number of epochs >= 0"),
     "min_delta": (_non_negative, "a number >= 0"),
     "factor": (_fraction, "a number between 0 and 1"),

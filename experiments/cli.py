@@ -6,7 +6,6 @@ import fcntl
 import os
 import shlex
 from contextlib import contextmanager
-from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -14,6 +13,7 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
 from omegaconf import OmegaConf
 from sqlalchemy.engine import make_url
 
+from experiments import CONF
 from plugins.errors import first_line
 from plugins.redaction import redact_text
 from plugins.sender import got_no_answer
@@ -24,7 +24,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # The runner's tracking settings (conf/mlflow/default.yaml): the commands that read runs back find
 # them where the runner logged them.
-CONFIGURED = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "mlflow" / "default.yaml")
+CONFIGURED = OmegaConf.load(CONF / "mlflow" / "default.yaml")
 
 
 TRACKING_URI_HELP = "default: conf's mlflow.tracking_uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
+from experiments import CONF
 from experiments.checks import ConfigError
 from experiments.preflight import OUTPUT_PATHS
 from plugins.redaction import CONTROL_CHARACTERS, one_line
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 ADDABLE = ("mlflow.tags.",)  # where a run may add keys of its own (+mlflow.tags.team=vision)
 # What defines the training: a group (its option) or a key under one of these prefixes.
 TRAINING_GROUPS = {"model", "reg", "optimizer", "schedule", "data", "callbacks", "experiment"}

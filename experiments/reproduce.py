@@ -17,12 +17,12 @@ import sys
 import mlflow
 import pandas as pd
 
+from experiments import PROJECT_ROOT
 from experiments.checks import ConfigError
 from experiments.cli import TRACKING_URI_HELP, TrackingStoreError, open_tracking_store, read_run
 from experiments.command import without_keys
 from experiments.logged_overrides import checked_overrides
 from experiments.resume import logged_overrides
-from experiments.tracked_run import PROJECT_ROOT
 from plugins import tags
 from plugins.provenance import git_state
 

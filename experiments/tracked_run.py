@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import PROJECT_ROOT
 from experiments.backups import forget_backup, record_backup
 from experiments.command import train_command
 from experiments.data import Splits
@@ -41,7 +42,6 @@ from plugins.sweep import sweep_tags
 log = logging.getLogger(__name__)
 # Errors of the disk a callback writes to (full, read-only, no permission, over quota).
 DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TrainingStopped(CompactHydraException):

@@ -11,6 +11,7 @@ VALIDATION_PREFIX = "val_"
 _SUMMARY = re.compile(r"^(lr_changes|epochs_run|stopped_epoch|best_.*|.*_at_best|test_.*|batch_.*)$")
 # Names of metrics that are better higher, where a metric object declares no direction.
 _HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1")
+MODES = ("auto", "min", "max")  # which way the monitored metric is better: as it declares, down, up
 
 
 def is_summary(name: str) -> bool:

@@ -20,6 +20,7 @@ from plugins import run_binding
 from plugins import tags as tag_names
 from plugins.delivery import keep_unsent_calls
 from plugins.fit import Fit
+from plugins.metric_names import MODES
 from plugins.params import flatten
 from plugins.run_binding import RunBinding, RunSettings
 
@@ -293,8 +294,8 @@ class MLflowCallback(keras.callbacks.Callback):
 
 def _check_arguments(mode: str, params, tags, log_every_n_steps, diagnostics_data, **seconds: float) -> None:
     """A ValueError naming the first argument that cannot work, before any training."""
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode={mode!r}: expected 'auto', 'min' or 'max'")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
     if params is not None and not isinstance(params, Mapping):
         raise ValueError(f"params={params!r}: expected a mapping of names to values (a dict, a Hydra config)")
     if tags is not None and not isinstance(tags, Mapping):
