@@ -6,8 +6,6 @@ Every rule names the config key and what it accepts, so a user sees one line suc
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +22,8 @@ from mlflow.utils.validation import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import regularisers
+from experiments.rules import fraction, is_number, is_whole, non_negative, one_of, positive, whole_non_negative
 from plugins.errors import first_line
 from plugins.metric_names import MODES
 
@@ -34,35 +34,6 @@ class ConfigError(CompactHydraException, ValueError):
     Hydra prints a CompactHydraException as its message alone, so a bad value in one job of a
     sweep reads as one line too.
     """
-
-
-def _is_number(value: Any) -> bool:
-    """A real, finite number: inf and nan pass Python's comparisons in surprising ways and cannot train."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _non_negative(value: Any) -> bool:
-    return _is_number(value) and value >= 0
-
-
-def _positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
-
-
-def _whole_non_negative(value: Any) -> bool:
-    return _is_whole(value) and value >= 0
-
-
-def _fraction(value: Any) -> bool:
-    return _is_number(value) and 0 < value < 1
-
-
-def _one_of(*allowed: Any) -> Callable[[Any], bool]:
-    return lambda value: value in allowed
 
 
 def _mlflow_accepts(*validations: Callable[[str], None]) -> Callable[[Any], bool]:
@@ -95,41 +66,27 @@ _MODE_WORDS = f"{', '.join(MODES[:-1])} or {MODES[-1]}"  # auto, min or max
 MONITORABLE = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("reg.l1", _non_negative, "a number >= 0"),
-    ("reg.l2", _non_negative, "a number >= 0"),
-    ("reg.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("reg.batchnorm", _one_of(True, False), "true or false"),
-    ("reg.batchnorm_momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("reg.augment", _one_of(True, False), "true or false"),
-    (
-        "reg.flip",
-        _one_of(None, "horizontal", "vertical", "horizontal_and_vertical"),
-        "null, horizontal, vertical or horizontal_and_vertical",
-    ),
-    ("reg.rotation", _non_negative, "a number >= 0"),
-    ("reg.zoom", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("reg.translation", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("optimizer.learning_rate", _positive, "a number > 0"),
+    ("optimizer.learning_rate", positive, "a number > 0"),
     # A schedule's own numbers (each where the chosen schedule has it): a rate must stay > 0.
-    ("schedule.callback.schedule.factor", lambda v: v is None or _positive(v), "a number > 0"),
-    ("schedule.learning_rate.alpha", lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
-    ("schedule.learning_rate.decay_rate", lambda v: v is None or _positive(v), "a number > 0"),
-    ("trainer.epochs", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
-    ("trainer.batch_size", lambda v: _is_whole(v) and v > 0, "a whole number > 0"),
-    ("trainer.seed", lambda v: _is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
+    ("schedule.callback.schedule.factor", lambda v: v is None or positive(v), "a number > 0"),
+    ("schedule.learning_rate.alpha", lambda v: v is None or (is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
+    ("schedule.learning_rate.decay_rate", lambda v: v is None or positive(v), "a number > 0"),
+    ("trainer.epochs", lambda v: is_whole(v) and v > 0, "a whole number > 0"),
+    ("trainer.batch_size", lambda v: is_whole(v) and v > 0, "a whole number > 0"),
+    ("trainer.seed", lambda v: is_whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
     (
         "trainer.threads",
-        lambda v: v is None or (_is_whole(v) and 0 < v <= usable_cpus()),
+        lambda v: v is None or (is_whole(v) and 0 < v <= usable_cpus()),
         f"null or a whole number in 1..{usable_cpus()}, the CPUs this process may use",
     ),
-    ("trainer.deterministic", _one_of(True, False), "true or false"),
-    ("trainer.verbose", _one_of(0, 1, 2), "0, 1 or 2"),
-    ("data.val_fraction", _fraction, "a number between 0 and 1"),
-    ("data.test_fraction", _fraction, "a number between 0 and 1"),
-    ("data.folds", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number of folds >= 2"),
-    ("data.num_classes", lambda v: v is None or (_is_whole(v) and v >= 2), "null or a whole number >= 2"),
-    ("data.pixel_max", lambda v: v is None or _positive(v), "null or a number > 0"),
-    ("data.max_gib", lambda v: v is None or _positive(v), "a number of GiB > 0"),
+    ("trainer.deterministic", one_of(True, False), "true or false"),
+    ("trainer.verbose", one_of(0, 1, 2), "0, 1 or 2"),
+    ("data.val_fraction", fraction, "a number between 0 and 1"),
+    ("data.test_fraction", fraction, "a number between 0 and 1"),
+    ("data.folds", lambda v: v is None or (is_whole(v) and v >= 2), "null or a whole number of folds >= 2"),
+    ("data.num_classes", lambda v: v is None or (is_whole(v) and v >= 2), "null or a whole number >= 2"),
+    ("data.pixel_max", lambda v: v is None or positive(v), "null or a number > 0"),
+    ("data.max_gib", lambda v: v is None or positive(v), "a number of GiB > 0"),
     (
         "mlflow.experiment_name",
         lambda v: isinstance(v, str) and v.strip() != "" and len(v) <= MAX_EXPERIMENT_NAME_LENGTH,
@@ -140,16 +97,16 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: isinstance(v, Mapping),
         "a mapping of tag names to values, e.g. +mlflow.tags.team=vision",
     ),
-    ("mlflow.monitor", _one_of(*MONITORABLE), ", ".join(MONITORABLE)),
-    ("mlflow.mode", _one_of(*MODES), _MODE_WORDS),
-    ("mlflow.log_every_n_steps", lambda v: v is None or (_is_whole(v) and v > 0), "null or a whole number > 0"),
-    ("mlflow.metrics_interval_s", _non_negative, "a number of seconds >= 0"),
-    ("mlflow.log_model", _one_of(True, False), "true or false"),
-    ("mlflow.wait_for_server_s", _non_negative, "a number of seconds >= 0"),
-    ("mlflow.flush_timeout_s", _non_negative, "a number of seconds >= 0"),
-    ("mlflow.checkpoint_interval_s", _non_negative, "a number of seconds >= 0"),
-    ("mlflow.log_system_metrics", _one_of(True, False), "true or false"),
-    ("mlflow.diagnostics", _one_of(True, False), "true or false"),
+    ("mlflow.monitor", one_of(*MONITORABLE), ", ".join(MONITORABLE)),
+    ("mlflow.mode", one_of(*MODES), _MODE_WORDS),
+    ("mlflow.log_every_n_steps", lambda v: v is None or (is_whole(v) and v > 0), "null or a whole number > 0"),
+    ("mlflow.metrics_interval_s", non_negative, "a number of seconds >= 0"),
+    ("mlflow.log_model", one_of(True, False), "true or false"),
+    ("mlflow.wait_for_server_s", non_negative, "a number of seconds >= 0"),
+    ("mlflow.flush_timeout_s", non_negative, "a number of seconds >= 0"),
+    ("mlflow.checkpoint_interval_s", non_negative, "a number of seconds >= 0"),
+    ("mlflow.log_system_metrics", one_of(True, False), "true or false"),
+    ("mlflow.diagnostics", one_of(True, False), "true or false"),
     ("mlflow.registered_model_name", lambda v: v is None or _REGISTRY_NAME(v), "null or a name without / or :"),
     ("mlflow.register_model_name", lambda v: v is None or _REGISTRY_NAME(v), "null or a name without / or :"),
     (
@@ -162,14 +119,14 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 # Arguments of the callbacks in conf/callbacks/, checked wherever a switched-on callback sets them:
 # Keras takes most of them unchecked and fails mid-training, or falls back to mode=auto with a warning.
 CALLBACK_ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "mode": (_one_of(*MODES), _MODE_WORDS),
-    "patience": (_whole_non_negative, "a whole number of epochs >= 0"),
-    "min_delta": (_non_negative, "a number >= 0"),
-    "factor": (_fraction, "a number between 0 and 1"),
-    "cooldown": (_whole_non_negative, "a whole number of epochs >= 0"),
-    "min_lr": (_non_negative, "a number >= 0"),
-    "start_from_epoch": (_whole_non_negative, "a whole number of epochs >= 0"),
-    "restore_best_weights": (_one_of(True, False), "true or false"),
+    "mode": (one_of(*MODES), _MODE_WORDS),
+    "patience": (whole_non_negative, "a whole number of epochs >= 0"),
+    "min_delta": (non_negative, "a number >= 0"),
+    "factor": (fraction, "a number between 0 and 1"),
+    "cooldown": (whole_non_negative, "a whole number of epochs >= 0"),
+    "min_lr": (non_negative, "a number >= 0"),
+    "start_from_epoch": (whole_non_negative, "a whole number of epochs >= 0"),
+    "restore_best_weights": (one_of(True, False), "true or false"),
 }
 
 
@@ -177,7 +134,8 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value the runner cannot use."""
     _check_data_path(cfg)  # first: data.loader.path interpolates it, and its own message says what to give
     _check_resolvable(cfg)
-    for key, is_allowed, expected in RULES:
+    _check_regularisers_known(cfg.reg)
+    for key, is_allowed, expected in [*_regulariser_rules(), *RULES]:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
         if not is_allowed(value):
             raise ConfigError(f"{key}={value!r}: expected {expected}")
@@ -185,6 +143,20 @@ def check_config(cfg: DictConfig) -> None:
     _check_callbacks(cfg)
     _check_tag_names(cfg.mlflow.tags)
     _check_class_weight_shape(cfg.trainer.class_weight)
+
+
+def _regulariser_rules() -> list[tuple[str, Callable[[Any], bool], str]]:
+    return [(f"reg.{setting.key}", setting.is_allowed, setting.expected) for setting in regularisers.settings()]
+
+
+def _check_regularisers_known(reg: Mapping) -> None:
+    """A reg.* key no regulariser defines would train a model the run is not labelled with."""
+    unknown = regularisers.undefined(reg)
+    if unknown:
+        raise ConfigError(
+            f"reg.{unknown[0]}: no regulariser defines it (experiments/regularisers.py), so a run could not "
+            "be labelled with it; known: " + ", ".join(setting.key for setting in regularisers.settings())
+        )
 
 
 def _check_tag_names(tags: Mapping) -> None:
@@ -225,7 +197,7 @@ def _check_fold(folds: int | None, fold: Any) -> None:
             f"data.folds={folds}: also give data.fold, the fold that validates (0..{folds - 1}), "
             f"e.g. -m data.folds={folds} data.fold={','.join(map(str, range(folds)))}"
         )
-    if not (_is_whole(fold) and 0 <= fold < folds):
+    if not (is_whole(fold) and 0 <= fold < folds):
         raise ConfigError(f"data.fold={fold!r}: expected a whole number in 0..{folds - 1} (data.folds={folds})")
 
 
@@ -262,7 +234,7 @@ def _check_class_weight_shape(class_weight: Any) -> None:
             f"trainer.class_weight={class_weight!r}: expected null, balanced or a mapping {{class: weight}}"
         )
     for label, weight in class_weight.items():
-        if not _is_whole(label) or label < 0 or not _positive(weight):
+        if not is_whole(label) or label < 0 or not positive(weight):
             raise ConfigError(
                 f"trainer.class_weight: {label!r}: {weight!r} is not allowed: "
                 "expected class labels >= 0 mapped to weights > 0"

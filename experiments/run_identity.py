@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import regularisers
 from experiments.command import override_key
 from plugins.params import flatten
 
@@ -26,11 +27,7 @@ KEPT_TRACKING = ("mlflow.monitor", "mlflow.mode")  # they pick the weights the t
 RECORDING_CALLBACKS = {
     f"keras.callbacks.{name}" for name in ("ModelCheckpoint", "TensorBoard", "CSVLogger", "BackupAndRestore")
 }
-# Settings that matter only with their part switched on.
-SWITCHED = {
-    **dict.fromkeys(("reg.flip", "reg.rotation", "reg.zoom", "reg.translation"), "reg.augment"),
-    "reg.batchnorm_momentum": "reg.batchnorm",
-}
+SWITCHED = regularisers.switched_by()  # settings that matter only with their part switched on
 # Overrides a run's name leaves out: already in it (model, reg), no part of what is trained, or the
 # study every job of a sweep shares (+experiment=..., whose MLflow experiment holds the runs).
 UNNAMED = ("model", "reg", "mlflow", "hydra", "resume", "trainer.verbose", "trainer.threads", "experiment")
@@ -41,9 +38,7 @@ NAME_CHARS = 100
 
 def regularisation_label(reg: DictConfig) -> str:
     """'none', 'l2', 'l2+dropout', ...: what the model really has, whichever options set it."""
-    parts = [name for name in ("l1", "l2", "dropout") if reg[name] > 0]
-    parts += [name for name in ("batchnorm", "augment") if reg[name]]
-    return "+".join(parts) or "none"
+    return regularisers.label(reg)
 
 
 def training_params(cfg: DictConfig) -> dict[str, Any]:
