@@ -63,7 +63,7 @@ def store_setup_lock(uri: str):
         yield
         return
     try:
-        lock = open(f"{database}.lock", "a")  # noqa: SIM115 (held for the block below)
+        lock = open(f"{database}.lock", "a")  # held, and so locked, for the block below
     except OSError:
         yield
         return
