@@ -4,7 +4,6 @@ and the checks of its ranges and trials before the sweep's parent run is made.""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -13,6 +12,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checks import ConfigError
+from experiments.rules import is_whole
 from plugins.metric_names import higher_is_better
 
 
@@ -35,9 +35,7 @@ def check_sweep_space(config: DictConfig) -> None:
     ConfigError naming it, before a parent run exists (Optuna would fail with a traceback after)."""
     sweeper = config.hydra.sweeper
     trials = sweeper.get("n_trials")
-    if "n_trials" in sweeper and not (
-        isinstance(trials, numbers.Integral) and not isinstance(trials, bool) and trials >= 1
-    ):
+    if "n_trials" in sweeper and not (is_whole(trials) and trials >= 1):
         raise ConfigError(f"hydra.sweeper.n_trials={trials!r}: expected a whole number of trials >= 1")
     params = sweeper.get("params")
     swept = [f"{key}={value}" for key, value in (params.items() if isinstance(params, Mapping) else [])]

@@ -106,8 +106,9 @@ def record_search(client: mlflow.MlflowClient, parent: str, results: Path) -> No
     except Exception as error:  # not YAML, or not the sweeper's: say so, keep the sweep's outcome
         log.warning("%s: not a search's results (%s); the parent gets no best trial", results, error)
         return
-    if redact_tree(found) != found:
-        results.write_text(yaml.safe_dump(redact_tree(found), sort_keys=False))
+    redacted = redact_tree(found)
+    if redacted != found:
+        results.write_text(yaml.safe_dump(redacted, sort_keys=False))
     best_params = redact_mapping({str(key): value for key, value in best_params.items()})
     described = " ".join(f"{key}={value}" for key, value in best_params.items())[:MAX_TAG_VAL_LENGTH]
     client.log_batch(
