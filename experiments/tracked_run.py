@@ -138,19 +138,28 @@ class TrackedRun:
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
-            self.tracker.finish_run("FINISHED", metrics=self.test_metrics, folders=self.written_folders())
-            forget_backup(self.run_id)
-            accuracy = self.test_metrics.get("test_accuracy", float("nan"))
-            name = self.tracker.run_settings.run_name
-            log.info("run %s (%s): test_accuracy=%.4f; %s", self.run_id, name, accuracy, self.ui_link())
-            if self.tracker.missing:
-                folder = self.tracker.unsent_folder
-                raise TrainingStopped(
-                    f"run {self.run_id} FAILED: {', '.join(self.tracker.missing)} not stored; "
-                    f"send them and finish the run with: python -m experiments.sync {folder}",
-                    1,
-                )
-            return
+            self._finished()
+        else:
+            self._stopped(error)
+
+    def _finished(self) -> None:
+        """Training and the test ended: the run ends FINISHED (FAILED while a file is not stored)."""
+        self.tracker.finish_run("FINISHED", metrics=self.test_metrics, folders=self.written_folders())
+        forget_backup(self.run_id)
+        accuracy = self.test_metrics.get("test_accuracy", float("nan"))
+        name = self.tracker.settings.run.run_name
+        log.info("run %s (%s): test_accuracy=%.4f; %s", self.run_id, name, accuracy, self.ui_link())
+        if self.tracker.missing:
+            folder = self.tracker.unsent_folder
+            raise TrainingStopped(
+                f"run {self.run_id} FAILED: {', '.join(self.tracker.missing)} not stored; "
+                f"send them and finish the run with: python -m experiments.sync {folder}",
+                1,
+            )
+
+    def _stopped(self, error: BaseException) -> None:
+        """Training raised or was interrupted: the run ends KILLED or FAILED with its reason, and the
+        command stops with one line (TrainingStopped) where the error is not a bug."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         try:
             self.tracker.end(status)  # what training produced so far: epochs, best checkpoint, history

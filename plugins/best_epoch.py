@@ -6,6 +6,8 @@ import logging
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -66,3 +68,8 @@ class BestEpoch:
         if not self.warned_missing:
             self.warned_missing = True
             log.warning("MLflowCallback monitors %r, which is not in the logs: %s", self.monitor, ", ".join(logs))
+
+
+def holds_weights(model, weights: list[np.ndarray] | None) -> bool:
+    """Whether ``model`` ends fit with ``weights``, the best epoch's (EarlyStopping restored them)."""
+    return weights is not None and all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))

@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import keras
 import mlflow
@@ -19,18 +18,19 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from plugins import curves, metric_names, optimizers
 from plugins import tags as tag_names
-from plugins.best_epoch import BestEpoch
+from plugins.best_epoch import BestEpoch, holds_weights
 from plugins.checkpoint import BestCheckpoint
 from plugins.continuation import LoggedEpochs, StepOffsets
 from plugins.delivery import Delivery
-from plugins.diagnostics import Diagnostics, keras_gaps
+from plugins.diagnostics import Diagnostics
+from plugins.epoch_metrics import EpochMetrics, numbers
 from plugins.errors import describe
 from plugins.interrupt import signals_held
 from plugins.learning_rate import LearningRateWatcher, changes_in_history
 from plugins.metric_batcher import MetricBatcher, as_points
-from plugins.params import sanitize_name
 from plugins.publisher import Publisher, model_source, stop_reason, summary_metrics
 from plugins.run_binding import RunBinding
+from plugins.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,48 +41,33 @@ class Fit:
     """The tracking of one ``fit`` into one run: the parts, and what the fit has logged so far.
 
     Args:
-        front: the MLflowCallback (its model, Keras' params and its settings).
+        settings: what the callback was asked to do.
+        model: the model being fit.
         binding: the run this fit logs into.
-        spool_base: where what the server never takes is kept.
+        keras_params: Keras' params of the fit (``epochs``, ``steps``, ``verbose``).
     """
 
-    def __init__(self, front, binding: RunBinding, spool_base: Path):
-        self.front = front
-        self.model: keras.Model = front.model
-        self.binding = binding
+    def __init__(self, settings: TrackingSettings, model: keras.Model, binding: RunBinding, keras_params: Mapping):
+        self.settings, self.model, self.binding, self.keras_params = settings, model, binding, dict(keras_params or {})
         self.run_id = binding.run_id
-        self.local_dir = front.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
-        self.delivery = Delivery(self.run_id, spool_base)
-        logged = (
-            LoggedEpochs()
-            if binding.fresh
-            else LoggedEpochs.read(binding.client, self.run_id, bool(front.log_every_n_steps))
-        )
-        binding.fresh = False  # a second fit into it has this one's epochs to read back
+        self.local_dir = settings.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
+        self.delivery = Delivery(self.run_id, settings.spool_base)
+        logged = self._logged_epochs()
         self.logged_params = logged.params
         self.history: list[dict] = list(logged.history)
         self.offsets = StepOffsets(logged)
         last_rate = logged.history[-1].get("learning_rate") if logged.history else None
-        self.rate = LearningRateWatcher(
-            self._read_rate, self._has_schedule, last_rate, changes_in_history(logged.history)
-        )
-        self.diagnostics = Diagnostics(self.model, front.diagnostics_data) if front.diagnostics else None
-        self.best = BestEpoch(front.monitor, front.mode, self._higher_is_better)
+        self._optimizer_step = partial(optimizers.training_steps, model)
+        read_rate, has_schedule = partial(optimizers.current_rate, model), partial(optimizers.has_schedule, model)
+        self.rate = LearningRateWatcher(read_rate, has_schedule, last_rate, changes_in_history(logged.history))
+        diagnostics = Diagnostics(model, settings.diagnostics_data) if settings.diagnostics else None
+        self.epoch_metrics = EpochMetrics(self.run_id, diagnostics)
+        self.best = BestEpoch(settings.monitor, settings.mode, self._higher_is_better)
         self.best.add_logged(logged.history)
         self.best_weights: list[np.ndarray] | None = None
-        self.batcher = MetricBatcher(self._send_batch, front.metrics_interval_s)
-        checkpoint = BestCheckpoint(self.model, self.local_dir / "checkpoints" / "best.keras")
-        self.publisher = Publisher(
-            self.delivery,
-            binding.client,
-            self.run_id,
-            self.local_dir,
-            checkpoint,
-            front.checkpoint_interval_s,
-            front.registered_model_name,
-            front.input_example,
-            registered_model_alias=front.registered_model_alias,
-        )
+        self.batcher = MetricBatcher(self._send_batch, settings.metrics_interval_s)
+        checkpoint = BestCheckpoint(model, self.local_dir / "checkpoints" / "best.keras")
+        self.publisher = Publisher(self.delivery, binding.client, self.run_id, self.local_dir, checkpoint, settings)
         self.active = True
         self.epoch = 0  # the run's number of the current epoch
         self.last_epoch: int | None = None
@@ -90,7 +75,6 @@ class Fit:
         self.epoch_started = 0.0
         self.fit_steps = 0  # training steps of this fit so far, as the batch hooks report them
         self.epoch_first_step = 0  # fit_steps when the current epoch began
-        self.warned_not_numbers: set[str] = set()  # log keys whose values are not metrics
         self.stop_reason: str | None = None
         self.server_unreachable = False  # at the end of training, the last attempt got no answer
 
@@ -115,7 +99,8 @@ class Fit:
         self.rate.epoch_ends(logs)
         self.epoch_logs = logs
         self._send_model_facts()
-        metrics = self._epoch_metrics(logs)
+        seconds = time.perf_counter() - self.epoch_started
+        metrics = self.epoch_metrics.of_epoch(logs, self.model, self.rate.in_force, seconds)
         self.history.append({"epoch": epoch, **metrics})
         self.last_epoch = epoch
         self.delivery.retry_if_unsent()
@@ -134,7 +119,7 @@ class Fit:
             return
         step = self._optimizer_step() + self.offsets.batch_offset
         timestamp = int(time.time() * 1000)
-        batch_metrics = _numbers(logs or {})
+        batch_metrics = numbers(logs or {})
         self.batcher.gather(
             [
                 Metric(f"{metric_names.BATCH_PREFIX}{key}", value, timestamp, step)
@@ -155,11 +140,11 @@ class Fit:
                 self._publish(status)
         except KeyboardInterrupt as error:
             interrupt = error
-        timeout_s = 0 if interrupt else self.front.flush_timeout_s
+        timeout_s = 0 if interrupt else self.settings.flush_timeout_s
         unsent, cut_short = self.delivery.flush_with_retries(timeout_s)
         self.server_unreachable = self.delivery.unreachable
         self.delivery.close(keep_unsent=bool(unsent))
-        if self.front.output_dir is None:
+        if self.settings.output_dir is None:
             shutil.rmtree(self.local_dir, ignore_errors=True)
         return unsent, interrupt or cut_short
 
@@ -171,17 +156,18 @@ class Fit:
         # First: it reads the model's weights, which the final save may swap. The points still
         # gathered (of short epochs, or of an epoch that never ended) go with it.
         self._send_summary(status)
-        if self.best.epoch is None and self.history and self.front.monitor not in self.epoch_logs:
+        if self.best.epoch is None and self.history and self.settings.monitor not in self.epoch_logs:
             self.best.warn_missing(self.epoch_logs)  # no epoch was validated
         source = model_source(
             status,
-            self.front.log_model,
+            self.settings.log_model,
             self.best_weights is not None,
             self.best.epoch is not None,
             self.best.warned_missing,
         )
-        self.publisher.send_model(source, self.model, self.front.monitor, model_step(self.best.epoch, self.last_epoch))
-        title = run_title(self.run_id, self.front.run_settings.run_name)
+        step = model_step(self.best.epoch, self.last_epoch)
+        self.publisher.send_model(source, self.model, self.settings.monitor, step)
+        title = run_title(self.run_id, self.settings.run.run_name)
         self.publisher.send_history(self.history, self.rate.changes, title, self.best.epoch)
 
     def tag_failure(self, error: BaseException | None) -> None:
@@ -198,10 +184,15 @@ class Fit:
 
     # ----------------------------------------------------------------- helpers
 
+    def _logged_epochs(self) -> LoggedEpochs:
+        """What a reopened run logged before this fit (nothing for a run made just now)."""
+        fresh, self.binding.fresh = self.binding.fresh, False  # a second fit into it reads this one's back
+        if fresh:
+            return LoggedEpochs()
+        return LoggedEpochs.read(self.binding.client, self.run_id, bool(self.settings.log_every_n_steps))
+
     def _send_model_facts(self, final: bool = False) -> None:
-        self.publisher.send_model_facts(
-            self.model, self.front.params or {}, self.front.extra_params, self.logged_params, final
-        )
+        self.publisher.send_model_facts(self.model, self.keras_params, self.settings.params, self.logged_params, final)
 
     def _send_batch(self, what: str, points: list, tags: list) -> None:
         call = partial(self.binding.client.log_batch, self.run_id, metrics=points, tags=tags)
@@ -209,7 +200,7 @@ class Fit:
 
     def _send_summary(self, status: str) -> None:
         metrics = summary_metrics(
-            self.history, len(self.rate.changes), self.best.epoch, self.best.value, self.front.monitor
+            self.history, len(self.rate.changes), self.best.epoch, self.best.value, self.settings.monitor
         )
         fit_epochs = None if self.last_epoch is None else self.offsets.fit_epochs(self.last_epoch)
         last_loss = self.history[-1].get("loss") if self.history else None
@@ -218,46 +209,14 @@ class Fit:
             bool(getattr(self.model, "stop_training", False)),
             last_loss,
             fit_epochs,
-            (self.front.params or {}).get("epochs"),
+            self.keras_params.get("epochs"),
         )
         tags = {tag_names.STOP_REASON: self.stop_reason}
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self.last_epoch
-            tags[tag_names.RESTORED_BEST_WEIGHTS] = str(self._holds_best_weights()).lower()
+            tags[tag_names.RESTORED_BEST_WEIGHTS] = str(holds_weights(self.model, self.best_weights)).lower()
         self.batcher.gather(as_points(metrics, step=0), room=len(tags))
         self.batcher.send(tags)
-
-    def _holds_best_weights(self) -> bool:
-        """Whether the model ends fit with the best epoch's weights (EarlyStopping restored them)."""
-        current = self.model.get_weights()
-        return self.best_weights is not None and all(np.array_equal(a, b) for a, b in zip(current, self.best_weights))
-
-    def _epoch_metrics(self, logs: dict) -> dict[str, float]:
-        self._warn_not_numbers(logs)
-        metrics = {key: value for key, value in _numbers(logs).items() if key != "learning_rate"}
-        # Our own reading replaces the one Keras' LR callbacks put in the logs: theirs depends on order.
-        # A model that steps optimizers of its own (a GAN's d_optimizer, g_optimizer) gets one per optimizer.
-        own = optimizers.own_optimizer_steps(self.model)
-        metrics.update({"learning_rate": self.rate.in_force} if own else optimizers.stepping_rates(self.model))
-        metrics["epoch_time_s"] = time.perf_counter() - self.epoch_started
-        metrics.update(keras_gaps(metrics))
-        if self.diagnostics is not None:
-            metrics.update(self.diagnostics.epoch_metrics(metrics))
-        return metrics
-
-    def _warn_not_numbers(self, logs: dict) -> None:
-        """Once a fit for each log key whose value cannot be a metric (a matrix, a string)."""
-        for key, value in logs.items():
-            if key in self.warned_not_numbers or _numbers({key: value}):
-                continue
-            self.warned_not_numbers.add(key)
-            what = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-            log.warning(
-                "MLflow run %s: %r is not logged: MLflow metrics are numbers, and its value is %s",
-                self.run_id,
-                key,
-                what,
-            )
 
     def _note_missing_epochs(self, epochs: list[int]) -> None:
         """Training goes on past epochs the run has no metrics for: a resume from a backup taken after
@@ -274,31 +233,8 @@ class Fit:
         call = partial(self.binding.client.set_tag, self.run_id, tag_names.MISSING_EPOCHS, missing)
         self.delivery.submit("missing_epochs tag", call)
 
-    def _read_rate(self) -> float:
-        return optimizers.rate(self.model.optimizer)
-
-    def _has_schedule(self) -> bool:
-        schedule = getattr(self.model.optimizer, "_learning_rate", None)
-        return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
-
-    def _optimizer_step(self) -> int:
-        return optimizers.training_steps(self.model)
-
     def _higher_is_better(self) -> bool:
-        return metric_names.higher_is_better(self.front.monitor, getattr(self.model, "metrics", []))
-
-
-def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
-    """Keras logs as metric names and numbers. A metric with one value per class (F1Score with
-    average=None) gives one metric per class, <name>_<class>; any other value is left out (the
-    callback warns of it once a fit)."""
-    numbers = {}
-    for key, value in logs.items():
-        if isinstance(value, (int, float, np.number)):
-            numbers[sanitize_name(key)] = float(value)
-        elif isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.number):
-            numbers.update({sanitize_name(f"{key}_{index}"): float(item) for index, item in enumerate(value)})
-    return numbers
+        return metric_names.higher_is_better(self.settings.monitor, getattr(self.model, "metrics", []))
 
 
 def run_title(run_id: str, given_name: str | None) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from contextlib import suppress
-from functools import partial, wraps
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,14 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from plugins import run_binding
 from plugins import tags as tag_names
+from plugins.containment import end_unfinished, never_raises, stop_tracking
 from plugins.delivery import keep_unsent_calls
 from plugins.fit import Fit
-from plugins.metric_names import MODES
 from plugins.params import flatten
 from plugins.run_binding import RunBinding, RunSettings
+from plugins.settings import TrackingSettings, check_mapping, made_folder
 
 log = logging.getLogger(__name__)
-
-
-def _never_raises(hook):
-    """A Keras hook of the callback, or end(): an error of the callback's own (a bug, not a tracking
-    failure, which the sender handles) is logged once and ends tracking for this fit; training goes on."""
-
-    @wraps(hook)
-    def guarded(self, *args, **kwargs):
-        try:
-            return hook(self, *args, **kwargs)
-        except Exception as error:
-            log.exception("MLflowCallback failed in %s; training goes on without tracking", hook.__name__)
-            self._stop_tracking(f"MLflowCallback failed in {hook.__name__}: {type(error).__name__}: {error}")
-            return None
-
-    return guarded
 
 
 class MLflowCallback(keras.callbacks.Callback):
@@ -54,36 +38,11 @@ class MLflowCallback(keras.callbacks.Callback):
     the run before ``fit`` for a caller that ends it itself (``finish_run``). All sending happens on
     one background thread; a tracking failure warns once and never stops training.
 
-    Args:
-        monitor: metric that picks the best epoch, e.g. ``val_loss``.
-        mode: ``min``, ``max`` or ``auto``: as Keras' callbacks, the direction the monitored metric
-            declares (up for accuracy, AUC, R2Score, IoU, ...); for a metric that declares none, max
-            for accuracy-like names and min otherwise.
+    Args: the fields of ``plugins.settings.TrackingSettings`` (each is described there), and:
         params: extra params to log, nested or flat (e.g. the whole Hydra config).
-        experiment_name, run_name, tags, tracking_uri: for a run this callback starts; None: MLflow's.
-        run_id: a logged run to reopen and continue (a resume) instead of starting one.
-        wait_for_server_s: how long starting a run waits for an HTTP tracking server that does not answer.
+        experiment_name, run_name, tags, tracking_uri, run_id, wait_for_server_s, log_system_metrics:
+            how a run this callback starts is made (``plugins.run_binding.RunSettings``).
         register_model_name: the old name of registered_model_name (a FutureWarning; removed next release).
-        log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
-        metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
-            steps) that end sooner wait and go in the next call, each point with its own step; 0:
-            one call per epoch. Everything waiting is sent before the run ends.
-        log_model: log the best model as an MLflow Model (Keras flavour): the run's ``model/`` files, and
-            an MLflow 3 logged model at the best epoch's step, with that epoch's metrics linked.
-        registered_model_name: also register the logged model under this name.
-        registered_model_alias: the alias the new version gets (None: none).
-        input_example: a few inputs stored with the MLflow Model; their dtypes are its signature's.
-        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras,
-            and from the start of training to the first (each costs CPU that training could use);
-            the final best is always written.
-        flush_timeout_s: at the end, how long to keep retrying what the tracking server did not take.
-        output_dir: where local copies of the artifacts go; None: a temporary folder.
-        log_system_metrics: record CPU, memory, disk and (where present) GPU use in a run this
-            callback starts, with MLflow's system metrics (``system/...``); False leaves it to MLflow's
-            own setting (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``).
-        diagnostics: also log ``penalty_loss`` and ``weight_norm`` each epoch and, with
-            ``diagnostics_data``, ``train_eval_*``, ``gap_loss_eval``, ``gap_accuracy_eval`` (plugins/diagnostics.py).
-        diagnostics_data: ``(x, y)``, a fixed sample of the training data, about the validation data's size.
     """
 
     def __init__(
@@ -112,29 +71,29 @@ class MLflowCallback(keras.callbacks.Callback):
         diagnostics_data: tuple[Any, Any] | None = None,
     ):
         super().__init__()
-        seconds = dict(
+        check_mapping("params", params, "a mapping of names to values (a dict, a Hydra config)")
+        check_mapping("tags", tags, "a mapping of tag names to values")
+        run = RunSettings(
+            experiment_name, run_name, dict(tags or {}), tracking_uri, wait_for_server_s, run_id, log_system_metrics
+        )
+        self.settings = TrackingSettings(
+            monitor=monitor,
+            mode=mode,
+            params=flatten(params or {}),
+            log_every_n_steps=log_every_n_steps,
+            log_model=log_model,
+            registered_model_name=registered_model_name or _old_name(register_model_name),
+            registered_model_alias=registered_model_alias,
+            input_example=input_example,
+            diagnostics=diagnostics,
+            diagnostics_data=diagnostics_data,
             metrics_interval_s=metrics_interval_s,
             checkpoint_interval_s=checkpoint_interval_s,
             flush_timeout_s=flush_timeout_s,
-            wait_for_server_s=wait_for_server_s,
+            output_dir=Path(output_dir) if output_dir else None,
+            run=run,
         )
-        _check_arguments(mode, params, tags, log_every_n_steps, diagnostics_data, **seconds)
-        self.monitor = monitor
-        self.mode = mode
-        self.extra_params = flatten(params or {})
-        self.log_every_n_steps = log_every_n_steps
-        self.log_model = log_model
-        self.registered_model_name = registered_model_name or _old_name(register_model_name)
-        self.registered_model_alias = registered_model_alias
-        self.input_example = input_example
-        self.diagnostics, self.diagnostics_data = diagnostics, diagnostics_data
-        self.metrics_interval_s = metrics_interval_s
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.flush_timeout_s = flush_timeout_s
-        self.output_dir = _made_folder(Path(output_dir)) if output_dir else None
-        self.run_settings = RunSettings(
-            experiment_name, run_name, dict(tags or {}), tracking_uri, wait_for_server_s, run_id, log_system_metrics
-        )
+        made_folder(self.settings.output_dir)
         if log_every_n_steps:
             # Bound per instance, not defined on the class: Keras dispatches batch-end hooks
             # asynchronously only while no callback overrides them, and epoch-only logging keeps that.
@@ -149,43 +108,43 @@ class MLflowCallback(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------- Keras hooks
 
-    @_never_raises
+    @never_raises
     def on_train_begin(self, logs=None):
         run_binding.end_fit_left_open()  # first: it may be this callback's own last fit
         self._fit, self._binding, self.run_id, self.stop_reason, self.missing = None, None, None, None, []
-        binding = run_binding.bind_run(self.run_settings, self._started) if run_binding.is_chief(self.model) else None
+        binding = run_binding.bind_run(self.settings.run, self._started) if run_binding.is_chief(self.model) else None
         if binding is None:
             return
         self._binding, self.run_id = binding, binding.run_id
         _warn_if_autologging()
-        self._fit = Fit(self, binding, self.output_dir or Path.cwd() / "mlflow-unsent")
+        self._fit = Fit(self.settings, self.model, binding, self.params)
         if binding.ends_with_fit:
-            binding.watch_unfinished(self._end_unfinished)
+            binding.watch_unfinished(partial(end_unfinished, self._fit, self.end))
         self._fit.begin()
 
-    @_never_raises
+    @never_raises
     def on_epoch_begin(self, epoch, logs=None):
         if self._tracking:
             self._fit.epoch_begins(epoch)
 
-    @_never_raises
+    @never_raises
     def on_train_batch_begin(self, batch, logs=None):
         if self._tracking:
             self._fit.rate.batch_begins()
 
-    @_never_raises
+    @never_raises
     def on_epoch_end(self, epoch, logs=None):
         if self._tracking:
             self._fit.epoch_ends(epoch, logs or {})
 
-    @_never_raises
+    @never_raises
     def on_train_end(self, logs=None):
         self.end("FINISHED")
 
-    @_never_raises
+    @never_raises
     def _log_batch_metrics(self, batch, logs=None):
         if self._fit is not None:
-            self._fit.batch_ends(batch, logs, self.log_every_n_steps)
+            self._fit.batch_ends(batch, logs, self.settings.log_every_n_steps)
 
     # ----------------------------------------------------------------- public
 
@@ -205,14 +164,13 @@ class MLflowCallback(keras.callbacks.Callback):
     def start_run(self) -> mlflow.ActiveRun:
         """Start the run now, before ``fit`` (or join the one ``mlflow run`` made, or reopen ``run_id``),
         so the caller can log into it; the caller ends it with ``finish_run``. Raises what MLflow raises."""
-        run = run_binding.start_run(self.run_settings)
-        self._started = RunBinding(
-            run.info.run_id, mlflow.MlflowClient(), fresh=self.run_settings.run_id is None, ends_with_fit=False
-        )
+        run = run_binding.start_run(self.settings.run)
+        fresh = self.settings.run.run_id is None
+        self._started = RunBinding(run.info.run_id, mlflow.MlflowClient(), fresh=fresh, ends_with_fit=False)
         self.run_id = run.info.run_id
         return run
 
-    @_never_raises
+    @never_raises
     def end(self, status: str = "FINISHED") -> None:
         """Send everything still pending; end the run with ``status`` if this callback started it.
 
@@ -245,21 +203,18 @@ class MLflowCallback(keras.callbacks.Callback):
         kept with the run's other unsent calls for ``python -m experiments.sync``.
         """
         unreachable = self._fit is not None and self._fit.server_unreachable
-        later = []
-        if status == "FINISHED" and self.missing:
-            # FAILED, saying what is missing, until experiments.sync has sent it and ends the run FINISHED.
-            reason = f"not stored: {', '.join(self.missing)}; kept for python -m experiments.sync {self.unsent_folder}"
-            tags = {**(tags or {}), tag_names.MISSING_FILES: ", ".join(self.missing), tag_names.FAILURE_REASON: reason}
-            status, later = "FAILED", ["FINISHED"]
+        finished_after_sync = status == "FINISHED" and bool(self.missing)
+        if finished_after_sync:
+            status, tags = "FAILED", {**(tags or {}), **_missing_files_tags(self.missing, self.unsent_folder)}
         folders = {name: Path(folder) for name, folder in (folders or {}).items()}
         run_id, unsent = run_binding.finish_active_run(status, metrics, tags, unreachable, folders)
         self._started = None
-        if later and run_id:
+        if finished_after_sync and run_id:
             unsent.append(
                 ("ending the run FINISHED", partial(mlflow.MlflowClient().set_terminated, run_id, "FINISHED"))
             )
         if unsent:
-            self.unsent_folder = keep_unsent_calls(unsent, run_id, self.output_dir or Path.cwd() / "mlflow-unsent")
+            self.unsent_folder = keep_unsent_calls(unsent, run_id, self.settings.spool_base)
 
     # ----------------------------------------------------------------- failures
 
@@ -267,53 +222,16 @@ class MLflowCallback(keras.callbacks.Callback):
     def _tracking(self) -> bool:
         return self._fit is not None and self._fit.active
 
-    def _end_unfinished(self, error: BaseException | None = None) -> None:
-        """End the run of a fit that never reached on_train_end (it raised or was interrupted): KILLED
-        for an interrupt, else FAILED, tagged with ``error`` where it is known."""
-        self._fit.tag_failure(error)
-        self.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-
     def _stop_tracking(self, reason: str) -> None:
-        """After a hook raised: what was queued or gathered is still sent, the run is tagged
-        ``tracking.error``, and a run this callback started ends FAILED (one its owner started is
-        left to the owner)."""
-        binding, reason = self._binding, reason[:MAX_TAG_VAL_LENGTH]
-        if binding is None:
-            return
-        binding.unwatch()
-        # Already failing: nothing more to say than the error logged above.
-        with suppress(Exception):
-            if self._fit is not None:
-                self._fit.stop()
-        with suppress(Exception):
-            binding.client.set_tag(binding.run_id, tag_names.TRACKING_ERROR, reason)
-        with suppress(Exception):
-            if binding.ends_with_fit:
-                self.finish_run("FAILED", tags={tag_names.FAILURE_REASON: reason})
+        if self._binding is not None:
+            stop_tracking(self._binding, self._fit, reason[:MAX_TAG_VAL_LENGTH], self.finish_run)
 
 
-def _check_arguments(mode: str, params, tags, log_every_n_steps, diagnostics_data, **seconds: float) -> None:
-    """A ValueError naming the first argument that cannot work, before any training."""
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
-    if params is not None and not isinstance(params, Mapping):
-        raise ValueError(f"params={params!r}: expected a mapping of names to values (a dict, a Hydra config)")
-    if tags is not None and not isinstance(tags, Mapping):
-        raise ValueError(f"tags={tags!r}: expected a mapping of tag names to values")
-    if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
-        raise ValueError(f"log_every_n_steps={log_every_n_steps!r}: expected None or a whole number >= 1")
-    _check_diagnostics_data(diagnostics_data)
-    for name, value in seconds.items():
-        # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name}={value!r}: expected a number of seconds >= 0")
-
-
-def _check_diagnostics_data(data: Any) -> None:
-    if data is None:
-        return
-    if not (isinstance(data, (tuple, list)) and len(data) == 2 and len(data[0]) == len(data[1]) > 0):
-        raise ValueError("diagnostics_data: expected (x, y), a sample of the training data with as many x as y")
+def _missing_files_tags(missing: list[str], unsent_folder: Path | None) -> dict[str, str]:
+    """A run whose files the store did not take ends FAILED, saying what is missing, until
+    experiments.sync has sent them and ends it FINISHED."""
+    reason = f"not stored: {', '.join(missing)}; kept for python -m experiments.sync {unsent_folder}"
+    return {tag_names.MISSING_FILES: ", ".join(missing), tag_names.FAILURE_REASON: reason}
 
 
 def _old_name(register_model_name: str | None) -> str | None:
@@ -326,15 +244,6 @@ def _old_name(register_model_name: str | None) -> str | None:
             stacklevel=3,
         )
     return register_model_name
-
-
-def _made_folder(path: Path) -> Path:
-    """``path``, made if need be; a ValueError naming it where no folder can be made."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"output_dir={str(path)!r}: expected a folder that can be made ({error.strerror})") from None
-    return path
 
 
 def _warn_if_autologging() -> None:

@@ -53,3 +53,14 @@ def training_steps(model: keras.Model) -> int:
     if own_steps:
         return own_steps
     return max([0, *(steps(optimizer) for optimizer in other_optimizers(model).values())])
+
+
+def current_rate(model: keras.Model) -> float:
+    """``model.optimizer``'s learning rate now."""
+    return rate(model.optimizer)
+
+
+def has_schedule(model: keras.Model) -> bool:
+    """Whether ``model.optimizer``'s rate comes from a LearningRateSchedule (it changes by itself)."""
+    schedule = getattr(model.optimizer, "_learning_rate", None)
+    return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)

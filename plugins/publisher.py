@@ -20,6 +20,7 @@ from plugins.checkpoint import BestCheckpoint, load_logged_checkpoint
 from plugins.delivery import Delivery
 from plugins.errors import first_line
 from plugins.params import batches, sanitize_name, to_params
+from plugins.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ class Publisher:
         client, run_id: where the files go.
         local_dir: where they are written first.
         checkpoint: the fit's BestCheckpoint.
-        checkpoint_interval_s: least time between background writes of the checkpoint.
-        registered_model_name: also register model/ under this name.
-        input_example: a few inputs stored with model/.
+        settings: the callback's (checkpoint interval, registered model name and alias, input example).
         clock: seconds, monotonic (a fake one in tests).
     """
 
@@ -98,21 +97,15 @@ class Publisher:
         run_id: str,
         local_dir: Path,
         checkpoint: BestCheckpoint,
-        checkpoint_interval_s: float,
-        registered_model_name: str | None = None,
-        input_example: np.ndarray | None = None,
+        settings: TrackingSettings,
         clock: Callable[[], float] = time.monotonic,
-        registered_model_alias: str | None = None,
     ):
         self._delivery = delivery
-        self._registered_model_name = registered_model_name
-        self._registered_model_alias = registered_model_alias
-        self._input_example = input_example
+        self._settings = settings
         self._client = client
         self._run_id = run_id
         self.local_dir = local_dir
         self.checkpoint = checkpoint
-        self._checkpoint_interval_s = checkpoint_interval_s
         self._clock = clock
         # The first background write waits checkpoint_interval_s too: a short fit writes its
         # checkpoint once, at the end, from the same file as model/.
@@ -145,7 +138,7 @@ class Publisher:
 
     def checkpoint_if_due(self) -> None:
         """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
-        due = self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
+        due = self._clock() - self._last_checkpoint >= self._settings.checkpoint_interval_s
         if self.checkpoint.pending and not self.checkpoint.no_copy and due:
             self._last_checkpoint = self._clock()
             self.send_checkpoint(self.checkpoint.save_pending)
@@ -219,13 +212,13 @@ class Publisher:
             self._run_id,
             target,
             step,
-            self._registered_model_name,
-            self._registered_model_alias,
+            self._settings.registered_model_name,
+            self._settings.registered_model_alias,
         )
         self._delivery.submit("logged model", publish, needs=WRITING_MODEL)
 
     def _save(self, model: keras.Model, target: Path) -> None:
-        save_mlflow_model(model, target, self._input_example)
+        save_mlflow_model(model, target, self._settings.input_example)
 
     def _save_best_model(self, target: Path) -> None:
         """The best model as an MLflow Model; its Keras file also becomes checkpoints/best.keras, so

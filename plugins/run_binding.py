@@ -42,9 +42,10 @@ class RunSettings:
     run_name: str | None = None
     tags: Mapping[str, Any] = field(default_factory=dict)
     tracking_uri: str | None = None
-    wait_for_server_s: float = 0.0
+    wait_for_server_s: float = 0.0  # how long starting a run waits for an HTTP server that does not answer
     run_id: str | None = None  # a logged run to reopen and continue
-    log_system_metrics: bool = False  # True: MLflow's system metrics; False: MLflow's own setting decides
+    # True: CPU, memory, disk and GPU use (MLflow's system/... metrics); False: MLflow's own setting decides.
+    log_system_metrics: bool = False
 
 
 @dataclass

@@ -7,11 +7,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 import mlflow
@@ -21,7 +24,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from plugins import MLflowCallback, keras_saving, model_facts
-from plugins.fit import Fit
+from plugins.epoch_metrics import EpochMetrics
 from plugins.params import TRUNCATED
 from plugins.publisher import Publisher
 from plugins.run_binding import is_chief
@@ -68,145 +71,124 @@ def artifact_csv(tracking_uri, run_id, path):
     return pd.read_csv(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path))
 
 
-def test_one_point_per_epoch_for_every_key(tracking_uri, digits):
-    fit(digits, [MLflowCallback(log_model=False)], epochs=4)
-    run = only_run(tracking_uri)
-    assert run.info.status == "FINISHED"  # the callback started this run, so it ended it
-    for key in EPOCH_KEYS:
-        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == [0, 1, 2, 3], key
-    loss = dict(history(tracking_uri, run.info.run_id, "loss"))
-    val_loss = dict(history(tracking_uri, run.info.run_id, "val_loss"))
-    gap = dict(history(tracking_uri, run.info.run_id, "gap_loss"))
-    assert gap[2] == pytest.approx(val_loss[2] - loss[2], abs=1e-6)
-    frame = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
-    assert list(frame["epoch"]) == [0, 1, 2, 3] and set(EPOCH_KEYS) <= set(frame.columns)
-
-
 def plateau():
     # patience=0 and a huge min_delta: every epoch after the first counts as a plateau
     return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0, min_delta=10.0, min_lr=1e-9)
 
 
-@pytest.mark.parametrize("plateau_first", [True, False], ids=["plateau-before", "plateau-after"])
-def test_learning_rate_under_plateau_whatever_the_order(tracking_uri, digits, plateau_first):
-    tracker = MLflowCallback(log_model=False)
-    fit(digits, [plateau(), tracker] if plateau_first else [tracker, plateau()], epochs=5)
-    run = only_run(tracking_uri)
-    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
+@dataclass(frozen=True)
+class ReferenceFit:
+    uri: str
+    run: Any
+    client: mlflow.MlflowClient
+
+    def history(self, key):
+        return history(self.uri, self.run.info.run_id, key)
+
+    def csv(self, path):
+        return artifact_csv(self.uri, self.run.info.run_id, path)
+
+
+@pytest.fixture(scope="module")
+def reference_fit(tmp_path_factory, empty_store, digits) -> ReferenceFit:
+    """One real fit whose run the read-only tests below share: every default of the callback, plus a
+    plateau callback after it, params, an input example, batch points every 5 steps and a registry name."""
+    folder = tmp_path_factory.mktemp("reference")
+    shutil.copy(empty_store, folder / "mlflow.db")
+    uri, previous = f"sqlite:///{folder / 'mlflow.db'}", mlflow.get_tracking_uri()
+    params = {f"group.key_{i:03d}": i for i in range(250)}
+    params.update({"odd(name)!": 1, "long": "x" * 7000, "db.password": "hunter2"})
+    tracker = MLflowCallback(
+        params=params,
+        input_example=digits[1][0][:3],
+        log_every_n_steps=5,
+        registered_model_name="digits-classifier",
+    )
+    mlflow.set_tracking_uri(uri)
+    try:
+        fit(digits, [tracker, plateau()], epochs=5)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return ReferenceFit(uri, only_run(uri), mlflow.MlflowClient(uri))
+
+
+@pytest.fixture
+def reference(reference_fit, monkeypatch) -> ReferenceFit:
+    """The reference fit's run, with its store as the tracking and registry URI (for runs:/ and models:/)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reference_fit.uri)
+    mlflow.set_tracking_uri(reference_fit.uri)
+    return reference_fit
+
+
+def test_one_point_per_epoch_for_every_key_and_the_run_ends_completed(reference):
+    run = reference.run
+    assert run.info.status == "FINISHED"  # the callback started this run, so it ended it
+    for key in EPOCH_KEYS:
+        assert [step for step, _ in reference.history(key)] == [0, 1, 2, 3, 4], key
+    loss, val_loss, gap = (dict(reference.history(key)) for key in ("loss", "val_loss", "gap_loss"))
+    assert gap[2] == pytest.approx(val_loss[2] - loss[2], abs=1e-6)
+    frame = reference.csv("history.csv")
+    assert list(frame["epoch"]) == [0, 1, 2, 3, 4] and set(EPOCH_KEYS) <= set(frame.columns)
+    assert "stopped_epoch" not in run.data.metrics and run.data.tags["stop_reason"] == "completed"
+
+
+def test_batch_points_every_n_optimizer_steps(reference):
+    assert [step for step, _ in reference.history("batch_loss")] == list(range(5, 5 * 19 + 1, 5))  # 19 a epoch
+
+
+def test_learning_rate_under_a_plateau_callback_that_runs_after_the_tracker(reference):
+    rates = [rate for _, rate in reference.history("learning_rate")]
     assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
-    assert run.data.metrics["lr_changes"] == 3
-    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
-    assert list(changes["epoch"]) == [2, 3, 4]
-    assert list(changes["cause"]) == ["plateau"] * 3
+    assert reference.run.data.metrics["lr_changes"] == 3
+    changes = reference.csv("lr_changes.csv")
+    assert list(changes["epoch"]) == [2, 3, 4] and list(changes["cause"]) == ["plateau"] * 3
     assert changes["new_learning_rate"].iloc[0] == pytest.approx(5e-4)
 
 
-@pytest.mark.parametrize("scheduler_first", [True, False], ids=["scheduler-before", "scheduler-after"])
-def test_learning_rate_under_step_scheduler(tracking_uri, digits, scheduler_first):
-    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 1e-3 * 0.1 ** (epoch // 2))
-    tracker = MLflowCallback(log_model=False)
-    fit(digits, [scheduler, tracker] if scheduler_first else [tracker, scheduler], epochs=5)
-    run = only_run(tracking_uri)
-    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
-    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
-    changes = artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")
-    assert list(changes["epoch"]) == [2, 4] and list(changes["cause"]) == ["scheduler", "scheduler"]
+def test_params_are_sanitised_truncated_and_batched(reference):
+    logged = reference.run.data.params
+    assert all(f"group.key_{i:03d}" in logged for i in range(250))
+    assert logged["odd_name__"] == "1"
+    assert logged["long"].endswith(TRUNCATED) and len(logged["long"]) == 6000
+    assert logged["db.password"] == "[redacted]"
 
 
-def test_learning_rate_under_cosine_decay(tracking_uri, digits):
-    steps_per_epoch = 1200 // 64 + 1
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=4 * steps_per_epoch)
-    model = tiny_model(learning_rate=schedule)
-    fit(digits, [MLflowCallback(log_model=False)], epochs=4, model=model)
-    run = only_run(tracking_uri)
-    rates = [rate for _, rate in history(tracking_uri, run.info.run_id, "learning_rate")]
-    # the rate at the first step of each epoch
-    assert rates == pytest.approx([float(schedule(epoch * steps_per_epoch)) for epoch in range(4)], rel=1e-5)
-    assert run.data.metrics["lr_changes"] == 3
-    assert set(artifact_csv(tracking_uri, run.info.run_id, "lr_changes.csv")["cause"]) == {"schedule"}
-
-
-def test_best_checkpoint_reproduces_best_val_loss(tracking_uri, digits):
-    fit(digits, [MLflowCallback(monitor="val_loss", input_example=digits[1][0][:3])], epochs=6)
-    run = only_run(tracking_uri)
-    val_loss = history(tracking_uri, run.info.run_id, "val_loss")
-    best_step, best_value = min(val_loss, key=lambda point: point[1])
+def test_best_checkpoint_reproduces_best_val_loss(reference, digits):
+    run = reference.run
+    best_step, best_value = min(reference.history("val_loss"), key=lambda point: point[1])
     assert run.data.metrics["best_epoch"] == best_step
     assert run.data.metrics["best_val_loss"] == pytest.approx(best_value)
-    client = mlflow.MlflowClient(tracking_uri)
     checkpoint = keras.models.load_model(
-        client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
+        reference.client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
     )
     x_val, y_val = digits[1]
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
-    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")  # the MLflow Model is the best one too
-    assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {
-        "history.csv",
-        "learning_curves.png",
-        "lr_changes.csv",
-        "model_summary.txt",
-        "model",
-        "checkpoints",
-    } <= artifacts
+    artifacts = {a.path for a in reference.client.list_artifacts(run.info.run_id)}
+    expected = {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"}
+    assert expected <= artifacts
 
 
-def test_mode_auto_takes_the_direction_keras_metrics_declare(tracking_uri, digits):
-    # R2Score is better higher, and its name says nothing of it: Keras' own callbacks read the
-    # direction from the metric object, and so does the best epoch here.
-    (x, y), (x_val, y_val) = digits
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=[keras.metrics.R2Score()])
-    model.fit(
-        x,
-        y.reshape(-1, 1).astype("float32"),
-        validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
-        epochs=4,
-        batch_size=64,
-        verbose=0,
-        callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)],
-    )
-    run = only_run(tracking_uri)
-    r2 = history(tracking_uri, run.info.run_id, "val_r2_score")
-    best_step, best_value = max(r2, key=lambda point: point[1])
-    assert best_step != min(r2, key=lambda point: point[1])[0]
-    assert run.data.metrics["best_epoch"] == best_step
-    assert run.data.metrics["best_val_r2_score"] == pytest.approx(best_value)
+def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_with_an_alias(reference, digits):
+    run, client = reference.run, reference.client
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    best = int(run.data.metrics["best_epoch"])
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
+    assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model.model_id, best)]
+    linked = {metric.key: (metric.step, metric.value) for metric in model.metrics}
+    assert linked["val_loss"] == (best, pytest.approx(run.data.metrics["best_val_loss"]))
+    x_val, y_val = digits[1]
+    for uri in (f"models:/{model.model_id}", f"runs:/{run.info.run_id}/model", "models:/digits-classifier@candidate"):
+        loaded = mlflow.keras.load_model(uri)
+        loss = loaded.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
+        assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4), uri
+    versions = client.search_model_versions("name='digits-classifier'")
+    assert [(v.version, v.run_id, v.status, v.source) for v in versions] == [
+        (1, run.info.run_id, "READY", f"models:/{model.model_id}")
+    ]
+    assert client.get_model_version_by_alias("digits-classifier", "candidate").version == 1
 
 
-def test_a_resumed_run_ranks_its_earlier_epochs_in_the_direction_keras_declares(tracking_uri, digits):
-    # The run's earlier epochs (an interrupted process) are read back when the continuation starts,
-    # before Keras has made the metric objects. Higher is better for R2Score: the earlier best is
-    # epoch 1, and a continuation at a zero learning rate never beats it.
-    (x, y), (x_val, y_val) = digits
-    client = mlflow.MlflowClient(tracking_uri)
-    with mlflow.start_run() as run:
-        for epoch, r2 in enumerate([0.98, 0.999]):
-            mlflow.log_metrics({"val_r2_score": r2, "val_loss": 0.5, "learning_rate": 0.0}, step=epoch)
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1)])
-        model.compile(keras.optimizers.Adam(0.0), "mse", metrics=[keras.metrics.R2Score()])
-        model.fit(
-            x,
-            y.reshape(-1, 1).astype("float32"),
-            validation_data=(x_val, y_val.reshape(-1, 1).astype("float32")),
-            initial_epoch=2,
-            epochs=4,
-            batch_size=64,
-            verbose=0,
-            callbacks=[MLflowCallback(monitor="val_r2_score", log_model=False)],
-        )
-    metrics = client.get_run(run.info.run_id).data.metrics
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_r2_score")] == [0, 1, 2, 3]
-    assert max(value for step, value in history(tracking_uri, run.info.run_id, "val_r2_score") if step >= 2) < 0.98
-    assert metrics["best_epoch"] == 1
-    assert metrics["best_val_r2_score"] == pytest.approx(0.999)
-
-
-@pytest.mark.parametrize("log_model", [True, False], ids=["with-model", "checkpoint-only"])
-def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tracking_uri, digits, log_model):
+def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tracking_uri, digits):
     # mode="max" on val_loss, which falls: the first epoch is the best, so the final save needs
     # weights that the model no longer holds.
     model = tiny_model()
@@ -214,7 +196,7 @@ def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tr
     keep_last = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: final.update(weights=model.get_weights())
     )
-    fit(digits, [keep_last, MLflowCallback(monitor="val_loss", mode="max", log_model=log_model)], epochs=4, model=model)
+    fit(digits, [keep_last, MLflowCallback(monitor="val_loss", mode="max")], epochs=4, model=model)
     for after_fit, last_epoch in zip(model.get_weights(), final["weights"], strict=True):
         np.testing.assert_array_equal(after_fit, last_epoch)
     run = only_run(tracking_uri)
@@ -227,18 +209,8 @@ def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tr
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(
         val_loss[0][1], rel=1e-4
     )
-    if log_model:
-        logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-        assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(
-            val_loss[0][1], rel=1e-4
-        )
-
-
-def test_mode_max_for_accuracy(tracking_uri, digits):
-    fit(digits, [MLflowCallback(monitor="val_accuracy", log_model=False)], epochs=4)
-    run = only_run(tracking_uri)
-    accuracy = history(tracking_uri, run.info.run_id, "val_accuracy")
-    assert run.data.metrics["best_val_accuracy"] == pytest.approx(max(value for _, value in accuracy))
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert logged.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(val_loss[0][1], rel=1e-4)
 
 
 def test_early_stopping_facts(tracking_uri, digits):
@@ -249,12 +221,6 @@ def test_early_stopping_facts(tracking_uri, digits):
     assert run.data.metrics["stopped_epoch"] == stopper.stopped_epoch == 2
     assert run.data.tags["stop_reason"] == "early_stopping"
     assert len(history(tracking_uri, run.info.run_id, "loss")) == 3
-
-
-def test_completed_training_has_no_stopped_epoch(tracking_uri, digits):
-    fit(digits, [MLflowCallback(log_model=False)], epochs=2)
-    run = only_run(tracking_uri)
-    assert "stopped_epoch" not in run.data.metrics and run.data.tags["stop_reason"] == "completed"
 
 
 def test_logs_into_the_active_run_and_leaves_it_open(tracking_uri, digits):
@@ -326,26 +292,7 @@ def test_under_mlflow_run_id_it_never_makes_a_second_run(tracking_uri, digits, m
     assert len(history(tracking_uri, run.info.run_id, "val_loss")) == 2
 
 
-def test_params_are_sanitised_truncated_and_batched(tracking_uri, digits):
-    params = {f"group.key_{i:03d}": i for i in range(250)}
-    params.update({"odd(name)!": 1, "long": "x" * 7000, "db.password": "hunter2"})
-    fit(digits, [MLflowCallback(log_model=False, params=params)], epochs=1)
-    logged = only_run(tracking_uri).data.params
-    assert all(f"group.key_{i:03d}" in logged for i in range(250))
-    assert logged["odd_name__"] == "1"
-    assert logged["long"].endswith(TRUNCATED) and len(logged["long"]) == 6000
-    assert logged["db.password"] == "[redacted]"
-
-
-def test_batch_metrics_every_n_steps(tracking_uri, digits):
-    fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=2)
-    run = only_run(tracking_uri)
-    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
-    assert steps == list(range(5, 2 * 19 + 1, 5))  # 19 batches per epoch, optimizer steps 5, 10, ...
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
-
-
-@pytest.mark.parametrize("steps_per_execution", [5, 4])
+@pytest.mark.parametrize("steps_per_execution", [4])
 def test_batch_metrics_every_n_steps_when_keras_runs_several_steps_per_call(tracking_uri, digits, steps_per_execution):
     (x, y), validation = digits
     model = tiny_model()
@@ -367,24 +314,6 @@ def test_batch_metrics_every_n_steps_when_keras_runs_several_steps_per_call(trac
     assert steps == [math.ceil(multiple / steps_per_execution) * steps_per_execution for multiple in range(5, 81, 5)]
 
 
-def test_batch_metrics_beyond_one_log_batch_all_land(tracking_uri, digits):
-    (x, y), validation = digits
-    model = tiny_model()
-    # 600 steps of 2 metrics each: more points than MLflow takes in one log_batch (1000).
-    model.fit(
-        x[:600],
-        y[:600],
-        validation_data=validation,
-        epochs=1,
-        batch_size=1,
-        verbose=0,
-        callbacks=[MLflowCallback(log_model=False, log_every_n_steps=1)],
-    )
-    run = only_run(tracking_uri)
-    for key in ("batch_loss", "batch_accuracy"):
-        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == list(range(1, 601)), key
-
-
 def fit_broken_at_step_29(digits, model, tracker):
     """Epoch 0 (steps 1-19) ends, epoch 1 breaks at its 10th step; the tracker is ended as the runner does."""
     with pytest.raises(RuntimeError, match="injected fault at step 29"):
@@ -397,29 +326,6 @@ def test_batch_metrics_of_an_epoch_that_never_ended_land_when_the_run_is_ended(t
         fit_broken_at_step_29(digits, tiny_model(), MLflowCallback(log_model=False, log_every_n_steps=5))
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")] == [5, 10, 15, 20, 25]
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0]
-
-
-def test_batch_metrics_of_a_resumed_optimizer_keep_its_own_step_count(tracking_uri, digits):
-    # A resume goes back to the end of the last whole epoch (step 19), below the steps the broken
-    # epoch had logged (20, 25): the re-trained steps are the optimizer's, not shifted past them.
-    model = tiny_model()
-    (x, y), validation = digits
-    with mlflow.start_run() as run:
-        fit_broken_at_step_29(digits, model, MLflowCallback(log_model=False, log_every_n_steps=5))
-        model.optimizer.iterations.assign(19)  # what the runner's resume sets without a backup
-        model.fit(
-            x,
-            y,
-            validation_data=validation,
-            initial_epoch=1,
-            epochs=2,
-            batch_size=64,
-            verbose=0,
-            callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)],
-        )
-    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
-    assert steps == sorted([5, 10, 15, 20, 25] + [24, 29, 34])
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1]
 
 
 def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, digits):
@@ -441,37 +347,6 @@ def test_batch_metrics_of_a_long_epoch_are_sent_before_it_ends(tracking_uri, dig
     assert 5 in seen_during_the_epoch
 
 
-@pytest.mark.parametrize("interval_s, epochs_per_call", [(3600, [[0, 1, 2, 3]]), (0, [[0], [1], [2], [3]])])
-def test_epochs_shorter_than_the_metrics_interval_share_one_log_batch(
-    tracking_uri, digits, monkeypatch, interval_s, epochs_per_call
-):
-    calls = []  # the epochs of each log_batch the store got, counted on the real client
-    log_batch = mlflow.MlflowClient.log_batch
-
-    def counted(self, run_id, *args, metrics=(), **kwargs):
-        calls.append(sorted({point.step for point in metrics if point.key == "loss"}))
-        return log_batch(self, run_id, *args, metrics=metrics, **kwargs)
-
-    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counted)
-    with mlflow.start_run() as run:
-        fit(digits, [MLflowCallback(log_model=False, metrics_interval_s=interval_s)], epochs=4)
-    assert [epochs for epochs in calls if epochs] == epochs_per_call
-    for key in EPOCH_KEYS:
-        assert [step for step, _ in history(tracking_uri, run.info.run_id, key)] == [0, 1, 2, 3], key
-
-
-def test_batch_metrics_of_a_second_fit_with_a_recompiled_optimizer_carry_on_the_run_s_steps(tracking_uri, digits):
-    # Fine-tuning recompiles: the new optimizer counts its steps from 0 again.
-    model = tiny_model()
-    with mlflow.start_run() as run:
-        fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=2, model=model)
-        model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        fit(digits, [MLflowCallback(log_model=False, log_every_n_steps=5)], epochs=1, model=model)
-    steps = [step for step, _ in history(tracking_uri, run.info.run_id, "batch_loss")]
-    assert steps == list(range(5, 2 * 19 + 1, 5)) + [35 + 5, 35 + 10, 35 + 15]  # 19 batches per epoch
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "loss")] == [0, 1, 2]
-
-
 def test_hooks_with_synthetic_logs(tracking_uri):
     model = tiny_model()
     tracker = MLflowCallback(monitor="val_loss", log_model=False)
@@ -490,149 +365,6 @@ def test_hooks_with_synthetic_logs(tracking_uri):
     assert [gap for _, gap in gaps] == pytest.approx([0.2, 0.3, 0.55])
     assert history(tracking_uri, run.info.run_id, "gap_accuracy")[0][1] == pytest.approx(0.25)
     assert tracker.best_epoch == 1
-
-
-@pytest.mark.parametrize(
-    ("logged", "accuracy"),
-    [
-        ({"acc": 0.75, "val_acc": 0.5}, "acc"),
-        ({"sparse_categorical_accuracy": 0.75, "val_sparse_categorical_accuracy": 0.5}, "sparse_categorical_accuracy"),
-        (
-            {
-                "top_k_categorical_accuracy": 1.0,
-                "val_top_k_categorical_accuracy": 0.25,
-                "accuracy": 0.75,
-                "val_accuracy": 0.5,
-            },
-            "accuracy",
-        ),
-    ],
-    ids=["acc", "sparse_categorical_accuracy", "accuracy-beside-top-k"],
-)
-def test_gap_accuracy_follows_the_accuracy_the_model_logs_whatever_its_name(tracking_uri, logged, accuracy):
-    callbacks = keras.callbacks.CallbackList([MLflowCallback(log_model=False)], model=tiny_model())
-    callbacks.set_params({"epochs": 2, "steps": 1})
-    callbacks.on_train_begin()
-    for epoch in range(2):
-        callbacks.on_epoch_begin(epoch)
-        callbacks.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.6, **logged})
-    callbacks.on_train_end()
-    run_id = only_run(tracking_uri).info.run_id
-    assert history(tracking_uri, run_id, "gap_accuracy") == [(0, 0.25), (1, 0.25)]  # 0.75 - 0.5
-    assert history(tracking_uri, run_id, accuracy) == [(0, 0.75), (1, 0.75)]
-
-
-def test_a_metric_with_one_value_per_class_is_logged_as_one_metric_per_class(tracking_uri, digits, caplog):
-    (x, y), (x_val, y_val) = digits
-    model = tiny_model()
-    model.compile(
-        keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None)]
-    )
-    model.fit(
-        x,
-        keras.utils.to_categorical(y, 10),
-        validation_data=(x_val, keras.utils.to_categorical(y_val, 10)),
-        epochs=2,
-        batch_size=64,
-        verbose=0,
-        callbacks=[MLflowCallback(log_model=False, log_every_n_steps=5)],
-    )
-    run = only_run(tracking_uri)
-    keras_history = model.history.history
-    for prefix in ("", "val_"):
-        for label in range(10):
-            logged = history(tracking_uri, run.info.run_id, f"{prefix}f1_score_{label}")
-            assert logged == [
-                (epoch, pytest.approx(keras_history[f"{prefix}f1_score"][epoch][label])) for epoch in (0, 1)
-            ]
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "batch_f1_score_9")] == [
-        5,
-        10,
-        15,
-        20,
-        25,
-        30,
-        35,
-    ]
-    table = artifact_csv(tracking_uri, run.info.run_id, "history.csv")
-    expected = [values[3] for values in keras_history["val_f1_score"]]
-    assert table["val_f1_score_3"].tolist() == pytest.approx(expected, rel=1e-5)  # six significant digits
-    assert "is not logged" not in caplog.text
-
-
-class Confusion(keras.metrics.Metric):
-    """A metric whose value is a matrix (counts of true class by predicted class)."""
-
-    def __init__(self):
-        super().__init__(name="confusion")
-        self.counts = self.add_variable(shape=(10, 10), initializer="zeros", name="counts")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        pairs = keras.ops.stack(
-            [
-                keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32"),
-            ],
-            axis=1,
-        )
-        self.counts.assign(
-            self.counts + keras.ops.scatter(pairs, keras.ops.ones((keras.ops.shape(pairs)[0],)), (10, 10))
-        )
-
-    def result(self):
-        return self.counts
-
-
-def test_a_metric_that_is_a_matrix_is_named_in_one_warning_and_the_rest_is_logged(tracking_uri, digits, caplog):
-    (x, y), validation = digits
-    model = tiny_model()
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy", Confusion()])
-    model.fit(
-        x,
-        y,
-        validation_data=validation,
-        epochs=3,
-        batch_size=64,
-        verbose=0,
-        callbacks=[MLflowCallback(log_model=False)],
-    )
-    assert model.history.history["confusion"][0].shape == (10, 10)  # Keras logs the matrix itself
-    run = only_run(tracking_uri)
-    assert run.info.status == "FINISHED"
-    assert not [key for key in run.data.metrics if "confusion" in key]
-    for key in ("confusion", "val_confusion"):
-        assert (
-            caplog.text.count(
-                f"{key!r} is not logged: MLflow metrics are numbers, and its value is an array of shape (10, 10)"
-            )
-            == 1
-        )
-    assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_accuracy")] == [0, 1, 2]
-
-
-def test_missing_monitor_warns_with_the_keys_that_exist(tracking_uri, digits, caplog):
-    fit(digits, [MLflowCallback(monitor="val_f1", log_model=False)], epochs=1)
-    assert "val_f1" in caplog.text and "val_loss" in caplog.text
-    assert "best_epoch" not in only_run(tracking_uri).data.metrics
-
-
-def test_validation_every_second_epoch_picks_the_best_among_them_without_a_warning(tracking_uri, digits, caplog):
-    (x, y), validation = digits
-    tiny_model().fit(
-        x,
-        y,
-        validation_data=validation,
-        validation_freq=2,
-        epochs=4,
-        batch_size=64,
-        verbose=0,
-        callbacks=[MLflowCallback(log_model=False)],
-    )
-    run = only_run(tracking_uri)
-    logged = history(tracking_uri, run.info.run_id, "val_loss")
-    assert [step for step, _ in logged] == [1, 3]
-    assert run.data.metrics["best_epoch"] == min(logged, key=lambda point: point[1])[0]
-    assert "which is not in the logs" not in caplog.text
 
 
 def test_without_validation_data_model_is_the_last_epochs_model(tracking_uri, digits, caplog):
@@ -900,7 +632,7 @@ def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_training(tmp_pa
         MLflowCallback(output_dir=wanted)
     assert str(refused.value) == f"output_dir='{wanted}': expected a folder that can be made (Not a directory)"
     made = tmp_path / "outputs" / "mlflow"
-    assert MLflowCallback(output_dir=made).output_dir == made and made.is_dir()
+    assert MLflowCallback(output_dir=made).settings.output_dir == made and made.is_dir()
 
 
 def test_failed_fit_in_the_runner_pattern_keeps_the_best_checkpoint(tracking_uri, digits):
@@ -1142,15 +874,17 @@ def test_unreachable_tracking_server_does_not_stop_training(digits, monkeypatch)
 
 
 def break_at_epoch(monkeypatch, epoch: int) -> None:
-    """A bug of the callback's own, at one epoch's end: a fault injected into its real per-fit part."""
-    epoch_metrics = Fit._epoch_metrics
+    """A bug of the callback's own, at one epoch's end (a fit's first is 0): a fault injected into its
+    real per-epoch part."""
+    of_epoch, ends = EpochMetrics.of_epoch, []
 
-    def broken(fit_state, logs):
-        if fit_state.epoch == epoch:
+    def broken(epoch_metrics, *args):
+        ends.append(epoch)
+        if len(ends) == epoch + 1:
             raise KeyError("a bug")
-        return epoch_metrics(fit_state, logs)
+        return of_epoch(epoch_metrics, *args)
 
-    monkeypatch.setattr(Fit, "_epoch_metrics", broken)
+    monkeypatch.setattr(EpochMetrics, "of_epoch", broken)
 
 
 @pytest.mark.parametrize("own_run", [True, False], ids=["run-it-started", "run-of-its-owner"])
@@ -1416,28 +1150,6 @@ def test_a_save_on_a_new_thread_reuses_what_an_earlier_save_learnt_and_writes_th
     assert len(saved_states[2]) == len(model.optimizer.variables) > 2  # the optimizer's state is saved too
 
 
-def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_with_an_alias(tracking_uri, digits):
-    fit(digits, [MLflowCallback(registered_model_name="digits-classifier")], epochs=3)
-    run = only_run(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    best = int(run.data.metrics["best_epoch"])
-    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
-    assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model.model_id, best)]
-    linked = {metric.key: (metric.step, metric.value) for metric in model.metrics}
-    assert linked["val_loss"] == (best, pytest.approx(run.data.metrics["best_val_loss"]))
-    x_val, y_val = digits[1]
-    for uri in (f"models:/{model.model_id}", f"runs:/{run.info.run_id}/model", "models:/digits-classifier@candidate"):
-        loaded = mlflow.keras.load_model(uri)
-        loss = loaded.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
-        assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4), uri
-    versions = client.search_model_versions("name='digits-classifier'")
-    assert [(v.version, v.run_id, v.status, v.source) for v in versions] == [
-        (1, run.info.run_id, "READY", f"models:/{model.model_id}")
-    ]
-    assert client.get_model_version_by_alias("digits-classifier", "candidate").version == 1
-
-
 class _ClusterModel:
     """What MLflowCallback reads of a model under a multi-worker tf.distribute strategy: the cluster resolver."""
 
@@ -1476,4 +1188,4 @@ def test_only_the_chief_of_a_multi_worker_strategy_logs(tracking_uri, cluster, t
 def test_the_old_name_register_model_name_still_registers_with_a_warning(tracking_uri, digits):
     with pytest.warns(FutureWarning, match="renamed registered_model_name"):
         tracker = MLflowCallback(register_model_name="digits-old-name", log_model=True)
-    assert tracker.registered_model_name == "digits-old-name"
+    assert tracker.settings.registered_model_name == "digits-old-name"
