@@ -1,26 +1,20 @@
 """How a study's answer reads: the one-sentence summary, the verdict table (printed and Markdown),
-the forest plot of the effects, the mean curves with their spread, the parent run's summary, and
-the requirements a CI gate checks."""
+the parent run's summary, and the requirements a CI gate checks (its figures: experiments/figures.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import textwrap
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from experiments import study
 from plugins.metric_names import higher_is_better
 
 WIDTH = 120  # printed tables fit a terminal this wide
-VERDICT_COLOURS = {study.HELPS: "tab:green", study.HURTS: "tab:red"}
 
 
 # ----------------------------------------------------------------------------- numbers as text
@@ -177,108 +171,6 @@ def best_configuration(verdicts: pd.DataFrame, metric: str) -> str | None:
     if means.empty:
         return None
     return str(means.idxmax() if higher_is_better(metric) else means.idxmin())
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> object:
-    """The forest plot: a row per regularised configuration, its mean difference from plain and the
-    95% interval, zero marked, coloured by verdict."""
-    effects = verdicts[~verdicts["plain"]].reset_index(drop=True)
-    scale = 100 if in_points(metric) else 1
-    figure = Figure(figsize=(9, 1.4 + 0.45 * max(len(effects), 1)))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    for position, row in effects.iterrows():
-        mean, low, high = (row[f"d_{metric}{end}"] * scale for end in ("", "_low", "_high"))
-        colour = VERDICT_COLOURS.get(row["verdict"], "0.45")
-        if math.isfinite(low):
-            axes.plot([low, high], [position, position], color=colour, linewidth=2)
-        axes.plot([mean], [position], "o", color=colour)
-        axes.annotate(
-            f"{row['verdict']}, {int(row['wins'])}/{int(row['n'])} {repeats}",
-            (1.01, position),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
-        )
-    axes.axvline(0, color="0.3", linewidth=1, linestyle="--")
-    names = ["\n".join(textwrap.wrap(name, 28, break_long_words=False)) for name in effects["configuration"]]
-    axes.set_yticks(range(len(effects)), names, fontsize=8)
-    axes.set_ylim(max(len(effects), 1) - 0.5, -0.5)
-    unit = " (percentage points)" if in_points(metric) else ""
-    axes.set(title=f"difference from plain in {metric}: mean and 95% interval", xlabel=f"Δ {metric}{unit}")
-    axes.grid(axis="x", alpha=0.3)
-    height = figure.get_figheight()
-    figure.subplots_adjust(left=0.24, right=0.7, bottom=0.75 / height, top=1 - 0.45 / height)
-    figure.savefig(path, dpi=80)
-    return path
-
-
-@dataclass(frozen=True)
-class Curve:
-    epochs: np.ndarray
-    mean: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-
-
-def mean_curve(histories: list[list]) -> Curve:
-    """Per epoch, the mean of the runs' values and their range (min to max) over the runs that
-    reached that epoch."""
-    frame = pd.DataFrame([{"epoch": p.step, "run": i, "value": p.value} for i, h in enumerate(histories) for p in h])
-    if frame.empty:
-        return Curve(*(np.array([]),) * 4)
-    grouped = frame.groupby("epoch")["value"]
-    return Curve(
-        grouped.mean().index.to_numpy(), grouped.mean().to_numpy(), grouped.min().to_numpy(), grouped.max().to_numpy()
-    )
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One regularised configuration's mean curves (by metric) and its plain partner's."""
-
-    configuration: str
-    curves: dict[str, Curve]
-    plain: dict[str, Curve]
-
-
-def plot_mean_curves(panels: list[Panel], repeats: str, path) -> object:
-    """A panel per regularised configuration: each metric's mean over its repeats with a band from
-    the lowest to the highest repeat, and the plain configuration's mean, dashed grey, beside it.
-    One y scale for all panels, cut above at the highest mean after the first epoch."""
-    columns = min(4, max(len(panels), 1))
-    rows = max(math.ceil(len(panels) / columns), 1)
-    figure = Figure(figsize=(3.4 * columns + 0.6, 2.6 * rows + 0.9))
-    FigureCanvasAgg(figure)
-    grid = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
-    for axes, panel in zip(grid.flat, panels):
-        for colour, dashes, (key, curve) in zip(("tab:blue", "tab:orange"), ("--", ":"), panel.curves.items()):
-            axes.plot(curve.epochs, curve.mean, color=colour, marker="o", markersize=2, label=key)
-            axes.fill_between(curve.epochs, curve.low, curve.high, color=colour, alpha=0.2, linewidth=0)
-            if key in panel.plain:
-                plain = panel.plain[key]
-                axes.plot(plain.epochs, plain.mean, color="0.4", linestyle=dashes, linewidth=1, label=f"{key}, plain")
-        axes.set_title("\n".join(textwrap.wrap(panel.configuration, 34)), fontsize=8)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-    for axes in list(grid.flat)[len(panels) :]:
-        axes.set_visible(False)
-    # The first epochs' losses (about 2) would flatten what the study is about: the later ones.
-    later = [value for p in panels for c in p.curves.values() for e, value in zip(c.epochs, c.mean) if e >= 2]
-    if later:
-        top = max(later)
-        grid[0][0].set_ylim(min(0.0, *later) - 0.1 * top, 1.15 * top)
-    if panels:
-        handles, labels = grid[0][0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="upper right", ncol=4, fontsize=8, frameon=False)
-    figure.suptitle(f"mean over {repeats}, band min..max, by epoch", x=0.01, y=0.995, ha="left", fontsize=9)
-    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=1 - 0.75 / figure.get_figheight(), hspace=0.45)
-    figure.savefig(path, dpi=80)
-    return path
 
 
 # ----------------------------------------------------------------------------- the CI gate

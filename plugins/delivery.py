@@ -77,7 +77,7 @@ class Delivery:
 
 
 def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path | None:
-    """``calls`` on disk in ``spool_base/unsent/<run id>/``, for ``python -m experiments.sync``; None
+    """``calls`` on disk in ``spool_base/unsent/<run id>/``, for ``python -m plugins.sync``; None
     where that disk cannot take them either (said once in the log, with what is lost)."""
     try:
         folder = spool.keep(calls, spool_base / "unsent" / run_id)
@@ -90,7 +90,7 @@ def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path | None
         )
         return None
     log.error(
-        "MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m experiments.sync %s",
+        "MLflow run %s: the tracking server did not take %s; kept in %s, send with: python -m plugins.sync %s",
         run_id,
         ", ".join(what for what, _ in calls),
         folder,
@@ -101,7 +101,7 @@ def keep_unsent_calls(calls: list, run_id: str, spool_base: Path) -> Path | None
 
 def remove_partial_upload(call) -> None:
     """After an upload to a local artifact store failed (a full disk), remove what it left there:
-    a run's files are whole or absent, and experiments.sync uploads them again whole."""
+    a run's files are whole or absent, and plugins.sync uploads them again whole."""
     if not isinstance(call, partial) or getattr(call.func, "__name__", "") not in ("log_artifact", "log_artifacts"):
         return
     client, (run_id, local_path, *folder) = call.func.__self__, call.args

@@ -3,7 +3,7 @@ best epoch's step with that epoch's metrics, loadable as ``models:/<model_id>`` 
 and what the Model Registry registers.
 
 The run keeps its own copy in its files (``model/``): that upload is a plain call that
-``experiments.sync`` can send when the server was away; this one is made only while it answers.
+``plugins.sync`` can send when the server was away; this one is made only while it answers.
 """
 
 from __future__ import annotations

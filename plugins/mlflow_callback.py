@@ -200,7 +200,7 @@ class MLflowCallback(keras.callbacks.Callback):
         """Log last metrics and tags (e.g. test results, a failure reason) and folders written beside
         training (artifact folder -> local folder, e.g. ``{"tensorboard": log_dir}``), and end the
         active run with ``status``. Never raises for the tracking server: what it does not take is
-        kept with the run's other unsent calls for ``python -m experiments.sync``.
+        kept with the run's other unsent calls for ``python -m plugins.sync``.
         """
         unreachable = self._fit is not None and self._fit.server_unreachable
         finished_after_sync = status == "FINISHED" and bool(self.missing)
@@ -229,8 +229,8 @@ class MLflowCallback(keras.callbacks.Callback):
 
 def _missing_files_tags(missing: list[str], unsent_folder: Path | None) -> dict[str, str]:
     """A run whose files the store did not take ends FAILED, saying what is missing, until
-    experiments.sync has sent them and ends it FINISHED."""
-    reason = f"not stored: {', '.join(missing)}; kept for python -m experiments.sync {unsent_folder}"
+    plugins.sync has sent them and ends it FINISHED."""
+    reason = f"not stored: {', '.join(missing)}; kept for python -m plugins.sync {unsent_folder}"
     return {tag_names.MISSING_FILES: ", ".join(missing), tag_names.FAILURE_REASON: reason}
 
 

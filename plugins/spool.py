@@ -1,4 +1,4 @@
-"""What the tracking server never took, kept on disk and sent later (``python -m experiments.sync``).
+"""What the tracking server never took, kept on disk and sent later (``python -m plugins.sync``).
 
 Only plain MlflowClient calls are kept (log_batch, log_artifact, log_artifacts, set_terminated):
 one JSON line each in ``unsent.jsonl``, with a copy of every file they upload beside it.

@@ -7,6 +7,7 @@ import pytest
 from experiments.compare import main as compare
 from experiments.reproduce import main as reproduce
 from experiments.sync import main as sync
+from plugins.sync import main as plugins_sync
 from tests.conftest import not_a_database
 
 
@@ -21,6 +22,7 @@ COMMANDS = {
     "reproduce": lambda t, uri: reproduce(["0123456789abcdef", "--tracking-uri", uri]),
     "compare": lambda t, uri: compare(["--tracking-uri", uri, "--output", str(t / "out")]),
     "sync": lambda t, uri: sync([str(unsent_folder(t)), "--tracking-uri", uri]),
+    "plugins.sync": lambda t, uri: plugins_sync([str(unsent_folder(t)), "--tracking-uri", uri]),
 }
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from experiments.compare import comparison_table, curve_labels
 from experiments.compare import main as compare
+from experiments.report import curve_labels
+from experiments.runs_table import comparison_table
 
 
 def log_run(

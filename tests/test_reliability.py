@@ -535,7 +535,7 @@ def test_server_gone_when_training_ends_then_synced(tmp_path, run_cli):
         )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
         said = done.stdout + done.stderr  # Hydra logs to stdout
-        assert "python -m experiments.sync" in said and "ending the run FINISHED" in said
+        assert "python -m plugins.sync" in said and "ending the run FINISHED" in said
         server = start_mlflow_server(tmp_path, port)
         client = mlflow.MlflowClient(uri)
         run = all_runs(uri)[0]
@@ -568,10 +568,10 @@ def test_ctrl_c_while_the_end_waits_for_the_server_keeps_everything_and_stops_at
         assert process.wait(timeout=120) == 130  # not the 600 s of flush_timeout_s
         log.seek(0)
         said = log.read()
-        assert "Traceback" not in said and "python -m experiments.sync" in said, said[-3000:]
+        assert "Traceback" not in said and "python -m plugins.sync" in said, said[-3000:]
         assert said.strip().splitlines()[-1].startswith("error: training interrupted by SIGINT: run ")
         server = start_mlflow_server(tmp_path, port)
-        synced = run_cli("experiments.sync", "--tracking-uri", uri)
+        synced = run_cli("plugins.sync", "--tracking-uri", uri)
         assert synced.returncode == 0, synced.stderr[-2000:]
         client = mlflow.MlflowClient(uri)
         run = all_runs(uri)[0]
