@@ -16,8 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import mlflow
-
 from experiments import study_report
 from experiments.cli import (
     CONFIGURED,
@@ -109,17 +107,6 @@ def positive_whole_number(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
     return int(text)
-
-
-def report_to_parent(parent_run_id: str, tracking_uri: str | None, folder: Path) -> None:
-    """Compare a sweep's children into ``folder`` and log the report on its parent (the sweep
-    callback's hook)."""
-    client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment(client.get_run(parent_run_id).info.experiment_id)
-    main(
-        ["--parent", parent_run_id, "--experiment", experiment.name, "--output", str(folder)]
-        + ["--tracking-uri", client.tracking_uri]
-    )
 
 
 if __name__ == "__main__":
