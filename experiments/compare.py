@@ -13,10 +13,13 @@ the sweep's parent run under comparison/.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from experiments import study_report
+from omegaconf import OmegaConf
+
+from experiments import CONF, study_report
 from experiments.cli import (
     CONFIGURED,
     TRACKING_URI_HELP,
@@ -30,6 +33,7 @@ from plugins.redaction import one_line
 from plugins.sweep import end_orphaned_sweeps
 
 DEFAULT_EXPERIMENT = CONFIGURED.experiment_name
+STUDY = OmegaConf.load(CONF / "study.yaml")  # how a study is judged: the equivalence margin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parent = find_parent(client, experiment.experiment_id, args.parent)
         runs = find_runs(client, experiment.experiment_id, parent)
         table = comparison_table(runs, args.group_by, args.sort_by)
-        answer = Answer.of(table, args.sort_by)
+        answer = Answer.of(table, args.sort_by, args.margin, STUDY.margin)
         requirements = [study_report.parse_requirement(text, answer.verdicts) for text in args.require]
     except (CompareError, TrackingStoreError, study_report.RequirementError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -93,14 +97,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=TRACKING_URI_HELP,
     )
     parser.add_argument(
+        "--margin",
+        type=non_negative_number,
+        default=None,
+        help="the equivalence margin, in pp for an accuracy (default: conf/study.yaml's margin) and in "
+        "the loss's units for a loss (default: none, no loss is called equivalent)",
+    )
+    parser.add_argument(
         "--require",
         action="append",
         default=[],
         metavar="'CONFIG: d_METRIC >= X'",
-        help="exit 1 unless the 95%% interval of CONFIG's difference from plain is >= X (lower bound) or "
-        "<= X (upper bound); may be given several times",
+        help="exit 1 unless the interval of CONFIG's difference from plain (Holm-adjusted, as the verdict) is "
+        ">= X (lower bound) or <= X (upper bound); may be given several times",
     )
     return parser.parse_args(argv)
+
+
+def non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
+    return value
 
 
 def positive_whole_number(text: str) -> int:

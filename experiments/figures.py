@@ -14,10 +14,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from experiments import study
+from experiments import study, study_report
 from experiments.study_report import in_points
 
-VERDICT_COLOURS = {study.HELPS: "tab:green", study.HURTS: "tab:red"}
+VERDICT_COLOURS = {
+    study.Verdict.HELPS: "tab:green",
+    study.Verdict.HURTS: "tab:red",
+    study.Verdict.EQUIVALENT: "tab:blue",
+}
 
 
 def plot_curves(histories: dict[str, list], title: str, key: str, path: Path) -> Path:
@@ -68,7 +72,7 @@ def plot_test_accuracy(drawn: pd.DataFrame, labels: dict[str, str], path: Path) 
 
 def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> object:
     """The forest plot: a row per regularised configuration, its mean difference from plain and the
-    95% interval, zero marked, coloured by verdict."""
+    interval the verdict was judged on (Holm-adjusted), zero marked, coloured by verdict."""
     effects = verdicts[~verdicts["plain"]].reset_index(drop=True)
     scale = 100 if in_points(metric) else 1
     figure = Figure(figsize=(9, 1.4 + 0.45 * max(len(effects), 1)))
@@ -81,18 +85,21 @@ def plot_effects(verdicts: pd.DataFrame, metric: str, repeats: str, path) -> obj
             axes.plot([low, high], [position, position], color=colour, linewidth=2)
         axes.plot([mean], [position], "o", color=colour)
         axes.annotate(
-            f"{row['verdict']}, {int(row['wins'])}/{int(row['n'])} {repeats}",
+            f"{study_report.verdict_words(row)}, W/T/L {study_report.record_text(row)} {repeats}",
             (1.01, position),
             xycoords=("axes fraction", "data"),
             va="center",
             fontsize=8,
         )
     axes.axvline(0, color="0.3", linewidth=1, linestyle="--")
+    margin = verdicts.attrs.get("margin", 0.0) * scale
+    if margin > 0:  # equivalent: the interval inside this band
+        axes.axvspan(-margin, margin, color="tab:blue", alpha=0.08, linewidth=0)
     names = ["\n".join(textwrap.wrap(name, 28, break_long_words=False)) for name in effects["configuration"]]
     axes.set_yticks(range(len(effects)), names, fontsize=8)
     axes.set_ylim(max(len(effects), 1) - 0.5, -0.5)
     unit = " (percentage points)" if in_points(metric) else ""
-    axes.set(title=f"difference from plain in {metric}: mean and 95% interval", xlabel=f"Δ {metric}{unit}")
+    axes.set(title=f"difference from plain in {metric}: mean and Holm-adjusted interval", xlabel=f"Δ {metric}{unit}")
     axes.grid(axis="x", alpha=0.3)
     height = figure.get_figheight()
     figure.subplots_adjust(left=0.24, right=0.7, bottom=0.75 / height, top=1 - 0.45 / height)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
@@ -18,7 +19,9 @@ from experiments import figures, study, study_report
 from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
 
-JUDGED = ("test_accuracy", "best_val_loss", "test_loss")  # the differences from plain a study reports
+ACCURACY = "test_accuracy"
+DATA_LOSSES = ("best_val_data_loss", "test_data_loss")  # Keras' losses less the L1/L2 penalty
+KERAS_LOSSES = ("best_val_loss", "test_loss")  # for runs that did not measure the penalty
 CURVES = {
     "val_loss": "validation loss",
     "gap_loss": "generalisation gap (val_loss - loss)",
@@ -34,27 +37,45 @@ class Answer:
     metric: str
     compared: list[str]
     repeats: str
+    margin: str  # as the table shows it: "0.5 pp"
+    notes: list[str]  # what the intervals are and what limits the answer, a line each
 
     @classmethod
-    def of(cls, table: pd.DataFrame, sort_by: str) -> Answer:
-        """Judged on --sort-by where it is a metric, else on test_accuracy."""
-        metric = sort_by if sort_by in JUDGED else "test_accuracy"
-        compared = [metric, *(column for column in JUDGED if column != metric)]
-        return cls(study.verdict_table(table, metric, compared), metric, compared, study_report.repeat_word(table))
+    def of(cls, table: pd.DataFrame, sort_by: str, margin: float | None, accuracy_margin: float) -> Answer:
+        """Judged on --sort-by where it is a metric compared, else on test_accuracy. ``margin`` is in
+        percentage points for an accuracy and in the metric's own units otherwise; None: the
+        ``accuracy_margin`` for an accuracy, and none (0) for a loss."""
+        losses = DATA_LOSSES if table[DATA_LOSSES[1]].notna().any() else KERAS_LOSSES
+        candidates = (ACCURACY, *losses)
+        metric = dict(zip(KERAS_LOSSES, losses)).get(sort_by, sort_by)
+        metric = metric if metric in candidates else ACCURACY
+        compared = [metric, *(column for column in candidates if column != metric)]
+        examples = table["test_examples"].max()
+        resolution = {ACCURACY: 1 / examples} if examples > 0 else {}
+        in_points = study_report.in_points(metric)
+        margin = margin if margin is not None else accuracy_margin if in_points else 0.0
+        design = study.design_of(table)
+        judged_with = study.Study(design, margin / 100 if in_points else margin, resolution)
+        verdicts = study.verdict_table(table, metric, compared, judged_with)
+        shown_margin = f"{margin:g} pp" if in_points else f"{margin:g}"
+        notes = answer_notes(table, verdicts, design, examples, losses)
+        return cls(verdicts, metric, compared, design.repeat_word, shown_margin, notes)
 
     def printable(self) -> str:
         rows = study_report.verdict_rows(self.verdicts, self.metric, self.compared, self.repeats)
         rows["configuration"] = rows["configuration"].map(lambda label: study_report.shortened(label, 30))
         droppable = [column for column in rows if column.startswith("Δ ") and self.metric not in column.split()[1:2]]
         text, left_out = study_report.fitted(rows, [*reversed(droppable), "repeats to resolve", f"mean {self.metric}"])
-        headline = textwrap.fill(study_report.headline(self.verdicts, self.metric, self.repeats), study_report.WIDTH)
+        said = study_report.headline(self.verdicts, self.metric, self.repeats, self.margin)
+        headline = textwrap.fill(said, study_report.WIDTH)
+        notes = "\n".join(textwrap.fill(note, study_report.WIDTH) for note in self.notes)
         more = f"\n({', '.join(left_out)}: in verdicts.csv)" if left_out else ""
-        return f"{headline}\n{text}{more}"
+        return f"{headline}\n{text}{more}\n{notes}"
 
     def write(self, folder: Path) -> list[Path]:
         """verdicts.csv (every number), verdicts.md (as the parent's description) and effects.png."""
         self.verdicts.to_csv(folder / "verdicts.csv", index=False, float_format=FLOAT_FORMAT)
-        text = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats)
+        text = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats, self.margin, self.notes)
         (folder / "verdicts.md").write_text(text)
         effects = figures.plot_effects(self.verdicts, self.metric, self.repeats, folder / "effects.png")
         return [folder / "verdicts.csv", folder / "verdicts.md", effects]
@@ -83,18 +104,48 @@ class Answer:
         return figures.plot_mean_curves(panels, self.repeats, path)
 
     def describe(self, client: mlflow.MlflowClient, parent_run_id: str) -> None:
-        """The parent's Overview page: the answer as its description, metrics a chart can use and
-        the best configuration as a tag."""
+        """The parent's Overview page: the answer as its description, metrics a chart can use, and
+        as tags the best helping configuration, or where none helps, the one with the top mean."""
         metrics = study_report.parent_metrics(self.verdicts, self.metric)
-        note = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats)
+        note = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats, self.margin, self.notes)
         tags = [RunTag(tag_names.NOTE, study_report.within(note, MAX_TAG_VAL_LENGTH))]
         best = study_report.best_configuration(self.verdicts, self.metric)
+        top = study_report.top_mean_configuration(self.verdicts, self.metric)
         if best is not None:
             tags.append(RunTag(tag_names.BEST_CONFIGURATION, best))
+        elif top is not None:
+            tags.append(RunTag(tag_names.TOP_MEAN_CONFIGURATION, top))
         now = int(time.time() * 1000)
         client.log_batch(
             parent_run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()], tags=tags
         )
+
+
+def answer_notes(
+    table: pd.DataFrame, verdicts: pd.DataFrame, design: study.Design, examples: float, losses: tuple
+) -> list[str]:
+    """What the intervals are and what limits the answer, a line each."""
+    compared = int(verdicts["p"].notna().sum()) if "p" in verdicts else 0
+    what = "training randomness on this split and test set" if not design.folds else "the training data's folds"
+    notes = [
+        f"{design.name} intervals over {what}, paired by seed and fold; Holm-adjusted over {compared} "
+        f"comparison{'s' if compared != 1 else ''} (each interval at the level Holm's step judged it at; "
+        "the 95% ones are the _unadjusted columns of verdicts.csv)"
+    ]
+    if examples > 0:
+        notes.append(f"test split: {int(examples)} examples, 1 example = {100 / examples:.2f} pp")
+    if losses == KERAS_LOSSES:
+        notes.append("losses: Keras' own, which hold the L1/L2 penalty (these runs did not measure it)")
+    else:
+        notes.append("losses: the data's part, Keras' loss less the L1/L2 penalty")
+    budget = table["budget"].mode()
+    late = table["best_epoch"] >= table["budget"] - np.ceil(table["budget"] / 10)
+    if len(budget) and late.mean() > 0.5:
+        notes.append(
+            f"still improving at the end: most runs' best epoch is in the last tenth of their epochs; "
+            f"the verdict is about {int(budget.iloc[0])} epochs of training"
+        )
+    return notes
 
 
 def write_report(

@@ -114,12 +114,30 @@ def run_row(run, group_by: str) -> dict:
         "best_val_accuracy": at_best_epoch(metrics, "val_accuracy"),
         "test_loss": metrics.get("test_loss"),
         "test_accuracy": metrics.get("test_accuracy"),
+        # Keras' losses hold the L1/L2 penalty; a comparison of regularisers compares the data's part.
+        "best_val_data_loss": _less(at_best_epoch(metrics, "val_loss"), metrics.get("penalty_loss_at_best")),
+        "test_data_loss": metrics.get("test_data_loss"),
+        "test_examples": metrics.get("test_examples"),
         "gap_loss": metrics.get("gap_loss"),
         "gap_accuracy": metrics.get("gap_accuracy"),
         "gap_loss_eval": metrics.get("gap_loss_eval"),
         "lr_changes": metrics.get("lr_changes"),
         "duration_s": (end - run.info.start_time) / 1000 if end else None,
+        "budget": _number(run.data.params.get("trainer.epochs")),  # the epochs asked for
+        "folds": _number(run.data.params.get("data.folds")),
     }
+
+
+def _less(value: float | None, penalty: float | None) -> float | None:
+    return value - penalty if value is not None and penalty is not None else None
+
+
+def _number(text: str | None) -> float | None:
+    """A param as a number; None where it is absent or no number (data read back from the store)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
@@ -143,6 +161,11 @@ def comparison_table(runs: list, group_by: str, sort_by: str) -> pd.DataFrame:
         "gap_loss_eval",
         "lr_changes",
         "duration_s",
+        "best_val_data_loss",
+        "test_data_loss",
+        "test_examples",
+        "budget",
+        "folds",
     ]
     table[numbers] = table[numbers].astype(float)  # None -> NaN, printed as "-"
     table["plain"] = table["regularised"].eq("false")
@@ -226,6 +249,11 @@ def check_group_by(runs: list, group_by: str) -> None:
 
 # Left out of the printed per-run table, in this order, until it fits (comparison.csv has them all).
 DROPPABLE = [
+    "folds",
+    "budget",
+    "test_examples",
+    "best_val_data_loss",
+    "test_data_loss",
     "lr_changes",
     "stopped_epoch",
     "gap_accuracy",

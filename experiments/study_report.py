@@ -3,7 +3,6 @@ the parent run's summary, and the requirements a CI gate checks (its figures: ex
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,67 +30,91 @@ def signed(value: float, metric: str) -> str:
     return f"{value * 100:+.1f}" if in_points(metric) else f"{value:+.3g}"
 
 
-def effect_text(row: pd.Series, metric: str) -> str:
-    """``+0.9 [+0.3, +1.5]``: the mean difference and its interval (pp for an accuracy)."""
+def effect_text(row: pd.Series, metric: str, judged: bool = True) -> str:
+    """``+0.9 [+0.3, +1.5]``: the mean difference and its interval (pp for an accuracy); for the
+    ``judged`` metric, whose ties are counted, ``all tied`` after it where every pair tied."""
     mean, low, high = (row.get(f"d_{metric}{end}", math.nan) for end in ("", "_low", "_high"))
     if not isinstance(mean, float) or not math.isfinite(mean):
         return "-"
     if not math.isfinite(low):
         return signed(mean, metric)
-    return f"{signed(mean, metric)} [{signed(low, metric)}, {signed(high, metric)}]"
+    tied = " all tied" if judged and row.get("ties") == row.get("n") and row.get("n", 0) > 1 else ""
+    return f"{signed(mean, metric)} [{signed(low, metric)}, {signed(high, metric)}]{tied}"
+
+
+def verdict_words(row: pd.Series) -> str:
+    """The verdict as the table says it: ``1 repeat: no verdict`` where there are too few pairs."""
+    found = study.Verdict(row["verdict"])
+    if found == study.Verdict.NO_VERDICT:
+        n = int(row["n"])
+        return f"{n} repeat{'s' if n != 1 else ''}: {found}"
+    return str(found)
+
+
+def record_text(row: pd.Series) -> str:
+    """Wins, ties and losses against plain: ``2/1/0``."""
+    return f"{int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])}"
 
 
 def resolving_text(row: pd.Series) -> str:
-    """How many repeats would resolve a difference the size of the one seen: ``~12``; ``-`` where
-    the verdict is clear."""
+    """How many repeats would tell a difference the size of the margin from none: ``~12``; ``-``
+    where the verdict is decided."""
     needed = row.get("repeats_needed")
-    if row["verdict"] != study.UNCLEAR or not isinstance(needed, (int, float)) or not math.isfinite(needed):
+    if row["verdict"] != study.Verdict.INCONCLUSIVE:
         return "-"
+    if not isinstance(needed, (int, float)) or not math.isfinite(needed):
+        return "no number"
     return f"> {study.MOST_REPEATS}" if needed > study.MOST_REPEATS else f"~{int(needed)}"
-
-
-def repeat_word(table: pd.DataFrame) -> str:
-    """What the repeats are: folds where runs have a data.fold, else seeds."""
-    folds = [json.loads(repeat)[study.REPEAT_KEYS.index("data.fold")] for repeat in table["repeat"]]
-    return "folds" if any(fold is not None for fold in folds) else "seeds"
 
 
 # ----------------------------------------------------------------------------- the answer
 
 
-def headline(verdicts: pd.DataFrame, metric: str, repeats: str) -> str:
-    """One sentence: the configurations that help or hurt, each with its effect, then those with no
-    clear difference and those without a verdict, e.g. ``l2 helps: +0.9 pp test_accuracy [+0.3,
-    +1.5], 3/3 seeds; no clear difference: dropout``."""
+def headline(verdicts: pd.DataFrame, metric: str, repeats: str, margin: str) -> str:
+    """One sentence: the configurations that help or hurt, each with its effect, then the equivalent
+    ones, the inconclusive ones and those without a verdict, e.g. ``l2 helps: +0.9 pp test_accuracy
+    [+0.3, +1.5], W/T/L 3/0/0 seeds; equivalent (within ±0.5 pp): dropout``."""
     unit = " pp" if in_points(metric) else ""
     regularised = verdicts[~verdicts["plain"]]
     parts = []
-    for _, row in regularised[regularised["verdict"].isin((study.HELPS, study.HURTS))].iterrows():
+    for _, row in regularised[regularised["verdict"].isin(study.JUDGED)].iterrows():
         mean, low, high = (signed(row[f"d_{metric}{end}"], metric) for end in ("", "_low", "_high"))
         parts.append(
             f"{row['configuration']} {row['verdict']}: {mean}{unit} {metric} [{low}, {high}], "
-            f"{int(row['wins'])}/{int(row['n'])} {repeats}"
+            f"W/T/L {record_text(row)} {repeats}"
         )
-    others = regularised[~regularised["verdict"].isin((study.HELPS, study.HURTS))]
-    for found, group in others.groupby("verdict", sort=False):
-        said = found.replace(": no verdict", "").join(("no verdict (", ")")) if "no verdict" in found else found
-        parts.append(f"{said}: {', '.join(group['configuration'])}")
+    others = regularised[~regularised["verdict"].isin(study.JUDGED)]
+    by_words: dict[str, list[str]] = {}
+    for _, row in others.iterrows():
+        by_words.setdefault(verdict_words(row), []).append(row["configuration"])
+    for found, configurations in by_words.items():
+        if found == study.Verdict.EQUIVALENT:
+            found = f"{found} (within ±{margin})"
+        elif "no verdict" in found:
+            found = found.replace(": no verdict", "").join(("no verdict (", ")"))
+        parts.append(f"{found}: {', '.join(configurations)}")
+    if len(regularised) and not regularised["verdict"].eq(study.Verdict.HELPS).any():
+        parts.append(f"none helps (top mean: {top_mean_configuration(verdicts, metric)})")
     return "; ".join(parts) or "no regularised configuration to judge"
 
 
 def verdict_rows(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str) -> pd.DataFrame:
     """The verdict table as a person reads it: a row per configuration, strings."""
     unit = " pp" if in_points(metric) else ""
-    shown = pd.DataFrame({"configuration": verdicts["configuration"], "n": verdicts["n"].astype(int)})
+    regularised = ~verdicts["plain"]
+    shown = pd.DataFrame({"configuration": verdicts["configuration"]})
+    dropped = verdicts.get("dropped", pd.Series(0, index=verdicts.index)).fillna(0)
+    shown["n"] = [f"{int(n)} ({int(d)} unpaired)" if d else str(int(n)) for n, d in zip(verdicts["n"], dropped)]
     shown[f"mean {metric}"] = verdicts[f"mean_{metric}"].map(lambda value: f"{value:.4g}")
     for column in compared:
         if f"d_{column}" in verdicts:
-            label = f"Δ {column}{unit if column == metric else ''} [95% CI]"
-            shown[label] = [effect_text(row, column) if not row["plain"] else "-" for _, row in verdicts.iterrows()]
-    shown[f"wins ({repeats})"] = [
-        "-" if row["plain"] else f"{int(row['wins'])}/{int(row['n'])}" for _, row in verdicts.iterrows()
-    ]
-    shown["verdict"] = verdicts["verdict"]
+            label = f"Δ {column}{unit if column == metric else ''} [CI]"
+            shown[label] = [
+                "-" if row["plain"] else effect_text(row, column, judged=column == metric)
+                for _, row in verdicts.iterrows()
+            ]
+    shown[f"W/T/L ({repeats})"] = ["-" if row["plain"] else record_text(row) for _, row in verdicts.iterrows()]
+    shown["verdict"] = [verdict_words(row) if regularised[i] else str(row["verdict"]) for i, row in verdicts.iterrows()]
     shown["repeats to resolve"] = [resolving_text(row) for _, row in verdicts.iterrows()]
     return shown
 
@@ -120,11 +143,13 @@ def shortened(text: str, most: int) -> str:
     return text[:head] + "…" + text[len(text) - (most - 1 - head) :]
 
 
-def markdown(verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str) -> str:
-    """The sentence on top, then the verdict table: the sweep parent's description."""
+def markdown(
+    verdicts: pd.DataFrame, metric: str, compared: list[str], repeats: str, margin: str, notes: list[str]
+) -> str:
+    """The sentence on top, the verdict table, then what the intervals are: the parent's description."""
     rows = verdict_rows(verdicts, metric, compared, repeats)
-    intervals = "paired by seed and fold; 95% t interval of the mean difference from plain"
-    return f"**{headline(verdicts, metric, repeats)}**\n\n{rows.to_markdown(index=False)}\n\n_{intervals}_\n"
+    below = "\n".join(f"_{note}_  " for note in notes)
+    return f"**{headline(verdicts, metric, repeats, margin)}**\n\n{rows.to_markdown(index=False)}\n\n{below}\n"
 
 
 # ----------------------------------------------------------------------------- on the parent run
@@ -167,6 +192,13 @@ def parent_metrics(verdicts: pd.DataFrame, metric: str) -> dict[str, float]:
 
 
 def best_configuration(verdicts: pd.DataFrame, metric: str) -> str | None:
+    """The helping configuration with the best mean; None where none helps."""
+    helping = verdicts[verdicts["verdict"].eq(study.Verdict.HELPS)]
+    return top_mean_configuration(helping, metric)
+
+
+def top_mean_configuration(verdicts: pd.DataFrame, metric: str) -> str | None:
+    """The configuration with the best mean, whether or not it differs from the others."""
     means = verdicts.set_index("configuration")[f"mean_{metric}"].dropna()
     if means.empty:
         return None

@@ -39,6 +39,7 @@ class Job:
     train: Any  # tf.data pipelines
     val: Any
     test: Any
+    test_examples: int
     steps_per_epoch: int
     initial_epoch: int
     class_weight: dict[int, float] | None
@@ -58,6 +59,7 @@ def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
         train=make_pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
         val=make_pipeline(splits.val, batch_size),
         test=make_pipeline(splits.test, batch_size),
+        test_examples=len(splits.test),
         steps_per_epoch=steps,
         initial_epoch=start_epoch,
         class_weight=class_weights(cfg.trainer.class_weight, splits),
@@ -83,7 +85,10 @@ def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoin
     if tracker.stop_reason == "nan_loss":
         raise LossBecameNaN("the loss became NaN (callbacks.terminate_on_nan stopped training)")
     job.model.set_weights(best_weights(tracker, job.model))
-    return job.model.evaluate(job.test, return_dict=True, verbose=0)
+    measured = job.model.evaluate(job.test, return_dict=True, verbose=0)
+    # Keras' loss holds the L1/L2 penalty of the weights: a comparison of regularisers needs the data's part.
+    penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in job.model.losses))
+    return {**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}
 
 
 def clear() -> None:

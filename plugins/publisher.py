@@ -65,7 +65,7 @@ def summary_metrics(
     history: list[dict], lr_changes: int, best_epoch: int | None, best_value: float | None, monitor: str
 ) -> dict[str, float]:
     """The run's one-value metrics: counts, the best epoch and value, and the other validation
-    metrics at that epoch (so a comparison needs no metric histories)."""
+    metrics and the L1/L2 penalty at that epoch (so a comparison needs no metric histories)."""
     metrics: dict[str, float] = {"lr_changes": lr_changes, "epochs_run": len(history)}
     if best_epoch is not None:
         monitored = sanitize_name(monitor)
@@ -73,7 +73,11 @@ def summary_metrics(
         metrics[f"best_{monitored}"] = best_value
         best_row = next(row for row in history if row["epoch"] == best_epoch)
         metrics.update(
-            {f"{key}_at_best": value for key, value in best_row.items() if key.startswith("val_") and key != monitored}
+            {
+                f"{key}_at_best": value
+                for key, value in best_row.items()
+                if (key.startswith("val_") or key == "penalty_loss") and key != monitored
+            }
         )
     return metrics
 

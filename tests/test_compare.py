@@ -7,6 +7,7 @@ import shlex
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
@@ -323,6 +324,40 @@ def test_max_curves_must_be_a_whole_number_of_runs(sweep, tmp_path, capsys, give
     assert f"argument --max-curves: '{given}': expected a whole number >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given", ["-0.5", "nan", "half"])
+def test_the_margin_must_be_a_number_of_at_least_zero(sweep, tmp_path, capsys, given):
+    with pytest.raises(SystemExit) as exited:
+        compare(["--experiment", "study", "--margin", given, "--output", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert f"argument --margin: '{given}': expected a number >= 0" in capsys.readouterr().err
+
+
+def test_a_margin_wide_enough_makes_a_small_difference_equivalent(seeded_sweep, tmp_path):
+    # dropout: -0.3 pp, its interval [-5.5, +4.8] pp: inconclusive at 0.5 pp, equivalent within 6 pp.
+    assert compare(["--experiment", "seeds", "--margin", "6", "--output", str(tmp_path / "out")]) == 0
+    verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
+    assert verdicts.loc["dropout", "verdict"] == "equivalent" and pd.isna(verdicts.loc["dropout", "repeats_needed"])
+    assert "equivalent (within ±6 pp): dropout" in (tmp_path / "out" / "verdicts.md").read_text()
+
+
+def test_the_notes_name_the_test_split_s_resolution_and_a_budget_still_improving():
+    from experiments import study
+    from experiments.report import DATA_LOSSES, KERAS_LOSSES, answer_notes
+
+    table = pd.DataFrame({"budget": [10.0] * 4, "best_epoch": [9.0, 9.0, 9.0, 4.0]})
+    verdicts = pd.DataFrame({"p": [np.nan, 0.2, 0.01]})
+    notes = answer_notes(table, verdicts, study.Design(folds=5), 270, DATA_LOSSES)
+    assert notes[0].startswith("Nadeau-Bengio corrected t (5 folds) intervals over the training data's folds")
+    assert "Holm-adjusted over 2 comparisons" in notes[0]
+    assert "test split: 270 examples, 1 example = 0.37 pp" in notes
+    assert "losses: the data's part, Keras' loss less the L1/L2 penalty" in notes
+    assert notes[-1].endswith("the verdict is about 10 epochs of training")
+    table["best_epoch"] = [9.0, 3.0, 4.0, 5.0]
+    notes = answer_notes(table, verdicts, study.Design(), np.nan, KERAS_LOSSES)
+    assert not [note for note in notes if note.startswith(("still improving", "test split"))]
+    assert "losses: Keras' own, which hold the L1/L2 penalty (these runs did not measure it)" in notes
+
+
 def test_a_sweep_whose_driver_died_is_ended_killed_by_the_next_compare(tracking_uri, tmp_path):
     """kill -9 to a sweep's driver leaves its parent RUNNING: compare (as the next sweep) ends it."""
     import os
@@ -374,27 +409,37 @@ def seeded_sweep(tracking_uri):
     return client, parent
 
 
-def test_repeats_are_paired_by_seed_and_judged_on_a_t_interval(seeded_sweep, tmp_path, capsys):
+def test_repeats_are_paired_by_seed_and_judged_on_a_holm_adjusted_t_interval(seeded_sweep, tmp_path, capsys):
     from scipy import stats
 
     client, parent = seeded_sweep
     assert compare(["--experiment", "seeds", "--output", str(tmp_path / "out")]) == 0
     verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
     assert list(verdicts.index) == ["none", "l2", "dropout"]  # plain first
-    for reg in ("l2", "dropout"):
+    # Two comparisons: Holm judges the smaller p-value (l2's) at 0.05 / 2 and, that one rejected, the other at 0.05.
+    for reg, level in (("l2", 0.025), ("dropout", 0.05)):
         differences = [a - b for a, b in zip(STUDY[reg], STUDY["none"])]
-        low, high = stats.t.interval(0.95, len(differences) - 1, loc=sum(differences) / 3, scale=stats.sem(differences))
+        mean, error = sum(differences) / 3, stats.sem(differences)
+        low, high = stats.t.interval(1 - level, 2, loc=mean, scale=error)
         row = verdicts.loc[reg]
-        assert (row["n"], row["runs"]) == (3, 3)
-        assert row["d_test_accuracy"] == pytest.approx(sum(differences) / 3, abs=1e-6)
+        assert (row["n"], row["runs"], row["level"]) == (3, 3, pytest.approx(level))
+        assert row["d_test_accuracy"] == pytest.approx(mean, abs=1e-6)
         assert (row["d_test_accuracy_low"], row["d_test_accuracy_high"]) == pytest.approx((low, high), abs=1e-6)
-    assert (verdicts.loc["l2", "verdict"], verdicts.loc["l2", "wins"]) == ("helps", 3)
-    assert (verdicts.loc["dropout", "verdict"], verdicts.loc["dropout", "wins"]) == ("no clear difference", 1)
-    assert verdicts.loc["dropout", "repeats_needed"] > 3  # what would resolve a difference this size
+        unadjusted = stats.t.interval(0.95, 2, loc=mean, scale=error)
+        assert (row["d_test_accuracy_low_unadjusted"], row["d_test_accuracy_high_unadjusted"]) == pytest.approx(
+            unadjusted, abs=1e-6
+        )
+    assert verdicts.loc["l2", ["verdict", "wins", "ties", "losses"]].tolist() == ["helps", 3, 0, 0]
+    assert verdicts.loc["dropout", ["verdict", "wins", "ties", "losses"]].tolist() == ["inconclusive", 1, 0, 2]
+    assert verdicts.loc["dropout", "repeats_needed"] > 3  # what would tell a difference of the margin from none
     printed = capsys.readouterr().out
-    assert printed.splitlines()[1] == (
-        "l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; no clear difference: dropout"
+    assert (
+        printed.splitlines()[1]
+        == "l2 helps: +2.5 pp test_accuracy [+0.7, +4.3], W/T/L 3/0/0 seeds; inconclusive: dropout"
     )
+    said = " ".join(printed.split())  # the notes are wrapped at 120 characters
+    assert "paired t intervals over training randomness on this split and test set" in said
+    assert "Holm-adjusted over 2 comparisons" in said
     assert max(len(line) for line in printed.splitlines() if not line.startswith(("wrote", "9 runs"))) <= 120
 
 
@@ -404,21 +449,24 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
     run = client.get_run(parent)
     description = run.data.tags["mlflow.note.content"]
     assert description.startswith(
-        "**l2 helps: +2.5 pp test_accuracy [+1.3, +3.7], 3/3 seeds; no clear difference: dropout**"
+        "**l2 helps: +2.5 pp test_accuracy [+0.7, +4.3], W/T/L 3/0/0 seeds; inconclusive: dropout**"
     )
     assert "| configuration" in description and "| l2 " in description
     assert run.data.metrics["plain_test_accuracy"] == pytest.approx(0.91)
     assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.935)
     assert run.data.metrics["d_test_accuracy.l2"] == pytest.approx(0.025)
     assert run.data.metrics["d_test_accuracy.dropout"] == pytest.approx(-0.01 / 3)
-    assert run.data.tags["best_configuration"] == "l2"
+    assert run.data.tags["best_configuration"] == "l2" and "top_mean_configuration" not in run.data.tags
     names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")}
     assert {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"} <= names
 
 
-def test_one_seed_gives_no_verdict(sweep, tmp_path, capsys):
+def test_one_seed_gives_no_verdict_and_the_parent_names_only_the_top_mean(sweep, tmp_path, capsys):
+    client, parent, _ = sweep
     assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "no verdict (1 repeat): l2, dropout"
+    tags = client.get_run(parent).data.tags
+    assert tags["top_mean_configuration"] == "l2" and "best_configuration" not in tags
+    assert capsys.readouterr().out.splitlines()[1] == "no verdict (1 repeat): l2, dropout; none helps (top mean: l2)"
     verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
     assert verdicts.loc["l2", "d_test_accuracy"] == pytest.approx(0.03) and pd.isna(
         verdicts.loc["l2", "d_test_accuracy_low"]

@@ -129,6 +129,9 @@ def test_a_seeded_sweep_answers_on_its_parent(run_cli, tracking_uri, tmp_path):
         for key in ("train_eval_loss", "gap_loss_eval", "penalty_loss", "weight_norm"):
             assert [p.step for p in client.get_metric_history(child.info.run_id, key)] == [0, 1], key
         assert (child.data.metrics["penalty_loss"] > 0) == (child.data.tags["reg"] == "l2")
+        metrics = child.data.metrics  # the test split's size, and its loss less the L1/L2 penalty
+        assert metrics["test_examples"] == 270 and metrics["penalty_loss_at_best"] >= 0
+        assert (metrics["test_data_loss"] < metrics["test_loss"]) == (child.data.tags["reg"] == "l2")
     by_seed = {
         (child.data.tags["reg"], child.data.params["trainer.seed"]): child.data.metrics["test_accuracy"]
         for child in children
@@ -142,9 +145,13 @@ def test_a_seeded_sweep_answers_on_its_parent(run_cli, tracking_uri, tmp_path):
     verdicts = pd.read_csv(report / "verdicts.csv")
     l2 = verdicts.set_index("configuration").loc["l2"]
     assert l2["n"] == 3 and l2["d_test_accuracy_low"] <= l2["d_test_accuracy"] <= l2["d_test_accuracy_high"]
-    assert l2["verdict"] in ("helps", "hurts", "no clear difference")
+    assert l2["verdict"] in ("helps", "hurts", "equivalent", "inconclusive")
     assert f"l2 {l2['verdict']}:" in description or f"{l2['verdict']}: l2" in description
-    assert parent.data.tags["best_configuration"] in ("none", "l2")
+    assert l2["wins"] + l2["ties"] + l2["losses"] == 3
+    assert "test split: 270 examples, 1 example = 0.37 pp" in description
+    assert "Holm-adjusted over 1 comparison " in description
+    named = parent.data.tags.get("best_configuration", parent.data.tags.get("top_mean_configuration"))
+    assert named in ("none", "l2") and ("best_configuration" in parent.data.tags) == (l2["verdict"] == "helps")
 
 
 def test_a_three_fold_sweep_validates_on_disjoint_folds_with_one_test_split(run_cli, tracking_uri):
