@@ -316,20 +316,18 @@ def test_each_drawn_run_has_a_legend_label_of_its_own(sweep, tmp_path):
     assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0
 
 
-@pytest.mark.parametrize("given", ["0", "-1", "two"])
-def test_max_curves_must_be_a_whole_number_of_runs(sweep, tmp_path, capsys, given):
+@pytest.mark.parametrize(
+    ("option", "given", "expected"),
+    [
+        *(("--max-curves", given, "a whole number >= 1") for given in ("0", "-1", "two")),
+        *(("--margin", given, "a number >= 0") for given in ("-0.5", "nan", "half")),
+    ],
+)
+def test_a_number_option_out_of_its_range_is_refused_by_name(sweep, tmp_path, capsys, option, given, expected):
     with pytest.raises(SystemExit) as exited:
-        compare(["--experiment", "study", "--max-curves", given, "--output", str(tmp_path / "out")])
+        compare(["--experiment", "study", option, given, "--output", str(tmp_path / "out")])
     assert exited.value.code == 2
-    assert f"argument --max-curves: '{given}': expected a whole number >= 1" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("given", ["-0.5", "nan", "half"])
-def test_the_margin_must_be_a_number_of_at_least_zero(sweep, tmp_path, capsys, given):
-    with pytest.raises(SystemExit) as exited:
-        compare(["--experiment", "study", "--margin", given, "--output", str(tmp_path / "out")])
-    assert exited.value.code == 2
-    assert f"argument --margin: '{given}': expected a number >= 0" in capsys.readouterr().err
+    assert f"argument {option}: '{given}': expected {expected}" in capsys.readouterr().err
 
 
 def test_a_margin_wide_enough_makes_a_small_difference_equivalent(seeded_sweep, tmp_path):
