@@ -106,6 +106,7 @@ class TrackedRun:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.test_metrics: dict[str, float] = {}
+        self.end_tags: dict[str, str] = {}
 
     def __enter__(self) -> TrackedRun:
         # A resume takes its run last, when nothing but training is left: a run it claims, it trains.
@@ -133,8 +134,10 @@ class TrackedRun:
             raise TrainingStopped(f"run {self.run_id} FAILED before training: {reason}", 1) from None
         return self
 
-    def finish(self, test_metrics: dict[str, float]) -> None:
+    def finish(self, test_metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+        """What the run ends with: the test split's metrics and tags known only after fit."""
         self.test_metrics = {f"test_{name}": float(value) for name, value in test_metrics.items()}
+        self.end_tags = dict(tags or {})
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
@@ -144,7 +147,9 @@ class TrackedRun:
 
     def _finished(self) -> None:
         """Training and the test ended: the run ends FINISHED (FAILED while a file is not stored)."""
-        self.tracker.finish_run("FINISHED", metrics=self.test_metrics, folders=self.written_folders())
+        self.tracker.finish_run(
+            "FINISHED", metrics=self.test_metrics, tags=self.end_tags, folders=self.written_folders()
+        )
         forget_backup(self.run_id)
         accuracy = self.test_metrics.get("test_accuracy", float("nan"))
         name = self.tracker.settings.run.run_name

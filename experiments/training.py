@@ -22,10 +22,12 @@ from experiments.checks import ConfigError
 from experiments.data import Splits, make_pipeline, steps_per_epoch
 from experiments.resume import ResumePoint
 from experiments.tracked_run import LossBecameNaN
+from plugins.best_epoch import holds_weights
 from plugins.checkpoint import load_logged_checkpoint
 from plugins.errors import describe, first_line
 from plugins.interrupt import StopOnSignal
 from plugins.sweep_stop import STOP_FILE_ENV
+from plugins.tags import RESTORED_BEST_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,15 @@ def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
     )
 
 
-def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoint | None) -> dict[str, float]:
+@dataclass(frozen=True)
+class Tested:
+    """What a fit and its test give the run at its end."""
+
+    metrics: dict[str, float]  # the test split's, with the best epoch's weights
+    tags: dict[str, str]  # what is known only once fit has returned
+
+
+def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoint | None) -> Tested:
     """Train, then the test split's metrics with the best epoch's weights."""
     restore_for_resume(job.model, resume, job.steps_per_epoch)
     job.model.fit(
@@ -84,11 +94,16 @@ def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoin
     )
     if tracker.stop_reason == "nan_loss":
         raise LossBecameNaN("the loss became NaN (callbacks.terminate_on_nan stopped training)")
+    tags = {}
+    if tracker.stop_reason == "early_stopping":
+        # Keras' EarlyStopping restores its best weights in its own on_train_end, after the tracker's
+        # (the tracker comes first): only now is it known which weights the model ended fit with.
+        tags[RESTORED_BEST_WEIGHTS] = str(holds_weights(job.model, tracker.best_weights)).lower()
     job.model.set_weights(best_weights(tracker, job.model))
     measured = job.model.evaluate(job.test, return_dict=True, verbose=0)
     # Keras' loss holds the L1/L2 penalty of the weights: a comparison of regularisers needs the data's part.
     penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in job.model.losses))
-    return {**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}
+    return Tested({**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}, tags)
 
 
 def clear() -> None:

@@ -1,0 +1,50 @@
+"""The runner's fit and test in-process (experiments.training.fit_and_test), on a tiny model and data."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import OmegaConf
+
+from experiments import training
+from plugins import MLflowCallback
+from tests.conftest import all_runs
+
+
+def batches(x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(tracking_uri):
+    # EarlyStopping and the tracker share monitor and mode (the runner's conf has them so). With
+    # mode max on a falling val_loss, epoch 0 is the best for both and EarlyStopping stops after
+    # epoch 1. It restores epoch 0's weights in its own on_train_end, after the tracker's: the
+    # tracker saw epoch 1's weights, the model ends with the best ones.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=0, restore_best_weights=True)
+    job = training.Job(
+        model=model,
+        callbacks=[stopper],
+        train=batches(x[:192], y[:192]),
+        val=batches(x[192:224], y[192:224]),
+        test=batches(x[224:], y[224:]),
+        test_examples=32,
+        steps_per_epoch=6,
+        initial_epoch=0,
+        class_weight=None,
+    )
+    tracker = MLflowCallback(monitor="val_loss", mode="max", log_model=False)
+    cfg = OmegaConf.create({"trainer": {"epochs": 5, "verbose": 0}})
+    tested = training.fit_and_test(job, cfg, tracker, keras.callbacks.Callback(), None)
+    assert stopper.stopped_epoch == 1 and tracker.stop_reason == "early_stopping" and tracker.best_epoch == 0
+    assert tested.tags == {"early_stopping.restored_best_weights": "true"}
+    # What the tracker could see at its own end: the weights before EarlyStopping restored them.
+    assert all_runs(tracking_uri)[0].data.tags["early_stopping.restored_best_weights"] == "false"
+    assert tested.metrics["examples"] == 32
+    assert tested.metrics["data_loss"] == tested.metrics["loss"]  # no L1/L2 penalty in this model
