@@ -11,6 +11,7 @@ from functools import wraps
 from plugins import tags as tag_names
 from plugins.run_binding import RunBinding
 
+# The callback's own logger: its errors are filtered and read under the callback's name.
 log = logging.getLogger("plugins.mlflow_callback")
 
 

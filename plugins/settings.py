@@ -11,6 +11,7 @@ from plugins.metric_names import MODES
 from plugins.run_binding import RunSettings
 
 SECONDS = ("metrics_interval_s", "checkpoint_interval_s", "flush_timeout_s")
+UNSENT_FOLDER = "mlflow-unsent"  # under the working folder: where a callback without output_dir keeps what was not sent
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class TrackingSettings:
     @property
     def spool_base(self) -> Path:
         """Where what the server never takes is kept."""
-        return self.output_dir or Path.cwd() / "mlflow-unsent"
+        return self.output_dir or Path.cwd() / UNSENT_FOLDER
 
 
 def check_mapping(name: str, value: Any, expected: str) -> None:

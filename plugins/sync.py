@@ -2,7 +2,8 @@
 
     python -m plugins.sync [FOLDER ...] [--tracking-uri URI]
 
-Without folders it looks for every `unsent/<run id>` folder under outputs/ and multirun/. The store
+Without folders it looks for every `unsent/<run id>` folder under mlflow-unsent/ (the callback's
+own, without output_dir), outputs/ and multirun/ (the runner's Hydra folders). The store
 is the one the command is given (else MLflow's own: MLFLOW_TRACKING_URI), never one a folder names.
 Exits 0 when everything was sent, 1 when something is still unsent (run it again later) or a line
 was refused: only the calls the callback keeps, for the folder's own run, are ever made; 2 when a
@@ -21,8 +22,10 @@ import mlflow
 from plugins import spool
 from plugins.errors import first_line
 from plugins.redaction import redact_text
+from plugins.settings import UNSENT_FOLDER
 
-SEARCHED = (Path("outputs"), Path("multirun"))  # where the runner's Hydra folders are
+# The callback's own folder (no output_dir), then the runner's Hydra folders.
+SEARCHED = (Path(UNSENT_FOLDER), Path("outputs"), Path("multirun"))
 
 
 def main(
@@ -34,7 +37,10 @@ def main(
     """The command; ``open_store(uri)`` opens the store (raising an error whose text is one line)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument(
-        "folders", nargs="*", type=Path, help="unsent/<run id> folders (default: found under outputs/, multirun/)"
+        "folders",
+        nargs="*",
+        type=Path,
+        help=f"unsent/<run id> folders (default: found under {', '.join(map(str, SEARCHED))})",
     )
     parser.add_argument("--tracking-uri", default=None, help=uri_help)
     args = parser.parse_args(argv)

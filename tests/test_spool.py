@@ -84,3 +84,19 @@ def test_sync_on_a_full_disk_sends_nothing_twice_and_says_so_in_a_line(tmp_path,
     assert kept == ['{"what": "x", "method": "delete_experiment", "args": ["0"]}']
     said = capsys.readouterr()
     assert "Traceback" not in said.out + said.err and "sent 1, 0 still unsent, 1 refused" in said.out
+
+
+def test_sync_without_folders_finds_the_callback_s_own_folder_and_the_runner_s(tmp_path, monkeypatch):
+    from plugins.sync import SEARCHED, unsent_folders
+
+    kept = [
+        tmp_path / "mlflow-unsent" / "unsent" / "run1",  # a plain script's callback, no output_dir
+        tmp_path / "outputs" / "2026-12-06" / "10-00-00" / "mlflow" / "unsent" / "run2",
+        tmp_path / "multirun" / "2026-12-06" / "10-00-00" / "0" / "mlflow" / "unsent" / "run3",
+    ]
+    for folder in [*kept, tmp_path / "outputs" / "empty" / "unsent" / "run4"]:
+        folder.mkdir(parents=True)
+    for folder in kept:
+        (folder / spool.SPOOL_FILE).write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert sorted(path.resolve() for path in unsent_folders(SEARCHED)) == sorted(kept)
