@@ -12,7 +12,6 @@ import errno
 import gc
 import logging
 import os
-import re
 import shlex
 import socket
 import sys
@@ -38,6 +37,7 @@ from plugins.errors import describe
 from plugins.provenance import git_state
 from plugins.redaction import redact, redact_override, redact_text
 from plugins.sweep import sweep_tags
+from plugins.ui_link import ui_link
 
 log = logging.getLogger(__name__)
 # Errors of the disk a callback writes to (full, read-only, no permission, over quota).
@@ -199,13 +199,7 @@ class TrackedRun:
         return {"tensorboard": log_dir} if log_dir else {}
 
     def ui_link(self) -> str:
-        """Where the run opens in the MLflow UI: the server's own page, or `mlflow ui`'s for a local store.
-        In MLflow 3's model-training view (without workflowType it opens in its GenAI view)."""
-        uri = mlflow.get_tracking_uri()
-        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
-        if uri.startswith(("http://", "https://")):
-            return f"see it at {without_credentials(uri).rstrip('/')}/{page}"
-        return f"see it with `mlflow ui --backend-store-uri {redact_text(uri)}` at http://127.0.0.1:5000/{page}"
+        return ui_link(mlflow.get_tracking_uri(), self.experiment_id, self.run_id)
 
 
 def close_what_the_failed_write_left_open(error: OSError) -> None:
@@ -227,11 +221,6 @@ def close_what_the_failed_write_left_open(error: OSError) -> None:
         with contextlib.suppress(OSError):
             os.remove(name)
         log.warning("removed %s, which the full disk left half-written", name)
-
-
-def without_credentials(url: str) -> str:
-    """http://user:pass@host -> http://host: a link to click, with nothing secret in it."""
-    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
 
 
 def run_tags(cfg: DictConfig, reg: str) -> dict[str, str]:

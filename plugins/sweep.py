@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,12 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
+from plugins.errors import describe
 from plugins.provenance import git_state
 from plugins.redaction import install_log_redaction, redact_mapping, redact_override, redact_tree
+from plugins.sweep_progress import planned_jobs, record_job_end, waiting_note
 from plugins.sweep_stop import SweepStop
+from plugins.ui_link import ui_link
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,7 @@ class MLflowSweepCallback(Callback):
         self._owns_parent = False
         self._sweep_dir: Path | None = None
         self._stop: SweepStop | None = None
+        self._planned: int | None = None  # jobs the sweeper will launch, where it says
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         install_log_redaction()  # before the launcher logs each job's overrides
@@ -164,6 +169,7 @@ class MLflowSweepCallback(Callback):
         self._driver = (socket.gethostname(), os.getpid())
         self._credentials = credentials_for_jobs(str(config.hydra.launcher.get("_target_", "")))
         self._sweep_dir = Path(config.hydra.sweep.dir).absolute()  # the tag says where, from any folder
+        self._planned = planned_jobs(config)
         client.log_batch(
             self.parent_run_id,
             params=[Param("sweep.overrides", " ".join(swept)[:6000])],
@@ -172,6 +178,7 @@ class MLflowSweepCallback(Callback):
                 RunTag(tag_names.SWEEP_DIR, str(self._sweep_dir)),
                 RunTag(tag_names.PROCESS_HOST, socket.gethostname()),
                 RunTag(tag_names.PROCESS_PID, str(os.getpid())),
+                RunTag(tag_names.NOTE, waiting_note(0, 0, self._planned)),
             ],
         )
         end_orphaned_sweeps(client, client.get_run(self.parent_run_id).info.experiment_id)
@@ -179,7 +186,13 @@ class MLflowSweepCallback(Callback):
         self._stop.install()
         # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error).
         atexit.register(self._finish)
-        log.info("sweep parent run %s in experiment %s", self.parent_run_id, self.experiment_name)
+        log.info(
+            "sweep parent run %s in experiment %s (%s jobs); %s",
+            self.parent_run_id,
+            self.experiment_name,
+            self._planned or "?",
+            self._link(client, self.parent_run_id),
+        )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the job's process, which may have started before the sweep (a Ray worker) or on another
@@ -194,8 +207,27 @@ class MLflowSweepCallback(Callback):
             os.environ["MLFLOW_TRACKING_URI"] = self._store
         os.environ.update(self._credentials)
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """In the job's process, after its run ended: the sweep's progress on the parent and the console."""
+        if self.parent_run_id is None:
+            return  # a single run
+        try:
+            log.info(
+                "sweep %s: %s", self.parent_run_id, record_job_end(self._client(), self.parent_run_id, self._planned)
+            )
+        except Exception as error:  # progress is a courtesy: a store that fails here must not fail the job
+            log.warning("sweep %s: could not record the job's end (%s)", self.parent_run_id, describe(error))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
+
+    def _client(self) -> mlflow.MlflowClient:
+        """The sweep's store: in a job's process, the one the driver resolved."""
+        return mlflow.MlflowClient(self.tracking_uri or self._store)
+
+    @staticmethod
+    def _link(client: mlflow.MlflowClient, run_id: str) -> str:
+        return ui_link(client.tracking_uri, client.get_run(run_id).info.experiment_id, run_id)
 
     def _experiment_id(self, client: mlflow.MlflowClient) -> str:
         experiment = client.get_experiment_by_name(self.experiment_name)
@@ -209,12 +241,13 @@ class MLflowSweepCallback(Callback):
         os.environ.pop(SWEEP_PARENT_ENV, None)
         client = mlflow.MlflowClient(self.tracking_uri)
         jobs, finished = self._count_jobs(client, parent)
+        now = int(time.time() * 1000)
         client.log_batch(
             parent,
             metrics=[
-                Metric("jobs", jobs, 0, 0),
-                Metric("jobs_finished", finished, 0, 0),
-                Metric("jobs_failed", jobs - finished, 0, 0),
+                Metric("jobs", jobs, now, 0),
+                Metric("jobs_finished", finished, now, jobs),
+                Metric("jobs_failed", jobs - finished, now, jobs),
             ],
         )
         record_search(client, parent, self._sweep_dir / SEARCH_RESULTS)
@@ -229,7 +262,14 @@ class MLflowSweepCallback(Callback):
             client.set_tag(parent, tag_names.FAILURE_REASON, f"the sweep was stopped by {signal.Signals(signum).name}")
         if self._owns_parent:
             client.set_terminated(parent, status)
-        log.info("sweep %s: %d jobs, %d finished, %d failed", parent, jobs, finished, jobs - finished)
+        log.info(
+            "sweep %s: %d jobs, %d finished, %d failed; %s",
+            parent,
+            jobs,
+            finished,
+            jobs - finished,
+            self._link(client, parent),
+        )
         self._stop.uninstall()
         self._stop.exit_if_stopped()
 

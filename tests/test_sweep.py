@@ -54,6 +54,14 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
         0,
     )
     assert parent.data.params["sweep.overrides"].startswith("reg=none,l2")
+    # Progress as each job ended, in the job's own process: the count as the step, and on the console.
+    assert sorted((m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "jobs_finished"))[:2] == [
+        (1, 1),
+        (2, 2),
+    ]
+    console = done.stdout + done.stderr
+    assert "job 2 of 2 done" in console and "(2 jobs); see it at " + mlflow_server in console
+    assert console.count(f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?") == 2
     assert {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "comparison")} == REPORT
     assert {file.name for file in (Path(parent.data.tags["internal.sweep.dir"]) / "comparison").iterdir()} == REPORT
     for tag in ("mlflow.user", "git.commit", "git.dirty"):  # as the jobs have them
