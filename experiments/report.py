@@ -4,7 +4,6 @@ comparison.csv and comparison.md, and the figures, written into one folder."""
 from __future__ import annotations
 
 import textwrap
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ class Answer:
     repeats: str
     margin: str  # as the table shows it: "0.5 pp"
     notes: list[str]  # what the intervals are and what limits the answer, a line each
+    resolution: float | None  # the metric's smallest step on the test split (1 / examples), if known
 
     @classmethod
     def of(cls, table: pd.DataFrame, sort_by: str, margin: float | None, accuracy_margin: float) -> Answer:
@@ -59,7 +59,7 @@ class Answer:
         verdicts = study.verdict_table(table, metric, compared, judged_with)
         shown_margin = f"{margin:g} pp" if in_points else f"{margin:g}"
         notes = answer_notes(table, verdicts, design, examples, losses)
-        return cls(verdicts, metric, compared, design.repeat_word, shown_margin, notes)
+        return cls(verdicts, metric, compared, design.repeat_word, shown_margin, notes, resolution.get(metric))
 
     def printable(self) -> str:
         rows = study_report.verdict_rows(self.verdicts, self.metric, self.compared, self.repeats)
@@ -103,10 +103,12 @@ class Answer:
             panels.append(figures.Panel(configuration, curves(configuration), plain))
         return figures.plot_mean_curves(panels, self.repeats, path)
 
-    def describe(self, client: mlflow.MlflowClient, parent_run_id: str) -> None:
+    def describe(self, client: mlflow.MlflowClient, parent_run_id: str, runs: list) -> None:
         """The parent's Overview page: the answer as its description, metrics a chart can use, and
-        as tags the best helping configuration, or where none helps, the one with the top mean."""
-        metrics = study_report.parent_metrics(self.verdicts, self.metric)
+        as tags the best helping configuration, or where none helps, the one with the top mean.
+        Each metric's point is at step = runs compared, stamped with the newest run's end: the
+        same runs give the same point, which the store keeps once, however often compare runs."""
+        metrics = study_report.parent_metrics(self.verdicts, self.metric, self.resolution)
         note = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats, self.margin, self.notes)
         tags = [RunTag(tag_names.NOTE, study_report.within(note, MAX_TAG_VAL_LENGTH))]
         best = study_report.best_configuration(self.verdicts, self.metric)
@@ -115,9 +117,9 @@ class Answer:
             tags.append(RunTag(tag_names.BEST_CONFIGURATION, best))
         elif top is not None:
             tags.append(RunTag(tag_names.TOP_MEAN_CONFIGURATION, top))
-        now = int(time.time() * 1000)
+        stamp = max(run.info.end_time or run.info.start_time for run in runs)
         client.log_batch(
-            parent_run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()], tags=tags
+            parent_run_id, metrics=[Metric(key, value, stamp, len(runs)) for key, value in metrics.items()], tags=tags
         )
 
 

@@ -156,9 +156,11 @@ def markdown(
 
 
 def metric_key(text: str) -> str:
-    """A configuration's label as part of a metric name (MLflow allows letters, digits, _-. /: and
-    250 characters in all)."""
-    return shortened(re.sub(r"[^\w\-. /:]", "-", text).strip(), 200).replace("…", "_")
+    """A configuration's label as part of a metric name, readable and of ``[A-Za-z0-9_.-]`` only: a
+    part per word, a ``_`` for each run of other characters (``l1+l2 callbacks=basic`` ->
+    ``l1_l2.callbacks_basic``), within MLflow's 250 characters."""
+    parts = [re.sub(r"[^A-Za-z0-9.-]+", "_", word).strip("_") for word in text.split()]
+    return ".".join(part for part in parts if part)[:200] or "_"
 
 
 def within(note: str, most: int) -> str:
@@ -175,9 +177,20 @@ def within(note: str, most: int) -> str:
     return "".join(kept) + ending
 
 
-def parent_metrics(verdicts: pd.DataFrame, metric: str) -> dict[str, float]:
+def rounded(value: float, resolution: float | None) -> float:
+    """``value`` to one decimal below ``resolution`` (its smallest step in the same unit; a float32
+    0.9703703820705414 with 1/270 -> 0.9704), else to 4 significant digits."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    step = resolution if resolution else 10 ** (math.floor(math.log10(abs(value))) - 3)
+    return round(value, max(math.ceil(-math.log10(step)), 0) + (1 if resolution else 0))
+
+
+def parent_metrics(verdicts: pd.DataFrame, metric: str, resolution: float | None) -> dict[str, float]:
     """What a chart of sweep parents can show: the plain configurations' mean, the best
-    configuration's, and each regularised configuration's mean difference from plain."""
+    configuration's, and each regularised configuration's mean difference from plain, in the units
+    the page shows (percentage points for an accuracy's difference: ``d_test_accuracy_pp.l2``),
+    rounded to the test split's ``resolution`` (in the metric's units; None: 4 digits)."""
     found = {}
     plain = verdicts[verdicts["plain"]]
     if len(plain):
@@ -185,9 +198,12 @@ def parent_metrics(verdicts: pd.DataFrame, metric: str) -> dict[str, float]:
     best = verdicts[f"mean_{metric}"].max() if higher_is_better(metric) else verdicts[f"mean_{metric}"].min()
     if math.isfinite(best):
         found[f"best_{metric}"] = float(best)
+    found = {key: rounded(value, resolution) for key, value in found.items()}
+    scale, unit = (100, "_pp") if in_points(metric) else (1, "")
     for _, row in verdicts[~verdicts["plain"]].iterrows():
         if math.isfinite(row[f"d_{metric}"]):
-            found[f"d_{metric}.{metric_key(row['configuration'])}"] = float(row[f"d_{metric}"])
+            value = rounded(float(row[f"d_{metric}"]) * scale, resolution and resolution * scale)
+            found[f"d_{metric}{unit}.{metric_key(row['configuration'])}"] = value
     return found
 
 

@@ -450,10 +450,14 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
         "**l2 helps: +2.5 pp test_accuracy [+0.7, +4.3], W/T/L 3/0/0 seeds; inconclusive: dropout**"
     )
     assert "| configuration" in description and "| l2 " in description
-    assert run.data.metrics["plain_test_accuracy"] == pytest.approx(0.91)
-    assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.935)
-    assert run.data.metrics["d_test_accuracy.l2"] == pytest.approx(0.025)
-    assert run.data.metrics["d_test_accuracy.dropout"] == pytest.approx(-0.01 / 3)
+    # In the page's units (pp), rounded: these runs give no test split size, so to 4 digits.
+    assert run.data.metrics["plain_test_accuracy"] == 0.91 and run.data.metrics["best_test_accuracy"] == 0.935
+    assert run.data.metrics["d_test_accuracy_pp.l2"] == 2.5
+    assert run.data.metrics["d_test_accuracy_pp.dropout"] == -0.3333
+    # Compare again on the same runs: the same points, kept once, not a second point of each.
+    assert compare(["--experiment", "seeds", "--parent", parent, "--output", str(tmp_path / "again")]) == 0
+    history = client.get_metric_history(parent, "d_test_accuracy_pp.l2")
+    assert [(point.step, point.value) for point in history] == [(9, 2.5)]  # step: the runs compared
     assert run.data.tags["best_configuration"] == "l2" and "top_mean_configuration" not in run.data.tags
     names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")}
     assert {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"} <= names

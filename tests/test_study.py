@@ -5,6 +5,7 @@ a margin needs, and the requirements of the CI gate."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -255,3 +256,25 @@ def test_requirements_name_a_configuration_by_its_label_or_its_only_group():
         study_report.parse_requirement("l2: d_test_accuracy >= 0", verdicts)
     with pytest.raises(study_report.RequirementError, match="'none': no such regularised configuration"):
         study_report.parse_requirement("none: d_test_accuracy >= 0", verdicts)
+
+
+def test_parent_metrics_are_in_points_rounded_under_readable_keys():
+    verdicts = pd.DataFrame(
+        {
+            "configuration": ["none", "l1+l2 callbacks=basic", "dropout  #2"],
+            "plain": [True, False, False],
+            "runs": [3, 3, 3],
+            "mean_test_accuracy": [0.9703703820705414, 0.97777, 0.97037],
+            "d_test_accuracy": [0.0, 0.0074074, 1.99e-8],
+        }
+    )
+    found = study_report.parent_metrics(verdicts, "test_accuracy", 1 / 270)
+    assert found == {
+        "plain_test_accuracy": 0.9704,
+        "best_test_accuracy": 0.9778,
+        "d_test_accuracy_pp.l1_l2.callbacks_basic": 0.74,
+        "d_test_accuracy_pp.dropout.2": 0.0,
+    }
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", key) for key in found)
+    losses = verdicts.rename(columns={"mean_test_accuracy": "mean_test_loss", "d_test_accuracy": "d_test_loss"})
+    assert study_report.parent_metrics(losses, "test_loss", None)["d_test_loss.l1_l2.callbacks_basic"] == 0.007407
