@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -28,7 +29,7 @@ from experiments.cli import (
     open_tracking_store,
 )
 from experiments.report import Answer, write_report
-from experiments.runs_table import CompareError, comparison_table, find_experiment, find_parent, find_runs, printable
+from experiments.runs_table import CompareError, comparison_table, find_runs, find_study, printable
 from plugins.redaction import one_line
 from plugins.sweep import end_orphaned_sweeps
 
@@ -40,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(expand_quoted_option(sys.argv[1:] if argv is None else argv, "--options"))
     try:
         client = open_tracking_store(args.tracking_uri)
-        experiment = find_experiment(client, args.experiment)
+        experiment, parent = find_study(client, args.experiment, args.parent, DEFAULT_EXPERIMENT)
         end_orphaned_sweeps(client, experiment.experiment_id)  # a sweep whose driver died is not running
-        parent = find_parent(client, experiment.experiment_id, args.parent)
         runs = find_runs(client, experiment.experiment_id, parent)
         table = comparison_table(runs, args.group_by, args.sort_by)
         answer = Answer.of(table, args.sort_by, args.margin, STUDY.margin)
@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CompareError, TrackingStoreError, study_report.RequirementError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    scope = f"sweep {parent.info.run_id} ({parent.info.run_name})" if parent else f"experiment {experiment.name}"
-    scope = one_line(scope)  # names read back from the store
-    print(f"{len(table)} runs of {scope} in {len(answer.verdicts)} configurations")
+    print(f"{len(table)} runs of {study_scope(experiment, parent)}: {len(answer.verdicts)} configurations")
     print(answer.printable())
     print(f"\nper run, sorted by {args.sort_by}; * marks the plain run, d_ columns the difference from it:")
     print(printable(table, args.group_by))
@@ -75,15 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def study_scope(experiment, parent) -> str:
+    """Which runs these are: ``sweep ID (NAME) in experiment E, started 2026-12-06 10:25 UTC``."""
+    if parent is None:
+        return one_line(f"experiment {experiment.name}")  # names read back from the store
+    started = datetime.fromtimestamp(parent.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return one_line(
+        f"sweep {parent.info.run_id} ({parent.info.run_name}) in experiment {experiment.name}, started {started}"
+    )
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help="experiment name (default: conf's mlflow.experiment_name)"
+        "--experiment",
+        default=None,
+        help="experiment name (default: the one of your newest sweep, else conf's mlflow.experiment_name)",
     )
     parser.add_argument(
         "--parent",
         default="latest",
-        help="a sweep's parent run id; 'latest' (your newest sweep, else all runs) or 'all'",
+        help="a sweep's parent run id; 'latest' (your newest sweep, in --experiment where given, else in any "
+        "experiment; without one, all runs) or 'all'",
     )
     parser.add_argument("--group-by", default="reg", help="run tag that tells the variants apart")
     parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")

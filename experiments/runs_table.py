@@ -47,21 +47,41 @@ def find_experiment(client: mlflow.MlflowClient, name: str):
     return experiment
 
 
-def find_parent(client: mlflow.MlflowClient, experiment_id: str, parent: str):
-    """The sweep parent run to compare the children of; None to compare every top-level run."""
-    if parent == "all":
-        return None
+def find_study(client: mlflow.MlflowClient, experiment_name: str | None, parent: str, default_experiment: str):
+    """(experiment, sweep parent run or None to compare every top-level run) for ``--parent``: a run
+    id (in its own experiment), ``all``, or ``latest``: your newest sweep in ``experiment_name``, or
+    where none is given, in every experiment; without a sweep, the runs of the experiment."""
+    if parent not in ("latest", "all"):
+        run = read_run(client, parent)
+        if run is None:
+            raise CompareError(f"no run {parent} in {client.tracking_uri}")
+        experiment = client.get_experiment(run.info.experiment_id)
+        if experiment_name is not None and experiment.name != experiment_name:
+            raise CompareError(f"run {parent} is in experiment {experiment.name!r}, not {experiment_name!r}")
+        return experiment, run
+    named = find_experiment(client, experiment_name) if experiment_name is not None else None
     if parent == "latest":
-        query = "tags.sweep = 'true'"
-        user = current_user(client.tracking_uri)
-        if "'" not in user:  # (a quote would end the filter's string)
-            query += f" and tags.`mlflow.user` = '{user}'"
-        newest = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
-        return newest[0] if newest else None
-    run = read_run(client, parent)
-    if run is None:
-        raise CompareError(f"no run {parent} in {client.tracking_uri}")
-    return run
+        newest = newest_sweep(client, [named.experiment_id] if named else every_experiment(client))
+        if newest is not None:
+            return client.get_experiment(newest.info.experiment_id), newest
+    return named or find_experiment(client, default_experiment), None
+
+
+def every_experiment(client: mlflow.MlflowClient) -> list[str]:
+    try:
+        return [experiment.experiment_id for experiment in client.search_experiments(max_results=50000)]
+    except MlflowException as error:
+        raise CompareError(f"cannot read the tracking store {client.tracking_uri}: {first_line(error)}") from None
+
+
+def newest_sweep(client: mlflow.MlflowClient, experiment_ids: list[str]):
+    """Your newest sweep parent (``mlflow.user``) in these experiments; None where there is none."""
+    query = f"tags.{tag_names.SWEEP} = 'true'"
+    user = current_user(client.tracking_uri)
+    if "'" not in user:  # (a quote would end the filter's string)
+        query += f" and tags.`mlflow.user` = '{user}'"
+    newest = client.search_runs(experiment_ids, query, order_by=["attributes.start_time DESC"], max_results=1)
+    return newest[0] if newest else None
 
 
 def current_user(uri: str) -> str:

@@ -145,6 +145,24 @@ def test_latest_is_the_newest_sweep_of_whoever_compares(sweep, tmp_path, capsys)
     assert capsys.readouterr().out.startswith(f"3 runs of sweep {parent} ")
 
 
+def test_without_an_experiment_compare_follows_the_newest_sweep_and_says_which(sweep, tmp_path, capsys):
+    client, parent, _ = sweep
+    newer_experiment = client.create_experiment("regularisation-study")
+    newer = new_sweep(client, newer_experiment, "sweep reg=none,l2 trainer.seed=1,2")
+    for reg, accuracy in (("none", 0.9), ("l2", 0.92)):
+        log_run(client, newer_experiment, reg, accuracy, parent=newer)
+    assert compare(["--output", str(tmp_path / "out")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"2 runs of sweep {newer} (sweep reg=none,l2 trainer.seed=1,2) in experiment ")
+    assert "regularisation-study, started 20" in first and first.endswith("UTC: 2 configurations")
+    assert compare(["--experiment", "study", "--output", str(tmp_path / "out")]) == 0  # the older one, when asked
+    assert capsys.readouterr().out.startswith(f"3 runs of sweep {parent} (")
+    assert compare(["--parent", parent, "--output", str(tmp_path / "out")]) == 0  # a run id: its own experiment
+    assert capsys.readouterr().out.startswith(f"3 runs of sweep {parent} (")
+    assert compare(["--experiment", "study", "--parent", newer, "--output", str(tmp_path / "out")]) == 2
+    assert f"run {newer} is in experiment 'regularisation-study', not 'study'" in capsys.readouterr().err
+
+
 def test_all_compares_every_top_level_run(sweep, tmp_path):
     assert compare(["--experiment", "study", "--parent", "all", "--output", str(tmp_path / "out")]) == 0
     assert len(pd.read_csv(tmp_path / "out" / "comparison.csv")) == 4
