@@ -100,7 +100,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sort-by", default="test_accuracy", help="column to sort by (best first)")
     parser.add_argument("--output", default="comparison", help="folder for the CSV, Markdown and plots")
     parser.add_argument(
-        "--max-curves", type=positive_whole_number, default=20, help="runs drawn in the per-epoch plots"
+        "--max-curves",
+        type=positive_whole_number,
+        default=20,
+        help="configurations drawn in the figures (the first by effect, plain first; every run of each counted)",
     )
     parser.add_argument(
         "--tracking-uri",

@@ -4,7 +4,6 @@ comparison.csv and comparison.md, and the figures, written into one folder."""
 from __future__ import annotations
 
 import textwrap
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +16,19 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from experiments import figures, study, study_report
 from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
+from plugins.metric_names import higher_is_better
 
 ACCURACY = "test_accuracy"
 DATA_LOSSES = ("best_val_data_loss", "test_data_loss")  # Keras' losses less the L1/L2 penalty
 KERAS_LOSSES = ("best_val_loss", "test_loss")  # for runs that did not measure the penalty
+# The curves drawn (file name: metric and title); the gap is the fair one where the runs measured
+# it: Keras' val_loss - loss shrinks under dropout by construction (docs/studies.md).
 CURVES = {
-    "val_loss": "validation loss",
-    "gap_loss": "generalisation gap (val_loss - loss)",
-    "learning_rate": "learning rate",
+    "val_loss": ("val_loss", "validation loss"),
+    "gap_loss": ("gap_loss_eval", "generalisation gap, gap_loss_eval = val_loss - train_eval_loss"),
+    "learning_rate": ("learning_rate", "learning rate"),
 }
+KERAS_GAP = ("gap_loss", "generalisation gap, gap_loss = val_loss - loss (Keras' own, runs without diagnostics)")
 
 
 @dataclass(frozen=True)
@@ -73,35 +76,37 @@ class Answer:
         return f"{headline}\n{text}{more}\n{notes}"
 
     def write(self, folder: Path) -> list[Path]:
-        """verdicts.csv (every number), verdicts.md (as the parent's description) and effects.png."""
+        """verdicts.csv (every number), verdicts.md (as the parent's description) and effects.png (.svg)."""
         self.verdicts.to_csv(folder / "verdicts.csv", index=False, float_format=FLOAT_FORMAT)
         text = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats, self.margin, self.notes)
         (folder / "verdicts.md").write_text(text)
-        effects = figures.plot_effects(self.verdicts, self.metric, self.repeats, folder / "effects.png")
-        return [folder / "verdicts.csv", folder / "verdicts.md", effects]
+        position = {name: i for i, name in enumerate(self.verdicts["configuration"])}
+        by_effect = self.verdicts.iloc[[position[name] for name in self.by_effect()]]
+        effects = figures.plot_effects(by_effect, self.metric, self.repeats, folder / "effects.png")
+        return [folder / "verdicts.csv", folder / "verdicts.md", *effects]
 
-    def plot_mean_curves(self, client, table: pd.DataFrame, path: Path, most: int) -> Path:
+    def by_effect(self) -> list[str]:
+        """The configurations, plain first, then the others from the best effect to the worst."""
+        plain = list(self.verdicts.loc[self.verdicts["plain"], "configuration"])
+        others = self.verdicts[~self.verdicts["plain"]]
+        ordered = others.sort_values(
+            f"d_{self.metric}", ascending=not higher_is_better(self.metric), na_position="last"
+        )
+        return plain + list(ordered["configuration"])
+
+    def plot_mean_curves(self, curves: ConfigurationCurves, drawn: list[str], shown: str, path: Path) -> list[Path]:
         """val_loss and the fair gap (gap_loss_eval, or gap_loss for runs without diagnostics) of each
-        regularised configuration (the first ``most``) beside its plain configuration's."""
+        regularised configuration drawn beside its plain configuration's."""
+        table = curves.table
         keys = ("val_loss", "gap_loss_eval" if table["gap_loss_eval"].notna().any() else "gap_loss")
-        runs_of = table.groupby("configuration", sort=False)["run_id"].apply(list)
-        cache: dict[str, dict[str, figures.Curve]] = {}
-
-        def curves(configuration: str) -> dict[str, figures.Curve]:
-            if configuration not in cache:
-                cache[configuration] = {
-                    key: figures.mean_curve([client.get_metric_history(run, key) for run in runs_of[configuration]])
-                    for key in keys
-                }
-            return cache[configuration]
-
         panels = []
-        for configuration in list(self.verdicts.loc[~self.verdicts["plain"], "configuration"])[:most]:
+        for configuration in [name for name in drawn if not curves.is_plain(name)]:
             setup = table.loc[table["configuration"].eq(configuration), "setup"].iloc[0]
             partner = table.loc[table["plain"] & table["setup"].eq(setup), "configuration"]
-            plain = curves(partner.iloc[0]) if len(partner) else {}
-            panels.append(figures.Panel(configuration, curves(configuration), plain))
-        return figures.plot_mean_curves(panels, self.repeats, path)
+            plain = {key: curves(partner.iloc[0], key) for key in keys} if len(partner) else {}
+            panels.append(figures.Panel(configuration, {key: curves(configuration, key) for key in keys}, plain))
+        title = f"mean over {self.repeats}, band min..max, by epoch ({shown})"
+        return figures.plot_mean_curves(panels, title, path)
 
     def describe(self, client: mlflow.MlflowClient, parent_run_id: str, runs: list) -> None:
         """The parent's Overview page: the answer as its description, metrics a chart can use, and
@@ -150,6 +155,33 @@ def answer_notes(
     return notes
 
 
+class ConfigurationCurves:
+    """Each configuration's curve of a metric: the mean over its runs by epoch, with their range;
+    each run's history read once."""
+
+    def __init__(self, client: mlflow.MlflowClient, table: pd.DataFrame):
+        self.client, self.table = client, table
+        self.runs_of = table.groupby("configuration", sort=False)["run_id"].apply(list)
+        self._read: dict[tuple[str, str], figures.Curve] = {}
+
+    def __call__(self, configuration: str, key: str) -> figures.Curve:
+        if (configuration, key) not in self._read:
+            histories = [self.client.get_metric_history(run, key) for run in self.runs_of[configuration]]
+            self._read[configuration, key] = figures.mean_curve(histories)
+        return self._read[configuration, key]
+
+    def is_plain(self, configuration: str) -> bool:
+        return bool(self.table.loc[self.table["configuration"].eq(configuration), "plain"].any())
+
+
+def shown_text(table: pd.DataFrame, drawn: list[str], every: list[str]) -> str:
+    """What a figure shows of the study: ``all 48 runs`` or ``10 of 16 configurations, 30 of 48 runs``."""
+    runs = int(table["configuration"].isin(drawn).sum())
+    if len(drawn) == len(every):
+        return f"all {runs} runs"
+    return f"{len(drawn)} of {len(every)} configurations, {runs} of {len(table)} runs"
+
+
 def write_report(
     client, table: pd.DataFrame, answer: Answer, runs: list, folder: Path, group_by: str, max_curves: int
 ) -> list[Path]:
@@ -161,32 +193,28 @@ def write_report(
     # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
     shown = shown.astype(object).where(shown.notna(), None)
     (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")
-    # Per-epoch curves of the plain runs and the best others: more lines than that are unreadable.
-    drawn = pd.concat([table[table["plain"]], table[~table["plain"]]]).head(max_curves)
-    every_label = curve_labels(table, group_by)  # a run's label is the same whichever runs are drawn
-    labels = {run_id: every_label[run_id] for run_id in drawn["run_id"]}
-    for key, title in CURVES.items():
-        histories = {labels[run_id]: client.get_metric_history(run_id, key) for run_id in labels}
-        if key == "learning_rate" and len({p.value for points in histories.values() for p in points}) < 2:
+    return files + write_figures(client, table, answer, folder, max_curves)
+
+
+def write_figures(client, table: pd.DataFrame, answer: Answer, folder: Path, max_curves: int) -> list[Path]:
+    """The per-epoch curves, test accuracy and mean curves of the first ``max_curves`` configurations
+    by effect (plain first), every run of each counted; a title says where any is left out."""
+    every = answer.by_effect()
+    drawn = every[:max_curves]
+    shown = shown_text(table, drawn, every)
+    curves = ConfigurationCurves(client, table)
+    plain = {name for name in drawn if curves.is_plain(name)}
+    files = []
+    for name, (key, title) in CURVES.items():
+        if key == "gap_loss_eval" and not table["gap_loss_eval"].notna().any():
+            key, title = KERAS_GAP
+        by_configuration = {configuration: curves(configuration, key) for configuration in drawn}
+        if key == "learning_rate" and len({v for c in by_configuration.values() for v in c.high}) < 2:
             continue  # one flat line: no rate changed in any run
-        files.append(figures.plot_curves(histories, title, key, folder / f"{key}.png"))
-    files.append(figures.plot_test_accuracy(drawn, labels, folder / "test_accuracy.png"))
-    files.append(answer.plot_mean_curves(client, table, folder / "mean_curves.png", max_curves))
+        title = f"{title}\nmean of each configuration's runs, band min..max ({shown})"
+        files += figures.plot_curves(by_configuration, plain, title, key, folder / f"{name}.png")
+    accuracies = {name: list(table.loc[table["configuration"].eq(name), ACCURACY]) for name in drawn}
+    title = f"test accuracy by configuration: each run a dot, the mean a bar ({shown})"
+    files += figures.plot_test_accuracy(accuracies, plain, title, folder / "test_accuracy.png")
+    files += answer.plot_mean_curves(curves, drawn, shown, folder / "mean_curves.png")
     return files
-
-
-def curve_labels(table: pd.DataFrame, group_by: str) -> dict[str, str]:
-    """Each run's legend label, by run id: its name, group and the overrides that vary between the
-    runs (comparison_table's attrs["swept"]); runs that share all those (repeats of one config) get
-    the start of their run id too, so none hides another's curve or bar."""
-    labels = {
-        row.run_id: " ".join(
-            [
-                row.run if pd.isna(row[group_by]) else f"{row.run} ({row[group_by]})",
-                *(f"{key}={row[key]}" for key in table.attrs.get("swept", ()) if pd.notna(row[key])),
-            ]
-        )
-        for _, row in table.iterrows()
-    }
-    shared = {label for label, count in Counter(labels.values()).items() if count > 1}
-    return {run_id: f"{label} {run_id[:8]}" if label in shared else label for run_id, label in labels.items()}

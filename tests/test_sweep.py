@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 # Two epochs: no plateau cuts the rate, so there is no (flat) learning_rate.png.
 REPORT = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "test_accuracy.png"}
 REPORT |= {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"}
+REPORT |= {name.replace(".png", ".svg") for name in REPORT if name.endswith(".png")}
 
 
 def parent_and_children(runs):
