@@ -9,7 +9,9 @@ The run keeps its own copy in its files (``model/``): that upload is a plain cal
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
@@ -20,6 +22,8 @@ from plugins.errors import describe
 
 log = logging.getLogger(__name__)
 NAME = "model"
+# A metric's split, by its prefix: the data set of that context among the run's inputs is its dataset.
+CONTEXTS = {"val_": "validation", "test_": "test"}
 
 
 def log_model_and_register(
@@ -46,9 +50,16 @@ def log_model_and_register(
 
 
 def log_model(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: int) -> str:
-    """The logged model's id, once its files are uploaded and it is READY."""
-    experiment_id = client.get_run(run_id).info.experiment_id
-    model = client.create_logged_model(experiment_id, name=NAME, source_run_id=run_id, model_type="keras")
+    """The logged model's id, once its files are uploaded and it is READY. It is named after the run
+    and carries the run's params, so the Models tab tells one run's model from another's."""
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id,
+        name=model_name(run.info.run_name),
+        source_run_id=run_id,
+        params=dict(run.data.params),
+        model_type="keras",
+    )
     try:
         client.log_model_artifacts(model.model_id, str(local_dir))
     except Exception:
@@ -62,17 +73,47 @@ def log_model(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: i
     return model.model_id
 
 
+def model_name(run_name: str | None) -> str:
+    """The run's name as a logged model's (which may not hold ``/ : . % " '``): ``cnn-l2 lr=0_01``."""
+    return re.sub(r"[/:.%\"']", "_", run_name or "") or NAME
+
+
 def link_metrics(client: mlflow.MlflowClient, run_id: str, model_id: str, step: int) -> None:
     """The run's metrics at ``step`` become the model's too (as MLflow's own log_model does): the same
-    points, with the model's id."""
+    points, with the model's id and, for a split's metrics (``val_``), that split's data set."""
+    run = client.get_run(run_id)
     linked = [
-        Metric(point.key, point.value, point.timestamp, point.step, model_id=model_id, run_id=run_id)
-        for key in client.get_run(run_id).data.metrics
+        Metric(point.key, point.value, point.timestamp, point.step, model_id=model_id, run_id=run_id, **split(run, key))
+        for key in run.data.metrics
         for point in client.get_metric_history(run_id, key)
         if point.step == step and point.model_id is None
     ]
     if linked:
         client.log_batch(run_id, metrics=linked)
+
+
+def split(run, key: str) -> dict[str, str]:
+    """``dataset_name`` and ``dataset_digest`` of the split a metric was measured on, from the run's
+    logged inputs (``val_loss``: the input of context ``validation``); none where it has none."""
+    context = next((context for prefix, context in CONTEXTS.items() if key.startswith(prefix)), None)
+    for given in run.inputs.dataset_inputs if context and run.inputs else []:
+        if any(tag.key == "mlflow.data.context" and tag.value == context for tag in given.tags):
+            return {"dataset_name": given.dataset.name, "dataset_digest": given.dataset.digest}
+    return {}
+
+
+def linked_points(client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float], timestamp: int) -> list:
+    """Metrics measured after training (the test split's) as points of the run's logged model: at its
+    step, with its id and their split's data set; plain points at step 0 where it has none."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if not outputs:
+        return [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+    model = outputs[-1]
+    return [
+        Metric(key, float(value), timestamp, model.step, model_id=model.model_id, run_id=run_id, **split(run, key))
+        for key, value in metrics.items()
+    ]
 
 
 def _remove_local_files(artifact_location: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, RunTag
 
+from plugins import logged_model
 from plugins.errors import first_line
 from plugins.redaction import redact_mapping, redact_text
 from plugins.tracking_server import wait_for_server
@@ -136,7 +137,7 @@ def finish_active_run(
     with retries, url_print:
         if metrics or tags:
             timestamp = int(time.time() * 1000)
-            points = [Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()]
+            points = end_points(client, run_id, metrics or {}, timestamp)
             last = partial(
                 client.log_batch,
                 run_id,
@@ -155,6 +156,17 @@ def finish_active_run(
         except Exception:
             unsent.append((f"ending the run {status}", partial(client.set_terminated, run_id, status)))
     return run_id, unsent
+
+
+def end_points(client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float], timestamp: int) -> list:
+    """The last metrics as points: the logged model's where the run has one (at its step, with the
+    test split as their data set), else at step 0."""
+    if not metrics:
+        return []
+    try:
+        return logged_model.linked_points(client, run_id, metrics, timestamp)
+    except Exception:  # the store cannot say which model: the points stand on their own
+        return [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
 
 
 def end_fit_left_open() -> None:

@@ -48,3 +48,30 @@ def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(track
     assert all_runs(tracking_uri)[0].data.tags["early_stopping.restored_best_weights"] == "false"
     assert tested.metrics["examples"] == 32
     assert tested.metrics["data_loss"] == tested.metrics["loss"]  # no L1/L2 penalty in this model
+
+
+def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_test_split(tracking_uri):
+    import mlflow
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    tracker = MLflowCallback(run_name="cnn-l2 optimizer.learning_rate=0.01", params={"reg.name": "l2"})
+    tracker.start_run()
+    for context, (xs, ys) in (("validation", (x[64:80], y[64:80])), ("test", (x[80:], y[80:]))):
+        mlflow.log_input(mlflow.data.from_numpy(xs, targets=ys, name=f"toy-{context}"), context=context)
+    model.fit(x[:64], y[:64], validation_data=(x[64:80], y[64:80]), epochs=3, callbacks=[tracker], verbose=0)
+    tracker.finish_run("FINISHED", metrics={"test_accuracy": 0.75, "test_loss": 0.5})
+    (run,) = all_runs(tracking_uri)
+    (logged,) = mlflow.search_logged_models(output_format="list")
+    assert logged.name == "cnn-l2 optimizer_learning_rate=0_01"  # the run's name, without what a model's may not hold
+    assert logged.params["reg.name"] == "l2"
+    best = int(run.data.metrics["best_epoch"])
+    linked = {metric.key: metric for metric in logged.metrics}
+    test = linked["test_accuracy"]
+    assert (test.value, test.step, test.dataset_name) == (0.75, best, "toy-test")
+    assert linked["val_loss"].dataset_name == "toy-validation" and linked["val_loss"].step == best
+    assert run.data.metrics["test_accuracy"] == 0.75 and run.info.status == "FINISHED"

@@ -172,7 +172,8 @@ def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_wi
     run, client = reference.run, reference.client
     (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     best = int(run.data.metrics["best_epoch"])
-    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
+    assert (model.name, model.source_run_id, str(model.status)) == (run.info.run_name, run.info.run_id, "READY")
+    assert model.params == run.data.params and model.params["db.password"] == "[redacted]"  # to tell models apart
     assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model.model_id, best)]
     linked = {metric.key: (metric.step, metric.value) for metric in model.metrics}
     assert linked["val_loss"] == (best, pytest.approx(run.data.metrics["best_val_loss"]))
