@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(str(file) for file in files)}")
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
-        answer.describe(client, parent.info.run_id, runs)
+        answer.describe(client, parent.info.run_id, table, runs)
         print(f"logged them to sweep {parent.info.run_id} as comparison/, with the answer as its description")
     failed = [why for requirement in requirements if (why := study_report.judge(requirement, answer.verdicts))]
     for why in failed:

@@ -3,6 +3,7 @@ comparison.csv and comparison.md, and the figures, written into one folder."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
 from plugins.metric_names import higher_is_better
 
+IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a run's or a logged model's id
 ACCURACY = "test_accuracy"
 DATA_LOSSES = ("best_val_data_loss", "test_data_loss")  # Keras' losses less the L1/L2 penalty
 KERAS_LOSSES = ("best_val_loss", "test_loss")  # for runs that did not measure the penalty
@@ -108,24 +110,66 @@ class Answer:
         title = f"mean over {self.repeats}, band min..max, by epoch ({shown})"
         return figures.plot_mean_curves(panels, title, path)
 
-    def describe(self, client: mlflow.MlflowClient, parent_run_id: str, runs: list) -> None:
-        """The parent's Overview page: the answer as its description, metrics a chart can use, and
-        as tags the best helping configuration, or where none helps, the one with the top mean.
+    def describe(self, client: mlflow.MlflowClient, parent_run_id: str, table: pd.DataFrame, runs: list) -> None:
+        """The parent's Overview page: the answer as its description, metrics a chart can use, as
+        tags the best helping configuration (where none helps, the one with the top mean) and its
+        top run and that run's logged model, linked from the description too.
         Each metric's point is at step = runs compared, stamped with the newest run's end: the
         same runs give the same point, which the store keeps once, however often compare runs."""
         metrics = study_report.parent_metrics(self.verdicts, self.metric, self.resolution)
         note = study_report.markdown(self.verdicts, self.metric, self.compared, self.repeats, self.margin, self.notes)
-        tags = [RunTag(tag_names.NOTE, study_report.within(note, MAX_TAG_VAL_LENGTH))]
         best = study_report.best_configuration(self.verdicts, self.metric)
         top = study_report.top_mean_configuration(self.verdicts, self.metric)
-        if best is not None:
-            tags.append(RunTag(tag_names.BEST_CONFIGURATION, best))
-        elif top is not None:
-            tags.append(RunTag(tag_names.TOP_MEAN_CONFIGURATION, top))
+        tags = {tag_names.BEST_CONFIGURATION: best} if best is not None else {}
+        if best is None and top is not None:
+            tags[tag_names.TOP_MEAN_CONFIGURATION] = top
+        pick = top_pick(client, table, best or top, self.metric)
+        if pick is not None:
+            tags |= {tag_names.TOP_RUN: pick.run_id, **({tag_names.TOP_MODEL: pick.model_id} if pick.model_id else {})}
+            headline, _, rest = note.partition("\n\n")
+            note = f"{headline}\n\n{pick.markdown(best is not None)}\n\n{rest}"
+        tags[tag_names.NOTE] = study_report.within(note, MAX_TAG_VAL_LENGTH)
         stamp = max(run.info.end_time or run.info.start_time for run in runs)
         client.log_batch(
-            parent_run_id, metrics=[Metric(key, value, stamp, len(runs)) for key, value in metrics.items()], tags=tags
+            parent_run_id,
+            metrics=[Metric(key, value, stamp, len(runs)) for key, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
         )
+
+
+@dataclass(frozen=True)
+class TopPick:
+    """The run of a configuration with the best value of the metric, and its logged model."""
+
+    configuration: str
+    run_id: str
+    run_name: str
+    experiment_id: str
+    model_id: str | None
+
+    def markdown(self, helps: bool) -> str:
+        """Links to the run's and the model's pages in the MLflow UI."""
+        which = "best helping configuration" if helps else "configuration with the top mean"
+        # A name read back from the store: nothing in it may make a link or markup of its own.
+        name = re.sub(r"[\[\]()<>`*_|\\\s]+", " ", self.run_name).strip() or self.run_id
+        run = f"[{name}](#/experiments/{self.experiment_id}/runs/{self.run_id})"
+        model = f", its model [{self.model_id}](#/experiments/{self.experiment_id}/models/{self.model_id})"
+        return f"Top run of the {which} ({self.configuration}): {run}{model if self.model_id else ''}"
+
+
+def top_pick(client: mlflow.MlflowClient, table: pd.DataFrame, configuration: str | None, metric: str):
+    """The top run of ``configuration`` by ``metric`` and its logged model (the newest the run
+    output); None where there is no such run."""
+    runs = table[table["configuration"].eq(configuration) & table[metric].notna()]
+    if configuration is None or runs.empty:
+        return None
+    best = runs.loc[runs[metric].idxmax() if higher_is_better(metric) else runs[metric].idxmin()]
+    run = client.get_run(best["run_id"])
+    outputs = run.outputs.model_outputs if run.outputs else []
+    model_id = outputs[-1].model_id if outputs else None
+    if model_id is not None and not IDENTIFIER.fullmatch(model_id):
+        model_id = None  # not an id this store makes: no link built from it
+    return TopPick(configuration, run.info.run_id, str(best["run"]), run.info.experiment_id, model_id)
 
 
 def answer_notes(

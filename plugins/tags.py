@@ -36,6 +36,8 @@ SEARCH_BEST_PARAMS = "search.best_params"  # a search's parent: its best trial's
 SEARCH_BEST_VALUE = "search.best_value"  # (a metric) and that trial's monitored value
 BEST_CONFIGURATION = "best_configuration"  # a sweep parent's: the helping configuration with the best mean
 TOP_MEAN_CONFIGURATION = "top_mean_configuration"  # where none helps: the top mean, which need not differ
+TOP_RUN = "top_run"  # a sweep parent's: the id of that configuration's run with the best value
+TOP_MODEL = "top_model"  # and the id of that run's logged model
 NOTE = "mlflow.note.content"  # a run's description on its Overview page (a sweep parent's: the answer)
 
 # The project's own bookkeeping, under one prefix, apart from the tags a person filters by: which

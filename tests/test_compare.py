@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
 
 from experiments.compare import main as compare
 from experiments.runs_table import comparison_table
@@ -417,7 +417,12 @@ def seeded_sweep(tracking_uri):
     for reg, accuracies in STUDY.items():
         for seed, accuracy in zip(SEEDS, accuracies):
             params = {"trainer.seed": seed, "reg.l2": 1e-4 if reg == "l2" else 0.0}
-            log_run(client, experiment, reg, accuracy, parent=parent, params=params, overrides=[f"trainer.seed={seed}"])
+            run = log_run(
+                client, experiment, reg, accuracy, parent=parent, params=params, overrides=[f"trainer.seed={seed}"]
+            )
+            if (reg, seed) == ("l2", 3):  # l2's best run has a logged model, as the runner's do
+                model = client.create_logged_model(experiment, name="cnn-l2", source_run_id=run)
+                client.log_outputs(run, [LoggedModelOutput(model.model_id, step=2)])
     return client, parent
 
 
@@ -473,6 +478,15 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
     history = client.get_metric_history(parent, "d_test_accuracy_pp.l2")
     assert [(point.step, point.value) for point in history] == [(9, 2.5)]  # step: the runs compared
     assert run.data.tags["best_configuration"] == "l2" and "top_mean_configuration" not in run.data.tags
+    top = client.get_run(run.data.tags["top_run"])  # l2's run with the best test accuracy, and its model
+    assert (top.data.tags["reg"], top.data.metrics["test_accuracy"]) == ("l2", 0.94)
+    model = top.outputs.model_outputs[0].model_id
+    assert run.data.tags["top_model"] == model
+    experiment = run.info.experiment_id
+    assert description.splitlines()[2] == (
+        f"Top run of the best helping configuration (l2): [cnn-l2](#/experiments/{experiment}/runs/{top.info.run_id}), "
+        f"its model [{model}](#/experiments/{experiment}/models/{model})"
+    )
     names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")}
     assert {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"} <= names
 
