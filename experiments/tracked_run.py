@@ -33,6 +33,7 @@ from experiments.data import Splits
 from experiments.resume import ResumePoint, claim, release
 from experiments.run_identity import composed_defaults, regularisation_label, run_name, training_params
 from plugins import tags
+from plugins.class_report import plot_confusion_matrix
 from plugins.errors import describe
 from plugins.provenance import git_state
 from plugins.redaction import redact, redact_override, redact_text
@@ -107,6 +108,7 @@ class TrackedRun:
         self.experiment_id: str | None = None
         self.test_metrics: dict[str, float] = {}
         self.end_tags: dict[str, str] = {}
+        self.root_files: Path | None = None  # files for the top of the run (the test split's figure)
 
     def __enter__(self) -> TrackedRun:
         # A resume takes its run last, when nothing but training is left: a run it claims, it trains.
@@ -134,10 +136,18 @@ class TrackedRun:
             raise TrainingStopped(f"run {self.run_id} FAILED before training: {reason}", 1) from None
         return self
 
-    def finish(self, test_metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
-        """What the run ends with: the test split's metrics and tags known only after fit."""
+    def finish(self, test_metrics: dict[str, float], tags: dict[str, str] | None = None, matrix=None) -> None:
+        """What the run ends with: the test split's metrics (per class too), tags known only after
+        fit, and the test split's confusion matrix as confusion_matrix.png."""
         self.test_metrics = {f"test_{name}": float(value) for name, value in test_metrics.items()}
         self.end_tags = dict(tags or {})
+        if matrix is not None:
+            folder = Path(HydraConfig.get().runtime.output_dir) / "test_split"
+            folder.mkdir(exist_ok=True)
+            accuracy = self.test_metrics.get("test_accuracy", float("nan"))
+            title = f"test split: {int(matrix.sum())} examples, accuracy {accuracy:.4f}"
+            plot_confusion_matrix(matrix, title, folder / "confusion_matrix.png")
+            self.root_files = folder
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
@@ -194,9 +204,11 @@ class TrackedRun:
             ) from None
 
     def written_folders(self) -> dict[str, str]:
-        """Folders Keras' callbacks wrote beside training, logged into the run: TensorBoard's logs."""
+        """Folders written beside training, logged into the run: TensorBoard's logs, and the test
+        split's files at the run's top level ("")."""
         log_dir = OmegaConf.select(self.cfg, "callbacks.tensorboard.log_dir", default=None)
-        return {"tensorboard": log_dir} if log_dir else {}
+        written = {"tensorboard": log_dir} if log_dir else {}
+        return written | ({"": str(self.root_files)} if self.root_files else {})
 
     def ui_link(self) -> str:
         return ui_link(mlflow.get_tracking_uri(), self.experiment_id, self.run_id)

@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> float:
         with training.stop_on_signal() as stopper, TrackedRun(tracker, cfg, splits, resume) as run:
             # In the run: a signal during the test (no batch left to finish) stops at once, and it ends KILLED.
             tested = training.fit_and_test(job, cfg, tracker, stopper, resume)
-            run.finish(tested.metrics, tested.tags)
+            run.finish(tested.metrics, tested.tags, tested.matrix)
         training.clear()
     return tracker.best_value if tracker.best_value is not None else float("nan")
 

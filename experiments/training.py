@@ -22,6 +22,7 @@ from experiments.checks import ConfigError
 from experiments.data import Splits, make_pipeline, steps_per_epoch
 from experiments.resume import ResumePoint
 from experiments.tracked_run import LossBecameNaN
+from plugins import class_report
 from plugins.best_epoch import holds_weights
 from plugins.checkpoint import load_logged_checkpoint
 from plugins.errors import describe, first_line
@@ -74,6 +75,7 @@ class Tested:
 
     metrics: dict[str, float]  # the test split's, with the best epoch's weights
     tags: dict[str, str]  # what is known only once fit has returned
+    matrix: np.ndarray | None = None  # the test split's confusion matrix, for a classifier
 
 
 def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoint | None) -> Tested:
@@ -103,7 +105,19 @@ def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoin
     measured = job.model.evaluate(job.test, return_dict=True, verbose=0)
     # Keras' loss holds the L1/L2 penalty of the weights: a comparison of regularisers needs the data's part.
     penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in job.model.losses))
-    return Tested({**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}, tags)
+    matrix = test_confusion_matrix(job.model, job.test)
+    metrics = {**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}
+    return Tested({**metrics, **class_report.per_class(matrix)} if matrix is not None else metrics, tags, matrix)
+
+
+def test_confusion_matrix(model: keras.Model, test) -> np.ndarray | None:
+    """The test split's confusion matrix, for a classifier (one output of a column per class)."""
+    classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if not classes or classes < 2:
+        return None
+    predicted = model.predict(test, verbose=0).argmax(axis=-1)
+    truth = np.concatenate([np.asarray(labels) for _, labels in test.as_numpy_iterator()])
+    return class_report.confusion_matrix(truth, predicted, classes)
 
 
 def clear() -> None:

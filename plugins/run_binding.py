@@ -148,9 +148,9 @@ def finish_active_run(
                 unsent.append(("last metrics and tags", last))
         for name, folder in (folders or {}).items():
             if Path(folder).is_dir() and any(Path(folder).iterdir()):
-                upload = partial(client.log_artifacts, run_id, str(folder), name)
+                upload = partial(client.log_artifacts, run_id, str(folder), name or None)  # "": the top
                 if not _sent(upload):
-                    unsent.append((f"{name}/", upload))
+                    unsent.append((f"{name}/" if name else ", ".join(sorted(os.listdir(folder))), upload))
         try:
             mlflow.end_run(status)  # it takes the run off MLflow's stack first, so nothing ends it twice
         except Exception:

@@ -140,6 +140,11 @@ def test_a_seeded_sweep_answers_on_its_parent(run_cli, tracking_uri, tmp_path):
         assert (child.data.metrics["penalty_loss"] > 0) == (child.data.tags["reg"] == "l2")
         metrics = child.data.metrics  # the test split's size, and its loss less the L1/L2 penalty
         assert metrics["test_examples"] == 270 and metrics["penalty_loss_at_best"] >= 0
+        # Per class on the test split: recall of class k is its share of the class's examples.
+        assert {f"test_recall.{k}" for k in range(10)} | {f"test_precision.{k}" for k in range(10)} <= set(metrics)
+        assert all(0 <= metrics[f"test_recall.{k}"] <= 1 for k in range(10))
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "confusion_matrix.png" in files
         assert (metrics["test_data_loss"] < metrics["test_loss"]) == (child.data.tags["reg"] == "l2")
     by_seed = {
         (child.data.tags["reg"], child.data.params["trainer.seed"]): child.data.metrics["test_accuracy"]
