@@ -28,6 +28,7 @@ from experiments.cli import (
     expand_quoted_option,
     open_tracking_store,
 )
+from experiments.promote import ALIAS, NotPromoted, promote
 from experiments.report import Answer, write_report
 from experiments.runs_table import CompareError, comparison_table, find_runs, find_study, printable
 from plugins.redaction import one_line
@@ -67,10 +68,25 @@ def main(argv: list[str] | None = None) -> int:
         client.log_artifacts(parent.info.run_id, str(files[0].parent), "comparison")
         answer.describe(client, parent.info.run_id, table, runs)
         print(f"logged them to sweep {parent.info.run_id} as comparison/, with the answer as its description")
+    return gate(args, requirements, client, answer, table, parent)
+
+
+def gate(args, requirements: list, client, answer: Answer, table, parent) -> int:
+    """The CI gate: exit 1 where a requirement fails; with --promote, the champion moves only where
+    every requirement holds and a configuration helps."""
     failed = [why for requirement in requirements if (why := study_report.judge(requirement, answer.verdicts))]
     for why in failed:
         print(f"requirement not met: {why}", file=sys.stderr)
-    return 1 if failed else 0
+    if args.promote is None:
+        return 1 if failed else 0
+    try:
+        if failed:
+            raise NotPromoted(f"{len(failed)} requirement{'s' if len(failed) > 1 else ''} not met")
+        print(promote(client, answer, table, parent, args.promote))
+    except NotPromoted as why:
+        print(f"not promoted to {args.promote}@{ALIAS}: {why}; nothing moved", file=sys.stderr)
+        return 1
+    return 0
 
 
 def study_scope(experiment, parent) -> str:
@@ -110,6 +126,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help=TRACKING_URI_HELP,
     )
+    add_gate_options(parser)
+    return parser.parse_args(argv)
+
+
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """How the study is judged, what it must show, and what moves when it does."""
     parser.add_argument(
         "--margin",
         type=non_negative_number,
@@ -125,7 +147,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="exit 1 unless the interval of CONFIG's difference from plain (Holm-adjusted, as the verdict) is "
         ">= X (lower bound) or <= X (upper bound); may be given several times",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--promote",
+        metavar="NAME",
+        help=f"when every --require holds, register the top run of the best configuration that helps as a new "
+        f"version of NAME with the alias {ALIAS}; else nothing moves and the exit code is 1",
+    )
 
 
 def non_negative_number(text: str) -> float:

@@ -15,6 +15,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from experiments import figures, study, study_report
+from experiments.class_effects import write_class_effects
 from plugins import tags as tag_names
 from plugins.artifacts import FLOAT_FORMAT
 from plugins.metric_names import higher_is_better
@@ -237,7 +238,8 @@ def write_report(
     # tabulate writes its missing value for None only, and pandas hands it NaN ("nan") for both kinds of blank.
     shown = shown.astype(object).where(shown.notna(), None)
     (folder / "comparison.md").write_text(shown.to_markdown(index=False, floatfmt=".4g", missingval="-") + "\n")
-    return files + write_figures(client, table, answer, folder, max_curves)
+    files += write_figures(client, table, answer, folder, max_curves)
+    return files + write_class_effects(table, runs, answer.by_effect(), answer.repeats, folder)
 
 
 def write_figures(client, table: pd.DataFrame, answer: Answer, folder: Path, max_curves: int) -> list[Path]:

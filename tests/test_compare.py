@@ -526,3 +526,47 @@ def test_require_gates_on_the_interval(seeded_sweep, tmp_path, capsys, requireme
     error = capsys.readouterr().err.strip()
     assert error.startswith(said) and (code != 2 or "\n" not in error)
     assert (tmp_path / "out").exists() == (code != 2)  # a requirement that cannot be judged stops before the report
+
+
+def test_promote_registers_the_top_helping_run_s_model_as_champion(seeded_sweep, tmp_path, capsys):
+    client, parent = seeded_sweep
+    out = str(tmp_path / "out")
+    args = ["--experiment", "seeds", "--parent", parent, "--output", out, "--promote", "digits"]
+    assert compare([*args, "--require", "l2: d_test_accuracy >= 0"]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    version = client.get_model_version_by_alias("digits", "champion")
+    top = client.get_run(client.get_run(parent).data.tags["top_run"])
+    assert (
+        said
+        == f"promoted: digits version 1 is digits@champion: run cnn-l2 ({top.info.run_id}), l2, test_accuracy 0.9400"
+    )
+    model = top.outputs.model_outputs[0].model_id
+    assert (int(version.version), version.run_id, version.source) == (1, top.info.run_id, f"models:/{model}")
+    assert version.tags == {
+        "run_id": top.info.run_id,
+        "run_name": "cnn-l2",
+        "configuration": "l2",
+        "test_accuracy": "0.9400",
+        "study": parent,
+    }
+    assert version.description.startswith(f"Champion by the study of sweep {parent} (")
+    assert "l2 helps: +2.5 [+0.7, +4.3] pp test_accuracy, W/T/L 3/0/0 seeds (Holm-adjusted)" in version.description
+    assert "test_accuracy 0.9400" in version.description and f"/runs/{parent}?" in version.description
+
+    # The gate fails: nothing moves, one line says why, exit 1.
+    assert compare([*args, "--require", "dropout: d_test_accuracy >= 0"]) == 1
+    error = capsys.readouterr().err
+    assert "not promoted to digits@champion: 1 requirement not met; nothing moved" in error
+    assert len(client.search_model_versions("name='digits'")) == 1
+
+
+def test_promote_moves_nothing_where_no_configuration_helps(sweep, tmp_path, capsys):
+    client, parent, _ = sweep
+    args = ["--experiment", "study", "--parent", parent, "--output", str(tmp_path / "out"), "--promote", "digits"]
+    assert compare(args) == 1
+    error = capsys.readouterr().err.strip()
+    assert (
+        error
+        == "not promoted to digits@champion: no configuration helps on test_accuracy (top mean: l2, which need not differ); nothing moved"
+    )
+    assert client.search_registered_models() == []
