@@ -44,9 +44,29 @@ def log_model_and_register(
         log.warning("MLflow run %s: model/ is in the run's files but no logged model (%s)", run_id, describe(error))
         source = f"runs:/{run_id}/{NAME}"
     if registered_name:
-        version = mlflow.register_model(source, registered_name)
+        run = client.get_run(run_id)
+        name = run.info.run_name or run_id
+        tags = {"run_id": run_id, "run_name": name, "best_step": str(step)}
+        version = mlflow.register_model(source, registered_name, tags=tags)
+        description = f"Run {name} ({run_id}), the best epoch's weights (step {step})."
+        client.update_model_version(registered_name, version.version, description=description)
         if alias:
             client.set_registered_model_alias(registered_name, alias, version.version)
+
+
+def describe_versions(client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """The test split's results (``test_*``), measured after the model was registered, added to the
+    description and tags of every registered version of the run."""
+    measured = {key: float(value) for key, value in metrics.items() if key.startswith("test_") and "." not in key}
+    if not measured:
+        return
+    shown = {key: f"{value:.0f}" if value.is_integer() else f"{value:.4f}" for key, value in measured.items()}
+    said = ", ".join(f"{key} {value}" for key, value in sorted(shown.items()))
+    for version in client.search_model_versions(f"run_id = '{run_id}'"):
+        description = (version.description or "").split(" Test split:")[0]
+        client.update_model_version(version.name, version.version, description=f"{description} Test split: {said}.")
+        for key, value in shown.items():
+            client.set_model_version_tag(version.name, version.version, key, value)
 
 
 def log_model(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: int) -> str:

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -146,6 +146,9 @@ def finish_active_run(
             )
             if not _sent(last):
                 unsent.append(("last metrics and tags", last))
+            elif metrics:
+                with suppress(Exception):  # the registry's description is a courtesy: never fail the run's end
+                    logged_model.describe_versions(client, run_id, metrics)
         for name, folder in (folders or {}).items():
             if Path(folder).is_dir() and any(Path(folder).iterdir()):
                 upload = partial(client.log_artifacts, run_id, str(folder), name or None)  # "": the top

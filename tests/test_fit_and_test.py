@@ -59,7 +59,9 @@ def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_
     y = (x[:, 0] > 0).astype("int32")
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    tracker = MLflowCallback(run_name="cnn-l2 optimizer.learning_rate=0.01", params={"reg.name": "l2"})
+    tracker = MLflowCallback(
+        run_name="cnn-l2 optimizer.learning_rate=0.01", params={"reg.name": "l2"}, registered_model_name="toy"
+    )
     tracker.start_run()
     for context, (xs, ys) in (("validation", (x[64:80], y[64:80])), ("test", (x[80:], y[80:]))):
         mlflow.log_input(mlflow.data.from_numpy(xs, targets=ys, name=f"toy-{context}"), context=context)
@@ -75,3 +77,16 @@ def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_
     assert (test.value, test.step, test.dataset_name) == (0.75, best, "toy-test")
     assert linked["val_loss"].dataset_name == "toy-validation" and linked["val_loss"].step == best
     assert run.data.metrics["test_accuracy"] == 0.75 and run.info.status == "FINISHED"
+    # The registered version says which run it is, and once tested, its test results.
+    version = mlflow.MlflowClient().get_model_version("toy", "1")
+    assert version.description == (
+        f"Run cnn-l2 optimizer.learning_rate=0.01 ({run.info.run_id}), the best epoch's weights (step {best}). "
+        "Test split: test_accuracy 0.7500, test_loss 0.5000."
+    )
+    assert version.tags == {
+        "run_id": run.info.run_id,
+        "run_name": "cnn-l2 optimizer.learning_rate=0.01",
+        "best_step": str(best),
+        "test_accuracy": "0.7500",
+        "test_loss": "0.5000",
+    }
