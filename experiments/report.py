@@ -195,7 +195,7 @@ def answer_notes(
     if len(budget) and late.mean() > 0.5:
         notes.append(
             f"still improving at the end: most runs' best epoch is in the last tenth of their epochs; "
-            f"the verdict is about {int(budget.iloc[0])} epochs of training"
+            f"the verdict is about {int(budget.iloc[0])} epoch{'s' if int(budget.iloc[0]) != 1 else ''} of training"
         )
     return notes
 
