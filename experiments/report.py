@@ -153,8 +153,9 @@ class TopPick:
         which = "best helping configuration" if helps else "configuration with the top mean"
         # A name read back from the store: nothing in it may make a link or markup of its own.
         name = re.sub(r"[\[\]()<>`*_|\\\s]+", " ", self.run_name).strip() or self.run_id
-        run = f"[{name}](#/experiments/{self.experiment_id}/runs/{self.run_id})"
-        model = f", its model [{self.model_id}](#/experiments/{self.experiment_id}/models/{self.model_id})"
+        view = "?workflowType=machine_learning"  # MLflow 3's model-training view, not its GenAI one
+        run = f"[{name}](#/experiments/{self.experiment_id}/runs/{self.run_id}{view})"
+        model = f", its model [{self.model_id}](#/experiments/{self.experiment_id}/models/{self.model_id}{view})"
         return f"Top run of the {which} ({self.configuration}): {run}{model if self.model_id else ''}"
 
 

@@ -484,8 +484,9 @@ def test_the_sweep_parent_s_overview_carries_the_answer(seeded_sweep, tmp_path):
     assert run.data.tags["top_model"] == model
     experiment = run.info.experiment_id
     assert description.splitlines()[2] == (
-        f"Top run of the best helping configuration (l2): [cnn-l2](#/experiments/{experiment}/runs/{top.info.run_id}), "
-        f"its model [{model}](#/experiments/{experiment}/models/{model})"
+        f"Top run of the best helping configuration (l2): [cnn-l2](#/experiments/{experiment}/runs/{top.info.run_id}"
+        f"?workflowType=machine_learning), its model [{model}](#/experiments/{experiment}/models/{model}"
+        "?workflowType=machine_learning)"
     )
     names = {a.path.split("/")[-1] for a in client.list_artifacts(parent, "comparison")}
     assert {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"} <= names
