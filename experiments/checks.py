@@ -104,7 +104,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mlflow.log_model", one_of(True, False), "true or false"),
     ("mlflow.wait_for_server_s", non_negative, "a number of seconds >= 0"),
     ("mlflow.flush_timeout_s", non_negative, "a number of seconds >= 0"),
-    ("mlflow.checkpoint_interval_s", non_negative, "a number of seconds >= 0"),
+    (
+        "mlflow.checkpoint_interval_s",
+        lambda v: v is None or non_negative(v),
+        "null (no writes during training) or a number of seconds >= 0",
+    ),
     ("mlflow.log_system_metrics", one_of(True, False), "true or false"),
     ("mlflow.diagnostics", one_of(True, False), "true or false"),
     ("mlflow.registered_model_name", lambda v: v is None or _REGISTRY_NAME(v), "null or a name without / or :"),

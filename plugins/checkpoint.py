@@ -24,16 +24,20 @@ log = logging.getLogger(__name__)
 class BestCheckpoint:
     """checkpoints/best.keras: the best epoch's model, written off the training thread.
 
-    ``offer`` keeps the newest best weights; ``save_pending`` (while training goes on) writes the
-    newest one offered from a copy of the model, so however fast improvements come, the last one
-    always lands and none is written twice. After training, ``final_model`` saves without a copy.
+    ``offer_from`` keeps the model's weights as the newest best: copied on the device into variables
+    made at the first offer and written in place after it, so an improvement costs a copy in memory,
+    not a fresh host array per variable (a tenth of a second and more for a large model).
+    ``save_pending`` (while training goes on) writes the newest one offered from a copy of the model,
+    so however fast improvements come, the last one always lands and none is written twice. After
+    training, ``final_model`` saves without a copy.
     """
 
     def __init__(self, model: keras.Model, path: Path):
         self.path = path
         self._model = model
-        self._lock = threading.Lock()
-        self._pending: list[np.ndarray] | None = None  # offered, not yet taken
+        self._lock = threading.Lock()  # the kept weights change on the training thread, are read on the sender's
+        self._kept: list[keras.Variable] | None = None  # the best epoch's weights, on the device
+        self._pending = False  # offered, not yet taken
         self._copy: keras.Model | None = None
         # Taken, not yet in self.path: kept until a write succeeds (a failed model/ write leaves
         # them for the checkpoint's own write).
@@ -42,11 +46,32 @@ class BestCheckpoint:
 
     @property
     def pending(self) -> bool:
-        return self._pending is not None
+        return self._pending
 
-    def offer(self, weights: list[np.ndarray]) -> None:
+    @property
+    def has_best(self) -> bool:
+        return self._kept is not None
+
+    def offer_from(self, model: keras.Model) -> None:
+        """The model's weights now are the best epoch's."""
         with self._lock:
-            self._pending = weights
+            # convert_to_tensor reads the value: on TensorFlow a variable's .value is the variable
+            # itself, and a Variable made from it would follow the model's.
+            values = [keras.ops.convert_to_tensor(variable) for variable in model.weights]
+            if self._kept is None:
+                self._kept = [keras.Variable(value, dtype=value.dtype, trainable=False) for value in values]
+            else:
+                for kept, value in zip(self._kept, values):
+                    kept.assign(value)
+            self._pending = True
+
+    def best_weights(self) -> list[np.ndarray] | None:
+        """The best epoch's weights as host arrays (a copy); None before any was offered."""
+        with self._lock:
+            return self._host_copy()
+
+    def _host_copy(self) -> list[np.ndarray] | None:
+        return None if self._kept is None else [keras.ops.convert_to_numpy(kept.value) for kept in self._kept]
 
     def save_pending(self) -> None:
         """Write the newest offered weights from the copy (on the sender's thread, during training).
@@ -111,8 +136,8 @@ class BestCheckpoint:
     def _take_pending(self) -> list[np.ndarray] | None:
         """The newest offered weights that are not in self.path yet, if any."""
         with self._lock:
-            if self._pending is not None:
-                self._unwritten, self._pending = self._pending, None
+            if self._pending:
+                self._unwritten, self._pending = self._host_copy(), False
         return self._unwritten
 
 

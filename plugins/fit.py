@@ -12,7 +12,6 @@ from pathlib import Path
 
 import keras
 import mlflow
-import numpy as np
 from mlflow.entities import Metric
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
@@ -64,7 +63,6 @@ class Fit:
         self.epoch_metrics = EpochMetrics(self.run_id, diagnostics)
         self.best = BestEpoch(settings.monitor, settings.mode, self._higher_is_better)
         self.best.add_logged(logged.history)
-        self.best_weights: list[np.ndarray] | None = None
         self.batcher = MetricBatcher(self._send_batch, settings.metrics_interval_s)
         checkpoint = BestCheckpoint(model, self.local_dir / "checkpoints" / "best.keras")
         self.publisher = Publisher(self.delivery, binding.client, self.run_id, self.local_dir, checkpoint, settings)
@@ -107,8 +105,7 @@ class Fit:
         self.batcher.gather(as_points(metrics, step=epoch))
         self.batcher.send_if_due()
         if self.best.update(epoch, logs):
-            self.best_weights = self.model.get_weights()
-            self.publisher.checkpoint.offer(self.best_weights)
+            self.publisher.checkpoint.offer_from(self.model)
         self.publisher.checkpoint_if_due()
 
     def batch_ends(self, batch: int, logs: dict | None, every_n_steps: int) -> None:
@@ -161,7 +158,7 @@ class Fit:
         source = model_source(
             status,
             self.settings.log_model,
-            self.best_weights is not None,
+            self.publisher.checkpoint.has_best,
             self.best.epoch is not None,
             self.best.warned_missing,
         )
@@ -214,7 +211,9 @@ class Fit:
         tags = {tag_names.STOP_REASON: self.stop_reason}
         if self.stop_reason == "early_stopping":
             metrics["stopped_epoch"] = self.last_epoch
-            tags[tag_names.RESTORED_BEST_WEIGHTS] = str(holds_weights(self.model, self.best_weights)).lower()
+            tags[tag_names.RESTORED_BEST_WEIGHTS] = str(
+                holds_weights(self.model, self.publisher.checkpoint.best_weights())
+            ).lower()
         self.batcher.gather(as_points(metrics, step=0), room=len(tags))
         self.batcher.send(tags)
 

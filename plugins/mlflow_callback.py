@@ -55,7 +55,7 @@ class MLflowCallback(keras.callbacks.Callback):
         registered_model_name: str | None = None,
         input_example: np.ndarray | None = None,
         metrics_interval_s: float = 1.0,
-        checkpoint_interval_s: float = 10.0,
+        checkpoint_interval_s: float | None = None,
         flush_timeout_s: float = 120.0,
         output_dir: str | Path | None = None,
         experiment_name: str | None = None,
@@ -159,7 +159,7 @@ class MLflowCallback(keras.callbacks.Callback):
     @property
     def best_weights(self) -> list[np.ndarray] | None:
         """Weights at the best epoch (a copy), e.g. to evaluate the test split with them."""
-        return self._fit.best_weights if self._fit else None
+        return self._fit.publisher.checkpoint.best_weights() if self._fit else None
 
     def start_run(self) -> mlflow.ActiveRun:
         """Start the run now, before ``fit`` (or join the one ``mlflow run`` made, or reopen ``run_id``),

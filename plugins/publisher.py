@@ -141,8 +141,10 @@ class Publisher:
         self._send_file(partial(artifacts.write_text, summary), self.local_dir / "model_summary.txt")
 
     def checkpoint_if_due(self) -> None:
-        """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago."""
-        due = self._clock() - self._last_checkpoint >= self._settings.checkpoint_interval_s
+        """Queue a write of the newest best model unless one ran less than checkpoint_interval_s ago
+        (None: none during training)."""
+        interval = self._settings.checkpoint_interval_s
+        due = interval is not None and self._clock() - self._last_checkpoint >= interval
         if self.checkpoint.pending and not self.checkpoint.no_copy and due:
             self._last_checkpoint = self._clock()
             self.send_checkpoint(self.checkpoint.save_pending)

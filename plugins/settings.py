@@ -38,9 +38,11 @@ class TrackingSettings:
         metrics_interval_s: least time between two log_batch calls of metrics. Epochs (and logged
             steps) that end sooner wait and go in the next call, each point with its own step; 0:
             one call per epoch. Everything waiting is sent before the run ends.
-        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras,
-            and from the start of training to the first (each costs CPU that training could use);
-            the final best is always written.
+        checkpoint_interval_s: least time between two background writes of checkpoints/best.keras
+            during training, and from its start to the first; None (the default): none, since each
+            takes a core from training and grows with the model. The best is always written when
+            training ends, however it ends (a signal, an error); only a killed process (kill -9,
+            a lost machine) needs a background write to leave one behind.
         flush_timeout_s: at the end, how long to keep retrying what the tracking server did not take.
         output_dir: where local copies of the artifacts go; None: a temporary folder.
         run: how a run the callback starts is made (experiment and run name, tags, tracking URI, a run
@@ -58,7 +60,7 @@ class TrackingSettings:
     diagnostics: bool = False
     diagnostics_data: tuple[Any, Any] | None = None
     metrics_interval_s: float = 1.0
-    checkpoint_interval_s: float = 10.0
+    checkpoint_interval_s: float | None = None
     flush_timeout_s: float = 120.0
     output_dir: Path | None = None
     run: RunSettings = field(default_factory=RunSettings)
@@ -71,6 +73,8 @@ class TrackingSettings:
             raise ValueError(f"log_every_n_steps={steps!r}: expected None or a whole number >= 1")
         _check_diagnostics_data(self.diagnostics_data)
         seconds = {name: getattr(self, name) for name in SECONDS}
+        if self.checkpoint_interval_s is None:
+            del seconds["checkpoint_interval_s"]  # no background writes
         for name, value in {**seconds, "wait_for_server_s": self.run.wait_for_server_s}.items():
             # Compared with clocks inside hooks that never raise: a bad one would end tracking mid-fit.
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
