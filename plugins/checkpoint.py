@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import numpy as np
 
 from plugins import artifacts, keras_saving
 from plugins.errors import first_line
-from plugins.sender import Deferred
+from plugins.sender import Deferred, Unneeded
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ class BestCheckpoint:
         # them for the checkpoint's own write).
         self._unwritten: list[np.ndarray] | None = None
         self.no_copy = False  # the model cannot be copied (a custom Python function inside): final save only
+        self.in_model = False  # model/ holds the newest best: no checkpoint file of it
 
     @property
     def pending(self) -> bool:
@@ -98,8 +98,11 @@ class BestCheckpoint:
             self._unwritten = None
 
     def save_final(self) -> None:
-        """After training: write the newest offered weights, if they are not written yet."""
+        """After training: write the newest offered weights, if they are not written yet, and not
+        in model/ either: then the checkpoint would be a second copy of the same file."""
         with self.final_model() as model:
+            if self._unwritten is None and self.in_model:
+                raise Unneeded("model/ holds the best model")
             if self._unwritten is not None:
                 with keras_saving.known_skipsets():
                     artifacts.write_atomically(self.path, model.save)
@@ -127,11 +130,10 @@ class BestCheckpoint:
             if swap:
                 self._model.set_weights(own)
 
-    def write_from(self, saved: Path) -> None:
-        """Make ``saved``, a file final_model() was just saved to, checkpoints/best.keras (if it is newer)."""
-        if self._unwritten is not None:
-            artifacts.write_atomically(self.path, lambda tmp: shutil.copyfile(saved, tmp))
-            self._unwritten = None
+    def held_by_model(self) -> None:
+        """final_model() was just saved as model/: that file is the best checkpoint, not stored twice
+        (a resume reads it there, see load_logged_checkpoint)."""
+        self._unwritten, self.in_model = None, True
 
     def _take_pending(self) -> list[np.ndarray] | None:
         """The newest offered weights that are not in self.path yet, if any."""
@@ -141,12 +143,19 @@ class BestCheckpoint:
         return self._unwritten
 
 
+CHECKPOINTS = ("checkpoints/best.keras", "model/data/model.keras")  # a run whose model/ landed has no other
+
+
 def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:
-    """A run's checkpoints/best.keras, downloaded and loaded with Keras' safe mode."""
+    """A run's best model, downloaded and loaded with Keras' safe mode: its checkpoints/best.keras,
+    else the Keras file of its model/."""
     with tempfile.TemporaryDirectory() as folder:
-        return keras.models.load_model(
-            client.download_artifacts(run_id, "checkpoints/best.keras", folder), safe_mode=True
-        )
+        found = next((path for path in CHECKPOINTS if _has(client, run_id, path)), CHECKPOINTS[0])
+        return keras.models.load_model(client.download_artifacts(run_id, found, folder), safe_mode=True)
+
+
+def _has(client: mlflow.MlflowClient, run_id: str, path: str) -> bool:
+    return any(found.path == path for found in client.list_artifacts(run_id, path.rsplit("/", 1)[0]))
 
 
 def _copy_for_saving(model: keras.Model) -> keras.Model:

@@ -175,7 +175,7 @@ class Publisher:
         checkpoint_due = self.checkpoint.pending
         if source == "best":
             self._send_saved(self._save_best_model)
-            if checkpoint_due:  # copied from model/ by then; where model/ could not be written, Keras writes it alone
+            if checkpoint_due:  # in model/ by then; where model/ could not be written, Keras writes it alone
                 self.send_checkpoint(self.checkpoint.save_final)
             self._send_model_folder(step)
         elif source == "logged best":
@@ -227,11 +227,11 @@ class Publisher:
         save_mlflow_model(model, target, self._settings.input_example)
 
     def _save_best_model(self, target: Path) -> None:
-        """The best model as an MLflow Model; its Keras file also becomes checkpoints/best.keras, so
-        the model is saved once."""
+        """The best model as an MLflow Model; its Keras file is the best checkpoint too, so the model
+        is saved and stored once for both."""
         with self.checkpoint.final_model() as model:
             self._save(model, target)
-        self.checkpoint.write_from(target / "data" / "model.keras")
+        self.checkpoint.held_by_model()
 
     def _send_logged_best_model(self, step: int) -> None:
         """A resumed run whose continuation never improved: its best model is the checkpoint it

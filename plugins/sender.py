@@ -37,6 +37,7 @@ class Sender:
         self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
         self._not_written: dict[str, str] = {}  # local work that failed for good -> why
+        self._done_elsewhere: set[str] = set()  # local work another call did: nothing to send after it
         self._refused: dict[str, str] = {}  # calls the server answered with a refusal (4xx) -> why
 
     def submit(self, what: str, call: Callable[[], object], local: bool = False, needs: str | None = None) -> Future:
@@ -96,7 +97,7 @@ class Sender:
 
     def _attempt_unless_unwritten(self, what: str, call: Callable[[], object], local: bool, needs: str | None) -> None:
         with self._lock:
-            unwritten = needs in self._not_written
+            unwritten = needs in self._not_written or needs in self._done_elsewhere
         if not unwritten:
             self._attempt(what, call, local)
 
@@ -109,6 +110,9 @@ class Sender:
             return
         try:
             call()
+        except Unneeded:
+            with self._lock:
+                self._done_elsewhere.add(what)
         except Deferred as deferred:  # a later call does its job: the calls that need it wait for that one
             with self._lock:
                 self._not_written[what] = str(deferred)
@@ -162,6 +166,11 @@ class Sender:
             )
         else:
             log.debug("MLflow tracking failed again (%s: %s)", what, describe(error))
+
+
+class Unneeded(Exception):  # noqa: N818 (not an error: a decision)
+    """Raised by local work that another call has done already (the final checkpoint, when model/
+    holds the same file): the calls that need it are skipped, and nothing is reported."""
 
 
 class Deferred(Exception):  # noqa: N818 (not an error: a decision)

@@ -24,6 +24,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from plugins import MLflowCallback, keras_saving, model_facts
+from plugins.checkpoint import load_logged_checkpoint
 from plugins.epoch_metrics import EpochMetrics
 from plugins.params import TRUNCATED
 from plugins.publisher import Publisher
@@ -158,14 +159,12 @@ def test_best_checkpoint_reproduces_best_val_loss(reference, digits):
     best_step, best_value = min(reference.history("val_loss"), key=lambda point: point[1])
     assert run.data.metrics["best_epoch"] == best_step
     assert run.data.metrics["best_val_loss"] == pytest.approx(best_value)
-    checkpoint = keras.models.load_model(
-        reference.client.download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
-    )
+    checkpoint = load_logged_checkpoint(reference.client, run.info.run_id)  # model/'s file: the one copy
     x_val, y_val = digits[1]
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
     artifacts = {a.path for a in reference.client.list_artifacts(run.info.run_id)}
-    expected = {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model", "checkpoints"}
-    assert expected <= artifacts
+    # The best model stored once: model/ is the checkpoint too (the logged model is the other copy).
+    assert artifacts == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model"}
 
 
 def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_with_an_alias(reference, digits):
@@ -203,9 +202,7 @@ def test_an_earlier_best_epoch_is_saved_and_the_model_keeps_its_final_weights(tr
     run = only_run(tracking_uri)
     val_loss = history(tracking_uri, run.info.run_id, "val_loss")
     assert run.data.metrics["best_epoch"] == 0 and val_loss[0][1] > val_loss[-1][1]
-    checkpoint = keras.models.load_model(
-        mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "checkpoints/best.keras"), safe_mode=True
-    )
+    checkpoint = load_logged_checkpoint(mlflow.MlflowClient(tracking_uri), run.info.run_id)
     x_val, y_val = digits[1]
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(
         val_loss[0][1], rel=1e-4
@@ -426,7 +423,7 @@ def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_ur
     assert run.data.params["model.total_params"] == str(model.count_params()) == str(64 * 16 + 16 + 16 * 10 + 10)
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
     client = mlflow.MlflowClient(tracking_uri)
-    assert {"model", "checkpoints", "history.csv", "model_summary.txt"} <= {
+    assert {"model", "history.csv", "model_summary.txt"} <= {
         a.path for a in client.list_artifacts(run.info.run_id)
     }
     summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
@@ -538,7 +535,7 @@ def test_a_text_model_is_served_from_strings_and_its_files_land(tracking_uri, ch
     logged_keras = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_allclose(logged_keras.predict(reviews, verbose=0), expected, rtol=1e-6)
     client = mlflow.MlflowClient(tracking_uri)
-    checkpoint = keras.models.load_model(client.download_artifacts(run.info.run_id, "checkpoints/best.keras"))
+    checkpoint = load_logged_checkpoint(client, run.info.run_id)  # the checkpoint's (or model/'s) file
     np.testing.assert_allclose(checkpoint.predict(reviews, verbose=0), expected, rtol=1e-6)
 
 

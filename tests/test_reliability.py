@@ -327,7 +327,7 @@ def test_tracking_server_stopped_and_restarted_during_training(tmp_path, run_cli
         assert run.info.status == "FINISHED"
         for key in EPOCH_KEYS:  # every point of every epoch, sent late or not
             assert steps(client, run.info.run_id, key) == list(range(12)), key
-        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+        assert {"model/data", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
     finally:
         if process.poll() is None:
             process.kill()
@@ -442,7 +442,7 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         synced = client.get_run(run.info.run_id)
         assert synced.info.status == "FINISHED" and synced.data.metrics["test_accuracy"] == 0.5
         assert synced.data.params["model.total_params"] == str(64 * 10 + 10)
-        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+        assert {"model/data", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
         assert not (tracker.unsent_folder / SPOOL_FILE).exists()
     finally:
         gone.close()
@@ -547,7 +547,7 @@ def test_server_gone_when_training_ends_then_synced(tmp_path, run_cli):
         assert 0 <= run.data.metrics["test_accuracy"] <= 1 and run.data.metrics["best_epoch"] in (0, 1)
         for key in EPOCH_KEYS:
             assert steps(client, run.info.run_id, key) == [0, 1], key
-        assert {"checkpoints/best.keras", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
+        assert {"model/data", "history.csv", "model/MLmodel"} <= artifact_names(client, run.info.run_id)
     finally:
         stop_mlflow_server(server)
 
@@ -578,7 +578,7 @@ def test_ctrl_c_while_the_end_waits_for_the_server_keeps_everything_and_stops_at
         assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "completed"
         for key in EPOCH_KEYS:
             assert steps(client, run.info.run_id, key) == [0, 1], key
-        assert {"checkpoints/best.keras", "history.csv", "learning_curves.png", "model/MLmodel"} <= artifact_names(
+        assert {"model/data", "history.csv", "learning_curves.png", "model/MLmodel"} <= artifact_names(
             client, run.info.run_id
         )
         # The fault was an object built from an override: a resume never builds one from the store's
@@ -666,7 +666,7 @@ def test_a_full_artifact_store_leaves_no_half_file_and_the_run_fails_until_sync(
         run = client.get_run(run.info.run_id)
         assert run.info.status == "FINISHED"
         assert "missing_files" not in run.data.tags and "failure.reason" not in run.data.tags
-        assert {"model/MLmodel", "checkpoints/best.keras"} <= artifact_names(client, run.info.run_id)
+        assert {"model/MLmodel", "model/data"} <= artifact_names(client, run.info.run_id)
 
 
 @pytest.mark.parametrize(
