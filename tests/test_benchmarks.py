@@ -134,3 +134,24 @@ def test_the_median_interval_holds_the_median_and_narrows_with_more_repeats(monk
     assert low < middle < high and high - low < wide
     assert median_interval([1.02] * 5) == (1.02, 1.02)
     assert median_interval(noisy) == median_interval(noisy)  # seeded: the same table for the same fits
+
+
+def test_model_size_times_fits_and_counts_the_bytes_a_run_stores(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "model_size.py"),
+            *("--sizes", "0.05", "--repeats", "1", "--epochs", "3", "--json"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(done.stdout)["sizes"]
+    assert abs(row["parameters"] - 50_000) < 5_000  # the width is chosen for the size asked
+    assert row["untracked"]["stored_bytes"] == 0 and row["save_bytes"] > 4 * row["parameters"]
+    # model/ (its Keras file is the checkpoint too) and the logged model: two copies of the model's file.
+    assert row["stored_in_model_files"] == pytest.approx(2.0, abs=0.1)
+    assert row["tracked"]["end_s"] > 0 and row["fit_ratio"] == row["tracked"]["fit_s"] / row["untracked"]["fit_s"]

@@ -423,9 +423,7 @@ def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_ur
     assert run.data.params["model.total_params"] == str(model.count_params()) == str(64 * 16 + 16 + 16 * 10 + 10)
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
     client = mlflow.MlflowClient(tracking_uri)
-    assert {"model", "history.csv", "model_summary.txt"} <= {
-        a.path for a in client.list_artifacts(run.info.run_id)
-    }
+    assert {"model", "history.csv", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
     assert f"Trainable params: {model.count_params():,}" in summary
 

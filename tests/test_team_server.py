@@ -58,9 +58,7 @@ def test_a_team_works_on_a_postgresql_server_with_auth(team_server, tmp_path, ru
     assert [run.info.status for run in [parent, *children]] == ["FINISHED"] * 3
     for child in children:
         assert [point.step for point in admin.get_metric_history(child.info.run_id, "val_loss")] == [0, 1]
-        assert {"model", "history.csv"} <= {
-            item.path for item in admin.list_artifacts(child.info.run_id)
-        }
+        assert {"model", "history.csv"} <= {item.path for item in admin.list_artifacts(child.info.run_id)}
     assert parent.data.tags["mlflow.user"] == "alice" and "comparison" in {
         item.path for item in admin.list_artifacts(parent.info.run_id)
     }
