@@ -16,17 +16,23 @@ def batches(x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 
 
+def toy(examples: int) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """A seeded two-class softmax on 8 features, the class the sign of the first, compiled."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, x, y
+
+
 def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(tracking_uri):
     # EarlyStopping and the tracker share monitor and mode (the runner's conf has them so). With
     # mode max on a falling val_loss, epoch 0 is the best for both and EarlyStopping stops after
     # epoch 1. It restores epoch 0's weights in its own on_train_end, after the tracker's: the
     # tracker saw epoch 1's weights, the model ends with the best ones.
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 8)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model, x, y = toy(256)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=0, restore_best_weights=True)
     job = training.Job(
         model=model,
@@ -53,12 +59,7 @@ def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(track
 def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_test_split(tracking_uri):
     import mlflow
 
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(96, 8)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model, x, y = toy(96)
     tracker = MLflowCallback(
         run_name="cnn-l2 optimizer.learning_rate=0.01", params={"reg.name": "l2"}, registered_model_name="toy"
     )
