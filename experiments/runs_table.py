@@ -23,9 +23,11 @@ from plugins.metric_names import higher_is_better
 
 # Params that do not make two runs' training differ: what the regulariser sets (and the model size
 # it changes), where the run is logged, the local files of its output folder (a folder per job of a
-# sweep) and how much it prints. The monitor stays: it picks the weights the test split is run with.
+# sweep), how much it prints and the versions of Keras and its backend. The monitor stays: it picks
+# the weights the test split is run with; so does the backend: runs on two backends are not paired.
 NOT_SETUP = re.compile(
-    r"^(reg\..+|model\.(total|trainable)_params|mlflow\.(?!monitor$|mode$).+|resume|trainer\.verbose"
+    r"^(reg\..+|model\.(total|trainable)_params|keras\.(version|backend_version)|mlflow\.(?!monitor$|mode$).+|resume"
+    r"|trainer\.verbose"
     r"|callbacks\.\w+\.(log_dir|backup_dir|filename|filepath))$"
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +31,16 @@ def model_params(model: keras.Model, fit: dict[str, Any]) -> dict[str, Any]:
 
 
 def fit_params(fit: dict[str, Any]) -> dict[str, Any]:
-    """What Keras' ``callback.params`` say of the fit (known for any model, built or not)."""
-    return {"fit.epochs": fit.get("epochs"), "fit.steps_per_epoch": fit.get("steps")}
+    """What Keras' ``callback.params`` say of the fit (known for any model, built or not), and the
+    backend it ran on (provenance: the same model trains differently on another)."""
+    name, version = backend()
+    return {
+        "fit.epochs": fit.get("epochs"),
+        "fit.steps_per_epoch": fit.get("steps"),
+        "keras.version": keras.__version__,
+        "keras.backend": name,
+        "keras.backend_version": version,
+    }
 
 
 def optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
@@ -98,7 +107,35 @@ def _numpy_dtype(keras_dtype: str) -> np.dtype:
     return np.dtype(object) if keras_dtype == "string" else np.dtype(keras_dtype)
 
 
-def tensorflow_version() -> str:
-    import tensorflow as tf
+# The packages each Keras backend runs on: what a model's requirements must name.
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",), "numpy": ()}
 
-    return tf.__version__
+
+def backend() -> tuple[str, str]:
+    """(the Keras backend in use, its package's version), e.g. ``("jax", "0.10.2")``."""
+    name = keras.backend.backend()
+    packages = BACKEND_PACKAGES.get(name, (name,))
+    return name, (package_version(packages[0]) if packages else np.__version__) or "unknown"
+
+
+def package_version(package: str) -> str | None:
+    """A package's version: the loaded module's (the backend in use is loaded), else the installed
+    distribution's, without importing it; None where neither says (``tensorflow-cpu`` has no
+    ``tensorflow`` distribution, but its module says)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    loaded = getattr(sys.modules.get(package), "__version__", None)
+    if isinstance(loaded, str):
+        return loaded
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def pip_requirements() -> list[str]:
+    """Keras and the packages of the backend this process runs on, pinned: a model/ trained on JAX
+    names jax, not a TensorFlow that happens to be installed, and needs no TensorFlow at all."""
+    packages = BACKEND_PACKAGES.get(keras.backend.backend(), ())
+    pinned = {package: package_version(package) for package in packages}
+    return [f"keras=={keras.__version__}", *(f"{name}=={found}" for name, found in pinned.items() if found)]

@@ -263,7 +263,7 @@ def save_mlflow_model(model: keras.Model, target: Path, input_example: np.ndarra
                 signature=model_facts.signature(model, input_example),
                 input_example=input_example,
                 # Named here: inferring them starts a subprocess that loads the model (seconds).
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={model_facts.tensorflow_version()}"],
+                pip_requirements=model_facts.pip_requirements(),
             )
         keras_serving.serve_with_own_pyfunc(target)
     except BaseException:

@@ -152,6 +152,11 @@ def test_params_are_sanitised_truncated_and_batched(reference):
     assert logged["odd_name__"] == "1"
     assert logged["long"].endswith(TRUNCATED) and len(logged["long"]) == 6000
     assert logged["db.password"] == "[redacted]"
+    # The backend it trained on, with its version: provenance.
+    import tensorflow as tf
+
+    assert (logged["keras.backend"], logged["keras.backend_version"]) == ("tensorflow", tf.__version__)
+    assert logged["keras.version"] == keras.__version__
 
 
 def test_best_checkpoint_reproduces_best_val_loss(reference, digits):
@@ -181,6 +186,10 @@ def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_wi
         loaded = mlflow.keras.load_model(uri)
         loss = loaded.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
         assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4), uri
+    import tensorflow as tf
+
+    requirements = open(client.download_artifacts(run.info.run_id, "model/requirements.txt")).read().split()
+    assert f"keras=={keras.__version__}" in requirements and f"tensorflow=={tf.__version__}" in requirements
     versions = client.search_model_versions("name='digits-classifier'")
     assert [(v.version, v.run_id, v.status, v.source) for v in versions] == [
         (1, run.info.run_id, "READY", f"models:/{model.model_id}")
