@@ -137,7 +137,7 @@ def finish_active_run(
     with retries, url_print:
         if metrics or tags:
             timestamp = int(time.time() * 1000)
-            points = end_points(client, run_id, metrics or {}, timestamp)
+            points = end_points(client, run_id, metrics or {}, timestamp, linked=not server_unreachable)
             last = partial(
                 client.log_batch,
                 run_id,
@@ -161,15 +161,19 @@ def finish_active_run(
     return run_id, unsent
 
 
-def end_points(client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float], timestamp: int) -> list:
+def end_points(
+    client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float], timestamp: int, linked: bool
+) -> list:
     """The last metrics as points: the logged model's where the run has one (at its step, with the
-    test split as their data set), else at step 0."""
-    if not metrics:
-        return []
+    test split as their data set), else at step 0. Not ``linked``: plain points, no question to a
+    server that gave no answer (one try for what must be sent, not one more for a courtesy)."""
+    plain = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+    if not metrics or not linked:
+        return plain
     try:
         return logged_model.linked_points(client, run_id, metrics, timestamp)
     except Exception:  # the store cannot say which model: the points stand on their own
-        return [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+        return plain
 
 
 def end_fit_left_open() -> None:

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import mlflow
 import psutil
 import yaml
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking.context.registry import resolve_tags
@@ -212,9 +213,10 @@ class MLflowSweepCallback(Callback):
         if self.parent_run_id is None:
             return  # a single run
         try:
-            log.info(
-                "sweep %s: %s", self.parent_run_id, record_job_end(self._client(), self.parent_run_id, self._planned)
-            )
+            failed = getattr(job_return, "status", None) == JobStatus.FAILED
+            job = int(OmegaConf.select(config, "hydra.job.num", default=0))
+            said = record_job_end(self._client(), self.parent_run_id, self._planned, job, failed)
+            log.info("sweep %s: %s", self.parent_run_id, said)
         except Exception as error:  # progress is a courtesy: a store that fails here must not fail the job
             log.warning("sweep %s: could not record the job's end (%s)", self.parent_run_id, describe(error))
 

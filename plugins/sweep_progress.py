@@ -11,7 +11,7 @@ import mlflow
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.entities import Metric, RunTag
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from plugins import tags as tag_names
 
@@ -26,8 +26,10 @@ def planned_jobs(config: DictConfig) -> int | None:
         return int(sweeper.n_trials)
     if not str(sweeper.get("_target_", "")).endswith(BasicSweeper.__name__):
         return None
-    params = sweeper.get("params") or {}
-    typed = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    # As typed: read as a whole, not item by item, which would resolve a ${...} against the sweep's config.
+    params = sweeper.get("params")
+    params = OmegaConf.to_container(params) if params is not None else {}
+    typed = [f"{key}={value}" for key, value in params.items()] + OmegaConf.to_container(config.hydra.overrides.task)
     try:
         overrides = OverridesParser.create().parse_overrides(typed)
         return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
@@ -63,23 +65,21 @@ def waiting_note(ended: int, failed: int, planned: int | None) -> str:
     return f"{ended}{of} jobs done{failures}. The study's answer replaces this when the sweep ends."
 
 
-def ended_children(client: mlflow.MlflowClient, parent_run_id: str) -> tuple[int, int]:
-    """(children ended, of them not FINISHED), from the store, which every job's process shares."""
+JOB_ENDED = "internal.sweep.job."  # + the job's number: finished or failed, set by the job's own process
+
+
+def record_job_end(client: mlflow.MlflowClient, parent_run_id: str, planned: int | None, job: int, failed: bool) -> str:
+    """Log the sweep's progress on its parent as job number ``job`` ends; returns the console's line.
+    Each job marks its own end on the parent (a tag of its own: no two processes write one key), so
+    a job that failed before its run began counts too."""
+    client.set_tag(parent_run_id, f"{JOB_ENDED}{job}", "failed" if failed else "finished")
     parent = client.get_run(parent_run_id)
-    query = f"tags.{tag_names.PARENT_RUN} = '{parent_run_id}'"
-    children = client.search_runs([parent.info.experiment_id], query, max_results=10000)
-    ended = [child for child in children if child.info.status not in ("RUNNING", "SCHEDULED")]
-    return len(ended), sum(child.info.status != "FINISHED" for child in ended)
-
-
-def record_job_end(client: mlflow.MlflowClient, parent_run_id: str, planned: int | None) -> str:
-    """Log the sweep's progress on its parent as a job ends; returns the console's line."""
-    ended, failed = ended_children(client, parent_run_id)
+    marks = [value for key, value in parent.data.tags.items() if key.startswith(JOB_ENDED)]
+    ended, failures = len(marks), marks.count("failed")
     now = int(time.time() * 1000)
     client.log_batch(
         parent_run_id,
-        metrics=[Metric("jobs_finished", ended - failed, now, ended), Metric("jobs_failed", failed, now, ended)],
-        tags=[RunTag(tag_names.NOTE, waiting_note(ended, failed, planned))],
+        metrics=[Metric("jobs_finished", ended - failures, now, ended), Metric("jobs_failed", failures, now, ended)],
+        tags=[RunTag(tag_names.NOTE, waiting_note(ended, failures, planned))],
     )
-    started = client.get_run(parent_run_id).info.start_time
-    return progress_text(ended, failed, planned, (now - started) / 1000)
+    return progress_text(ended, failures, planned, (now - parent.info.start_time) / 1000)

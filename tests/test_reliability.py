@@ -430,9 +430,9 @@ def test_what_the_server_never_took_is_kept_on_disk_and_synced_later(tmp_path, m
         gone.close()
         assert tracker.unsent_folder == tmp_path / "out" / "unsent" / run.info.run_id
         kept = (tracker.unsent_folder / SPOOL_FILE).read_text().splitlines()
-        # params, model summary, the epochs' and summary metrics, 3 end-of-training files, checkpoint,
-        # model/, then the last metrics and the run's end
-        assert len(kept) == 10
+        # params, model summary, the epochs' and summary metrics, 3 end-of-training files, model/
+        # (its Keras file is the checkpoint: none beside it), then the last metrics and the run's end
+        assert len(kept) == 9
 
         server = start_mlflow_server(tmp_path, port)
         assert sync([str(tracker.unsent_folder), "--tracking-uri", uri]) == 0

@@ -13,7 +13,7 @@ from tests.conftest import EPOCH_KEYS, all_runs, artifact_texts
 pytestmark = pytest.mark.slow
 # Two epochs: no plateau cuts the rate, so there is no (flat) learning_rate.png.
 REPORT = {"comparison.csv", "comparison.md", "val_loss.png", "gap_loss.png", "test_accuracy.png"}
-REPORT |= {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png"}
+REPORT |= {"verdicts.csv", "verdicts.md", "effects.png", "mean_curves.png", "per_class.csv", "per_class.png"}
 REPORT |= {name.replace(".png", ".svg") for name in REPORT if name.endswith(".png")}
 
 

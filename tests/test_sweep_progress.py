@@ -40,12 +40,10 @@ def test_each_job_end_logs_the_count_as_a_step_and_the_description(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("sweep")
     parent = client.create_run(experiment, tags={"sweep": "true"}).info.run_id
-    children = [client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id for _ in range(3)]
-    client.create_run(experiment)  # another run of the experiment: not the sweep's
     lines = []
-    for child, status in zip(children, ("FINISHED", "FAILED", "FINISHED")):
-        client.set_terminated(child, status)
-        lines.append(record_job_end(client, parent, 4))
+    # Job 1 failed (before its run began, or with it): it counts as ended, and failed.
+    for job, failed in ((0, False), (1, True), (2, False)):
+        lines.append(record_job_end(client, parent, 4, job, failed))
     assert [line.split(":")[0] for line in lines] == [
         "job 1 of 4 done",
         "job 2 of 4 done (1 failed)",
@@ -55,5 +53,12 @@ def test_each_job_end_logs_the_count_as_a_step_and_the_description(tracking_uri)
     finished = [(m.step, m.value) for m in client.get_metric_history(parent, "jobs_finished")]
     failed = [(m.step, m.value) for m in client.get_metric_history(parent, "jobs_failed")]
     assert sorted(finished) == [(1, 1), (2, 1), (3, 2)] and sorted(failed) == [(1, 0), (2, 1), (3, 1)]
-    note = client.get_run(parent).data.tags["mlflow.note.content"]
-    assert note.startswith("3 of 4 jobs done, 1 failed.")
+    tags = client.get_run(parent).data.tags
+    assert tags["mlflow.note.content"].startswith("3 of 4 jobs done, 1 failed.")
+    assert (tags["internal.sweep.job.0"], tags["internal.sweep.job.1"]) == ("finished", "failed")
+
+
+def test_planned_jobs_reads_the_overrides_as_typed():
+    # An interpolation only some jobs can resolve: counted, not resolved against the sweep's config.
+    config = sweep_config(["optimizer=adam,sgd", "mlflow.run_name=${model.name}-${optimizer.momentum}"])
+    assert planned_jobs(config) == 2
