@@ -1076,7 +1076,14 @@ def test_a_gan_with_its_own_optimizers_gets_their_rates_and_what_is_known_of_it(
         [3e-4, 3e-4]
     )
     assert run.data.metrics["g_optimizer.learning_rate"] == pytest.approx(1e-4)
-    assert run.data.params == {"fit.epochs": "2", "fit.steps_per_epoch": "4"}
+    import tensorflow as tf
+
+    backend = {
+        "keras.version": keras.__version__,
+        "keras.backend": "tensorflow",
+        "keras.backend_version": tf.__version__,
+    }
+    assert run.data.params == {"fit.epochs": "2", "fit.steps_per_epoch": "4", **backend}
     summary = mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "model_summary.txt")
     assert open(summary).read() == "<not built>"
     # Keras cannot save it: the reason is its whole first sentence, not the first line of it.
