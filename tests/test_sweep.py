@@ -56,10 +56,9 @@ def test_joblib_sweep_against_a_tracking_server(run_cli, mlflow_server, tmp_path
     )
     assert parent.data.params["sweep.overrides"].startswith("reg=none,l2")
     # Progress as each job ended, in the job's own process: the count as the step, and on the console.
-    assert sorted((m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "jobs_finished"))[:2] == [
-        (1, 1),
-        (2, 2),
-    ]
+    # Two jobs side by side may end together: then each counts both.
+    points = sorted((m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "jobs_finished"))
+    assert points[-1] == (2, 2) and all(step in (1, 2) and value <= step for step, value in points)
     console = done.stdout + done.stderr
     assert "job 2 of 2 done" in console and "(2 jobs); see it at " + mlflow_server in console
     assert console.count(f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?") == 2
