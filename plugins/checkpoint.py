@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,13 +27,18 @@ class BestCheckpoint:
     made at the first offer and written in place after it, so an improvement costs a copy in memory,
     not a fresh host array per variable (a tenth of a second and more for a large model).
     ``save_pending`` (while training goes on) writes the newest one offered from a copy of the model,
-    so however fast improvements come, the last one always lands and none is written twice. After
-    training, ``final_model`` saves without a copy.
+    so however fast improvements come, the last one always lands and none is written twice. The
+    copy is made by ``prepare_copy`` on the training thread, between steps: on JAX the model's
+    variables hold its state only there. After training, ``final_model`` saves without a copy.
+
+    Args:
+        model_now: the model being fit, as the callback's ``model`` gives it (synced on JAX).
+        path: where the checkpoint is written.
     """
 
-    def __init__(self, model: keras.Model, path: Path):
+    def __init__(self, model_now: Callable[[], keras.Model], path: Path):
         self.path = path
-        self._model = model
+        self._model_now = model_now
         self._lock = threading.Lock()  # the kept weights change on the training thread, are read on the sender's
         self._kept: list[keras.Variable] | None = None  # the best epoch's weights, on the device
         self._pending = False  # offered, not yet taken
@@ -55,9 +60,7 @@ class BestCheckpoint:
     def offer_from(self, model: keras.Model) -> None:
         """The model's weights now are the best epoch's."""
         with self._lock:
-            # convert_to_tensor reads the value: on TensorFlow a variable's .value is the variable
-            # itself, and a Variable made from it would follow the model's.
-            values = [keras.ops.convert_to_tensor(variable) for variable in model.weights]
+            values = [_snapshot(variable) for variable in model.weights]
             if self._kept is None:
                 self._kept = [keras.Variable(value, dtype=value.dtype, trainable=False) for value in values]
             else:
@@ -73,23 +76,26 @@ class BestCheckpoint:
     def _host_copy(self) -> list[np.ndarray] | None:
         return None if self._kept is None else [keras.ops.convert_to_numpy(kept.value) for kept in self._kept]
 
+    def prepare_copy(self) -> None:
+        """Make the copy background writes save from, once (on the training thread, between steps).
+        Where none can be made, only the final save writes the checkpoint."""
+        if self._copy is not None or self.no_copy:
+            return
+        try:
+            self._copy = _copy_for_saving(self._model_now())
+        except Exception as error:
+            self.no_copy = True
+            log.warning(
+                "checkpoints/best.keras: no copy of this model can be saved during training (%s); "
+                "only the final checkpoint will land",
+                first_line(error),
+            )
+
     def save_pending(self) -> None:
         """Write the newest offered weights from the copy (on the sender's thread, during training).
-        Where no copy of the model can be made, nothing is written now: the final save writes it."""
-        if self.no_copy:
+        Where no copy of the model was made, nothing is written now: the final save writes it."""
+        if self._copy is None:
             raise Deferred("no copy of the model can be saved during training: the final save writes it")
-        if self._copy is None and self.pending:
-            # Made before the weights are taken: if it fails, they stay pending for the final save.
-            try:
-                self._copy = _copy_for_saving(self._model)
-            except Exception as error:
-                self.no_copy = True
-                log.warning(
-                    "checkpoints/best.keras: no copy of this model can be saved during training (%s); "
-                    "only the final checkpoint will land",
-                    first_line(error),
-                )
-                raise Deferred("no copy of the model can be saved during training") from None
         weights = self._take_pending()
         if weights is not None:
             self._copy.set_weights(weights)
@@ -119,16 +125,17 @@ class BestCheckpoint:
                 self._copy.set_weights(weights)
             yield self._copy
             return
-        own = self._model.get_weights()
+        model = self._model_now()
+        own = model.get_weights()
         # Often the model holds them already: the best epoch was the last, or EarlyStopping restored it.
         swap = not all(np.array_equal(mine, best) for mine, best in zip(own, weights))
         if swap:
-            self._model.set_weights(weights)
+            model.set_weights(weights)
         try:
-            yield self._model
+            yield model
         finally:
             if swap:
-                self._model.set_weights(own)
+                model.set_weights(own)
 
     def held_by_model(self) -> None:
         """final_model() was just saved as model/: that file is the best checkpoint, not stored twice
@@ -141,6 +148,18 @@ class BestCheckpoint:
             if self._pending:
                 self._unwritten, self._pending = self._host_copy(), False
         return self._unwritten
+
+
+def _snapshot(variable: keras.Variable):
+    """The variable's value now, in memory of its own on the device.
+
+    On TensorFlow, convert_to_tensor reads the value (a variable's .value is the variable itself, and
+    a Variable made from it would follow the model's). On JAX and PyTorch the value is the buffer
+    training goes on with: JAX frees it at the next step (donated), PyTorch writes into it.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return keras.ops.convert_to_tensor(variable)
+    return keras.ops.copy(variable.value)
 
 
 CHECKPOINTS = ("checkpoints/best.keras", "model/data/model.keras")  # a run whose model/ landed has no other

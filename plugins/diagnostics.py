@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -30,14 +30,18 @@ class Diagnostics:
     """The diagnostics of one fit's epochs.
 
     Args:
-        model: the model being fitted.
+        model_now: the model being fitted, as the callback's ``model`` gives it (synced on JAX).
         sample: ``(x, y)`` from the training data, evaluated each epoch; None: only ``penalty_loss``
             and ``weight_norm``.
     """
 
-    def __init__(self, model: keras.Model, sample: tuple[Any, Any] | None):
-        self.model = model
+    def __init__(self, model_now: Callable[[], keras.Model], sample: tuple[Any, Any] | None):
+        self._model_now = model_now
         self.sample = sample
+
+    @property
+    def model(self) -> keras.Model:
+        return self._model_now()
 
     def epoch_metrics(self, logs: Mapping[str, float]) -> dict[str, float]:
         """This epoch's diagnostics, given the epoch's metrics (for the gaps)."""

@@ -6,7 +6,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from plugins.settings import TrackingSettings
 log = logging.getLogger(__name__)
 
 UNFINISHED_REASON = "fit never reached its end: it raised or was interrupted"
+ModelNow = Callable[[], keras.Model]  # the model being fit, synced where the backend needs it (see Fit)
 
 
 class Fit:
@@ -41,30 +42,28 @@ class Fit:
 
     Args:
         settings: what the callback was asked to do.
-        model: the model being fit.
+        model_now: the model, as the callback's ``model`` gives it: on JAX that syncs the training state
+            into its variables (stale mid-epoch). Read only when something is logged: the batch path stays cheap.
         binding: the run this fit logs into.
         keras_params: Keras' params of the fit (``epochs``, ``steps``, ``verbose``).
     """
 
-    def __init__(self, settings: TrackingSettings, model: keras.Model, binding: RunBinding, keras_params: Mapping):
-        self.settings, self.model, self.binding, self.keras_params = settings, model, binding, dict(keras_params or {})
-        self.run_id = binding.run_id
+    def __init__(self, settings: TrackingSettings, model_now: ModelNow, binding: RunBinding, keras_params: Mapping):
+        self.settings, self.binding, self._model_now = settings, binding, model_now
+        self.run_id, self.keras_params = binding.run_id, dict(keras_params or {})
         self.local_dir = settings.output_dir or Path(tempfile.mkdtemp(prefix=f"mlflow-{self.run_id[:8]}-"))
         self.delivery = Delivery(self.run_id, settings.spool_base)
         logged = self._logged_epochs()
-        self.logged_params = logged.params
-        self.history: list[dict] = list(logged.history)
+        self.logged_params, self.history = logged.params, list(logged.history)
         self.offsets = StepOffsets(logged)
-        last_rate = logged.history[-1].get("learning_rate") if logged.history else None
-        self._optimizer_step = partial(optimizers.training_steps, model)
-        read_rate, has_schedule = partial(optimizers.current_rate, model), partial(optimizers.has_schedule, model)
-        self.rate = LearningRateWatcher(read_rate, has_schedule, last_rate, changes_in_history(logged.history))
-        diagnostics = Diagnostics(model, settings.diagnostics_data) if settings.diagnostics else None
+        self._optimizer_step = lambda: optimizers.training_steps(model_now())
+        self.rate = watch_rate(model_now, logged)
+        diagnostics = Diagnostics(model_now, settings.diagnostics_data) if settings.diagnostics else None
         self.epoch_metrics = EpochMetrics(self.run_id, diagnostics)
         self.best = BestEpoch(settings.monitor, settings.mode, self._higher_is_better)
         self.best.add_logged(logged.history)
         self.batcher = MetricBatcher(self._send_batch, settings.metrics_interval_s)
-        checkpoint = BestCheckpoint(model, self.local_dir / "checkpoints" / "best.keras")
+        checkpoint = BestCheckpoint(model_now, self.local_dir / "checkpoints" / "best.keras")
         self.publisher = Publisher(self.delivery, binding.client, self.run_id, self.local_dir, checkpoint, settings)
         self.active = True
         self.epoch = 0  # the run's number of the current epoch
@@ -75,6 +74,10 @@ class Fit:
         self.epoch_first_step = 0  # fit_steps when the current epoch began
         self.stop_reason: str | None = None
         self.server_unreachable = False  # at the end of training, the last attempt got no answer
+
+    @property
+    def model(self) -> keras.Model:
+        return self._model_now()
 
     # ----------------------------------------------------------------- the fit's moments
 
@@ -234,6 +237,17 @@ class Fit:
 
     def _higher_is_better(self) -> bool:
         return metric_names.higher_is_better(self.settings.monitor, getattr(self.model, "metrics", []))
+
+
+def watch_rate(model_now: ModelNow, logged: LoggedEpochs) -> LearningRateWatcher:
+    """The learning rate's watcher, from the last logged epoch's rate and changes of a reopened run."""
+    last_rate = logged.history[-1].get("learning_rate") if logged.history else None
+    return LearningRateWatcher(
+        lambda: optimizers.current_rate(model_now()),
+        lambda: optimizers.has_schedule(model_now()),
+        last_rate,
+        changes_in_history(logged.history),
+    )
 
 
 def run_title(run_id: str, given_name: str | None) -> str:

@@ -117,7 +117,7 @@ class MLflowCallback(keras.callbacks.Callback):
             return
         self._binding, self.run_id = binding, binding.run_id
         _warn_if_autologging()
-        self._fit = Fit(self.settings, self.model, binding, self.params)
+        self._fit = Fit(self.settings, lambda: self.model, binding, self.params)
         if binding.ends_with_fit:
             binding.watch_unfinished(partial(end_unfinished, self._fit, self.end))
         self._fit.begin()

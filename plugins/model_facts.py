@@ -13,6 +13,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from plugins.params import flatten
+from plugins.provenance import BACKEND_PACKAGES
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,6 @@ def _numpy_dtype(keras_dtype: str) -> np.dtype:
     return np.dtype(object) if keras_dtype == "string" else np.dtype(keras_dtype)
 
 
-# The packages each Keras backend runs on: what a model's requirements must name.
-BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",), "numpy": ()}
-
-
 def backend() -> tuple[str, str]:
     """(the Keras backend in use, its package's version), e.g. ``("jax", "0.10.2")``."""
     name = keras.backend.backend()
@@ -138,4 +135,8 @@ def pip_requirements() -> list[str]:
     names jax, not a TensorFlow that happens to be installed, and needs no TensorFlow at all."""
     packages = BACKEND_PACKAGES.get(keras.backend.backend(), ())
     pinned = {package: package_version(package) for package in packages}
-    return [f"keras=={keras.__version__}", *(f"{name}=={found}" for name, found in pinned.items() if found)]
+    # Without a local label: PyTorch's CPU build says 2.13.0+cpu, which no package index serves by that name.
+    return [
+        f"keras=={keras.__version__}",
+        *(f"{name}=={found.split('+')[0]}" for name, found in pinned.items() if found),
+    ]

@@ -1,9 +1,14 @@
-"""Where a run's code came from: the git commit and whether the working tree had changes."""
+"""Where a run's code came from: the git commit and whether the working tree had changes; the
+packages of the Keras backend it trained on."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+# The packages each Keras backend runs on: what a model's requirements must name, and what a run on
+# that backend needs installed.
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",), "numpy": ()}
 
 
 def git_state(folder: str | Path = ".") -> tuple[str | None, bool | None]:

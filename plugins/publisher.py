@@ -145,7 +145,10 @@ class Publisher:
         (None: none during training)."""
         interval = self._settings.checkpoint_interval_s
         due = interval is not None and self._clock() - self._last_checkpoint >= interval
-        if self.checkpoint.pending and not self.checkpoint.no_copy and due:
+        if not (self.checkpoint.pending and due):
+            return
+        self.checkpoint.prepare_copy()
+        if not self.checkpoint.no_copy:
             self._last_checkpoint = self._clock()
             self.send_checkpoint(self.checkpoint.save_pending)
 
