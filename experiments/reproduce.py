@@ -17,7 +17,7 @@ import sys
 import mlflow
 import pandas as pd
 
-from experiments import PROJECT_ROOT
+from experiments import PROJECT_ROOT, backends
 from experiments.checks import ConfigError
 from experiments.cli import TRACKING_URI_HELP, TrackingStoreError, open_tracking_store, read_run
 from experiments.command import without_keys
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         original = fetch_run(client, args.run_id)
         overrides = [*without_keys(overrides_to_rerun(client, original), args.overrides), *args.overrides]
         warn_about_code_drift(original)
-        new_run_id = rerun(client, original, overrides)
+        new_run_id = rerun(client, original, overrides, recorded_backend(original))
         if not args.verify:
             print(f"reproduced {args.run_id} as run {new_run_id}")
             return 0
@@ -128,8 +128,25 @@ def warn_about_code_drift(run) -> None:
         print("warning: the working tree has uncommitted changes", file=sys.stderr)
 
 
-def rerun(client: mlflow.MlflowClient, original, overrides: list[str]) -> str:
-    """Train the same config into a new run tagged reproduces=<original>; return its id."""
+def recorded_backend(run) -> str:
+    """The Keras backend the run trained on (its ``keras.backend`` param; a run made before that param
+    trained on TensorFlow, the only backend the runner had), checked: it must be installed here."""
+    backend = run.data.params.get("keras.backend", backends.DEFAULT)
+    if backend not in backends.BACKENDS:  # data from the store: only a known name reaches the environment
+        raise ReproduceError(
+            f"run {run.info.run_id} names keras.backend={backend[:40]!r}: expected one of "
+            f"{', '.join(backends.BACKENDS)}"
+        )
+    if not backends.installed(backend):
+        raise ReproduceError(
+            f"run {run.info.run_id} trained on Keras' {backend} backend, which is not installed here "
+            f"(install it: {backends.INSTALL[backend]})"
+        )
+    return backend
+
+
+def rerun(client: mlflow.MlflowClient, original, overrides: list[str], backend: str) -> str:
+    """Train the same config, on the same backend, into a new run tagged reproduces=<original>; return its id."""
     experiment = client.get_experiment(original.info.experiment_id).name
     command = [
         sys.executable,
@@ -139,7 +156,7 @@ def rerun(client: mlflow.MlflowClient, original, overrides: list[str]) -> str:
         f"mlflow.experiment_name={experiment}",
         f"+mlflow.tags.reproduces={original.info.run_id}",
     ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri, "KERAS_BACKEND": backend}
     if subprocess.run(command, env=env, cwd=os.getcwd()).returncode != 0:
         raise ReproduceError(f"the re-run of {original.info.run_id} failed (command: {' '.join(command[1:])})")
     if "MLFLOW_RUN_ID" in os.environ:  # under `mlflow run` the re-run went into that run

@@ -79,12 +79,16 @@ def _defines_training(key: str, value: Any, flat: Mapping[str, Any]) -> bool:
     return not (key in SWITCHED and not flat.get(SWITCHED[key]))
 
 
-def run_name(cfg: DictConfig, overrides: list[str], defaults: DictConfig | None = None) -> str:
-    """``cnn-l2``, then the overrides that change what is trained (shortened where long):
-    ``cnn-l2 schedule=step``. Two runs that differ only in a schedule or a rate differ in name. A
-    value the same as in ``defaults`` (the config without the value overrides) is left out:
-    ``trainer.epochs=20`` where 20 is the default."""
+def run_name(
+    cfg: DictConfig, overrides: list[str], defaults: DictConfig | None = None, backend: str = "tensorflow"
+) -> str:
+    """``cnn-l2``, the Keras backend where it is not TensorFlow (``cnn-l2 (jax)``), then the overrides
+    that change what is trained (shortened where long): ``cnn-l2 schedule=step``. Two runs that differ
+    only in a schedule or a rate differ in name. A value the same as in ``defaults`` (the config
+    without the value overrides) is left out: ``trainer.epochs=20`` where 20 is the default."""
     name = f"{cfg.model.name}-{regularisation_label(cfg.reg)}"
+    if backend != "tensorflow":
+        name += f" ({backend})"
     for override in overrides:
         key = override_key(override)
         if any(key == unnamed or key.startswith(f"{unnamed}.") for unnamed in UNNAMED) or "=" not in override:

@@ -64,11 +64,14 @@ class TrainingStopped(CompactHydraException):
 def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
     """The MLflowCallback conf/mlflow/ names, given what only the runner knows: the config as params,
     the run's name and tags, an input example, the output folder and the run to resume."""
+    import keras  # loaded by now, with the backend the run trains on
+
     reg, overrides = regularisation_label(cfg.reg), job_overrides()
+    name = run_name(cfg, overrides, composed_defaults(cfg, overrides), keras.backend.backend())
     return instantiate(
         cfg.mlflow,
         params=training_params(cfg),
-        run_name=cfg.mlflow.run_name or run_name(cfg, overrides, composed_defaults(cfg, overrides)),
+        run_name=cfg.mlflow.run_name or name,
         tags={**cfg.mlflow.tags, **run_tags(cfg, reg)},
         run_id=resume.run_id if resume else None,
         input_example=splits.val.x[:5],

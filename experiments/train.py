@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from experiments.backends import load_training
 from experiments.checks import ConfigError, check_class_weight_labels, check_config
 from experiments.cli import expand_quoted_option, overlong_override_key
 from experiments.cluster import register as register_cpus_per_job
@@ -48,7 +49,9 @@ def main(cfg: DictConfig) -> float:
         refuse_if_the_sweep_stopped()
         with nothing_trained_if_interrupted():
             cfg, resume, splits = load_checked_input(cfg)
-            from experiments import training  # TensorFlow loads only now (seconds, and noisy), once the input is good
+            training = (
+                load_training()
+            )  # Keras and its backend load only now (seconds, and noisy), once the input is good
 
             job = training.prepare(cfg, splits, resume)
             tracker = build_tracker(cfg, splits, resume)

@@ -1,5 +1,6 @@
-"""The runner's TensorFlow side: seeds, pipelines, model, callbacks, fit and test. The one module of
-the runner that imports Keras and TensorFlow, loaded once the input is known to be good."""
+"""The runner's Keras side: seeds, pipelines, model, callbacks, fit and test, on the backend Keras
+runs on. The one module of the runner that imports Keras (and its backend), loaded once the input is
+known to be good (experiments.backends.load_training)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
-import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import backends
+from experiments.batches import Batches
 from experiments.checks import ConfigError
 from experiments.data import Splits, make_pipeline, steps_per_epoch
 from experiments.resume import ResumePoint
@@ -39,30 +42,32 @@ class Job:
 
     model: keras.Model
     callbacks: list
-    train: Any  # tf.data pipelines
+    train: Any  # tf.data pipelines on TensorFlow, Batches on the other backends
     val: Any
     test: Any
-    test_examples: int
+    test_labels: np.ndarray
     steps_per_epoch: int
     initial_epoch: int
     class_weight: dict[int, float] | None
 
 
 def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
-    """Seeds first (they must precede the first TensorFlow op), then pipelines, model and callbacks.
+    """Seeds first (they must precede the backend's first op), then pipelines, model and callbacks.
     A value a class itself refuses is a ConfigError naming its key."""
     seed_everything(cfg.trainer)
     batch_size, start_epoch = cfg.trainer.batch_size, resume.next_epoch if resume else 0
     steps = steps_per_epoch(splits.train, batch_size)
     model = build_model(cfg, splits, steps_per_epoch=steps)
     start_from_logged_checkpoint(model, resume)
+    # tf.data on TensorFlow: its prefetch overlaps input and training (docs/benchmarks.md measures both).
+    pipeline = make_pipeline if keras.backend.backend() == "tensorflow" else Batches
     return Job(
         model=model,
         callbacks=build_callbacks(cfg),
-        train=make_pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
-        val=make_pipeline(splits.val, batch_size),
-        test=make_pipeline(splits.test, batch_size),
-        test_examples=len(splits.test),
+        train=pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
+        val=pipeline(splits.val, batch_size),
+        test=pipeline(splits.test, batch_size),
+        test_labels=splits.test.y,
         steps_per_epoch=steps,
         initial_epoch=start_epoch,
         class_weight=class_weights(cfg.trainer.class_weight, splits),
@@ -105,19 +110,19 @@ def fit_and_test(job: Job, cfg: DictConfig, tracker, stopper, resume: ResumePoin
     measured = job.model.evaluate(job.test, return_dict=True, verbose=0)
     # Keras' loss holds the L1/L2 penalty of the weights: a comparison of regularisers needs the data's part.
     penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in job.model.losses))
-    matrix = test_confusion_matrix(job.model, job.test)
-    metrics = {**measured, "data_loss": measured["loss"] - penalty, "examples": job.test_examples}
+    matrix = test_confusion_matrix(job.model, job.test, job.test_labels)
+    metrics = {**measured, "data_loss": measured["loss"] - penalty, "examples": len(job.test_labels)}
     return Tested({**metrics, **class_report.per_class(matrix)} if matrix is not None else metrics, tags, matrix)
 
 
-def test_confusion_matrix(model: keras.Model, test) -> np.ndarray | None:
-    """The test split's confusion matrix, for a classifier (one output of a column per class)."""
+def test_confusion_matrix(model: keras.Model, test, labels: np.ndarray) -> np.ndarray | None:
+    """The test split's confusion matrix, for a classifier (one output of a column per class);
+    ``test`` yields the split in its own order, whose labels are ``labels``."""
     classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if not classes or classes < 2:
         return None
     predicted = model.predict(test, verbose=0).argmax(axis=-1)
-    truth = np.concatenate([np.asarray(labels) for _, labels in test.as_numpy_iterator()])
-    return class_report.confusion_matrix(truth, predicted, classes)
+    return class_report.confusion_matrix(labels, predicted, classes)
 
 
 def clear() -> None:
@@ -131,17 +136,22 @@ def stop_on_signal() -> StopOnSignal:
 
 
 def seed_everything(trainer: DictConfig) -> None:
-    """Seeds, determinism and the thread budget: everything that must precede the first TensorFlow op."""
-    keras.utils.set_random_seed(trainer.seed)  # Python, NumPy and TensorFlow
+    """The thread budget, seeds and determinism: everything that must precede the backend's first op."""
+    backend = keras.backend.backend()
     threads = trainer.threads or ray_task_cpus()
     if threads and not trainer.threads:
         log.info("threads: %d, the CPUs Ray reserved for this job", threads)
     if threads:
         # Parallel jobs on one machine each get their share of the cores instead of all fighting for them.
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        backends.limit_threads(backend, threads, slot=job_number())
+    keras.utils.set_random_seed(trainer.seed)  # Python, NumPy and the backend's
     if trainer.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        backends.make_deterministic(backend)
+
+
+def job_number() -> int:
+    """This job's number in its sweep (0 outside one)."""
+    return HydraConfig.get().job.get("num", 0) if HydraConfig.initialized() else 0
 
 
 def ray_task_cpus() -> int | None:
@@ -180,7 +190,18 @@ def build_callbacks(cfg: DictConfig) -> list:
     keys = [f"callbacks.{name}" for name, callback in cfg.callbacks.items() if callback is not None]
     if cfg.schedule.get("callback"):
         keys.append("schedule.callback")
-    return [instantiate_at(cfg, key) for key in keys]
+    return [instantiate_at(cfg, key) for key in keys if runs_here(cfg, key)]
+
+
+def runs_here(cfg: DictConfig, key: str) -> bool:
+    """Keras' TensorBoard callback writes through TensorFlow: without it, the run goes on without
+    TensorBoard files, saying so in one line."""
+    if OmegaConf.select(cfg, f"{key}._target_") != "keras.callbacks.TensorBoard":
+        return True
+    if backends.tensorboard_runs(keras.backend.backend()):
+        return True
+    log.warning("%s: no TensorBoard files: Keras writes them through TensorFlow, which is not installed", key)
+    return False
 
 
 def instantiate_at(cfg: DictConfig, key: str, **kwargs):

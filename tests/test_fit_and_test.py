@@ -40,7 +40,7 @@ def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(track
         train=batches(x[:192], y[:192]),
         val=batches(x[192:224], y[192:224]),
         test=batches(x[224:], y[224:]),
-        test_examples=32,
+        test_labels=y[224:],
         steps_per_epoch=6,
         initial_epoch=0,
         class_weight=None,

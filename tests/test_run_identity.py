@@ -77,3 +77,10 @@ def test_the_defaults_a_name_is_compared_with_come_from_the_group_choices_alone(
     assert cfg.trainer.epochs == 3
     assert defaults.model.name == "mlp" and defaults.trainer.epochs == study_epochs != 3
     assert composed_defaults(cfg, ["model=mlp"]) is None  # no value to compare: nothing composed
+
+
+def test_the_backend_is_in_the_name_only_when_it_is_not_tensorflow(compose_cfg):
+    overrides = ["reg=l2", "trainer.seed=3"]
+    cfg = compose_cfg(*overrides)
+    assert run_name(cfg, overrides, backend="tensorflow") == "cnn-l2 trainer.seed=3"
+    assert run_name(cfg, overrides, backend="jax") == "cnn-l2 (jax) trainer.seed=3"
