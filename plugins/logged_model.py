@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Run
 from mlflow.utils.file_utils import local_file_uri_to_path as local_artifact_path
 
 from plugins.errors import describe
@@ -36,15 +36,17 @@ def log_model_and_register(
 ) -> None:
     """Log ``local_dir`` (a saved MLflow Model) as the run's logged model at ``step``; register it
     under ``registered_name`` with ``alias`` when given. Without a logged model (an older server), the
-    run's own ``model/`` is what is registered."""
+    run's own ``model/`` is what is registered. The run is read once, for all of it."""
+    run = None
     try:
-        model_id = log_model(client, run_id, local_dir, step)
+        run = client.get_run(run_id)
+        model_id = log_model(client, run, local_dir, step)
         source = f"models:/{model_id}"
     except Exception as error:
         log.warning("MLflow run %s: model/ is in the run's files but no logged model (%s)", run_id, describe(error))
         source = f"runs:/{run_id}/{NAME}"
     if registered_name:
-        run = client.get_run(run_id)
+        run = run or client.get_run(run_id)
         name = run.info.run_name or run_id
         tags = {"run_id": run_id, "run_name": name, "best_step": str(step)}
         version = mlflow.register_model(source, registered_name, tags=tags)
@@ -69,10 +71,10 @@ def describe_versions(client: mlflow.MlflowClient, run_id: str, metrics: Mapping
             client.set_model_version_tag(version.name, version.version, key, value)
 
 
-def log_model(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: int) -> str:
+def log_model(client: mlflow.MlflowClient, run: Run, local_dir: Path, step: int) -> str:
     """The logged model's id, once its files are uploaded and it is READY. It is named after the run
     and carries the run's params, so the Models tab tells one run's model from another's."""
-    run = client.get_run(run_id)
+    run_id = run.info.run_id
     model = client.create_logged_model(
         run.info.experiment_id,
         name=model_name(run.info.run_name),
@@ -89,7 +91,7 @@ def log_model(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: i
         raise
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
-    link_metrics(client, run_id, model.model_id, step)
+    link_metrics(client, run, model.model_id, step)
     return model.model_id
 
 
@@ -98,10 +100,10 @@ def model_name(run_name: str | None) -> str:
     return re.sub(r"[/:.%\"']", "_", run_name or "") or NAME
 
 
-def link_metrics(client: mlflow.MlflowClient, run_id: str, model_id: str, step: int) -> None:
+def link_metrics(client: mlflow.MlflowClient, run: Run, model_id: str, step: int) -> None:
     """The run's metrics at ``step`` become the model's too (as MLflow's own log_model does): the same
     points, with the model's id and, for a split's metrics (``val_``), that split's data set."""
-    run = client.get_run(run_id)
+    run_id = run.info.run_id
     linked = [
         Metric(point.key, point.value, point.timestamp, point.step, model_id=model_id, run_id=run_id, **split(run, key))
         for key in run.data.metrics
