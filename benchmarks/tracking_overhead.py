@@ -1,6 +1,7 @@
 """Training time with and without tracking, measured side by side in one process.
 
-    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...] [--json]
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 15] [--setups none,callback,...]
+        [--backend tensorflow|jax|torch] [--json]
 
 Fits the digits CNN of conf/ (model=cnn reg=none) for --epochs epochs under each setup, in
 alternating order (rotated each repeat, so no setup always runs first), and prints the median wall
@@ -11,6 +12,7 @@ the run). The epochs are split too: the start of training with the first epoch, 
 of an epoch after the first. The end's last part, from the last
 callback's on_train_end to fit's return (Keras releasing the fit's data iterator), is counted on its
 own: how many fits it took more than 20 ms. Each fit starts after a full garbage collection.
+On JAX and PyTorch (``--backend``) the data comes as the runner's NumPy batches, not tf.data.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import random
 import statistics
 import sys
@@ -31,6 +34,7 @@ import keras
 import mlflow
 from hydra import compose, initialize_config_dir
 
+from experiments.batches import Batches
 from experiments.data import load_splits, make_pipeline, steps_per_epoch
 from experiments.tracked_run import training_sample
 from experiments.training import build_model
@@ -149,6 +153,8 @@ def prepared_data(epochs: int, autotune: bool = True):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["model=cnn", "reg=none", f"trainer.epochs={epochs}"])
     splits = load_splits(cfg.data, seed=cfg.trainer.seed)
+    if keras.backend.backend() != "tensorflow":
+        return cfg, splits, (Batches(splits.train, cfg.trainer.batch_size, 0), Batches(splits.val, 32))
     steps = steps_per_epoch(splits.train, cfg.trainer.batch_size)
     # One finite pass per epoch: autolog() records the training data set and would never finish an infinite one.
     train = make_pipeline(splits.train, cfg.trainer.batch_size, shuffle_seed=0).take(steps)
@@ -168,16 +174,35 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument(
         "--setups",
-        default="none,callback,diagnostics,each-epoch,per-batch,mlflow-callback,autolog,checkpoint",
-        help="which to time, comma-separated; no tracking (none) is always timed",
+        default=None,
+        help="which to time, comma-separated; no tracking (none) is always timed "
+        "(default: all; autolog on TensorFlow only)",
     )
     parser.add_argument(
         "--no-tf-data-autotune",
         action="store_true",
         help="turn tf.data's autotuning off in the timed pipelines (see the last column)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        help="the Keras backend to time on (default: Keras' own choice, KERAS_BACKEND)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args()
+    if args.setups is None:
+        args.setups = ",".join(
+            key
+            for key in setups(Path())
+            if key != "autolog" or (args.backend or keras.backend.backend()) == "tensorflow"
+        )
+    if args.backend and args.backend != keras.backend.backend():
+        # Keras picks its backend once, at import: this script again, with that backend.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "KERAS_BACKEND": args.backend})
+    if keras.backend.backend() != "tensorflow" and (
+        {"autolog"} & set(args.setups.split(",")) or args.no_tf_data_autotune
+    ):
+        parser.error("--setups autolog and --no-tf-data-autotune: TensorFlow only (mlflow.tensorflow, tf.data)")
     if args.epochs < 2:
         parser.error("--epochs: expected 2 or more (the first epoch traces the graph; the table shows a later one)")
     chosen = ["none", *(key for key in args.setups.split(",") if key != "none")]
@@ -197,7 +222,8 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: {name}: {fits[name][-1].total:.2f} s", file=sys.stderr, flush=True)
     rows = summarise(fits)
     if args.json:
-        print(json.dumps({"epochs": args.epochs, "repeats": args.repeats, "setups": rows}, indent=2))
+        figures = {"backend": keras.backend.backend(), "epochs": args.epochs, "repeats": args.repeats, "setups": rows}
+        print(json.dumps(figures, indent=2))
     else:
         print_table(rows, args)
 
@@ -248,7 +274,7 @@ def print_table(rows: list[dict], args) -> None:
     """The rows as fixed-width columns, each ms figure with its difference to no tracking."""
     base = rows[0]
     print(
-        f"digits CNN, {args.epochs} epochs, median of {args.repeats} alternating runs each"
+        f"digits CNN on {keras.backend.backend()}, {args.epochs} epochs, median of {args.repeats} alternating runs each"
         + (", tf.data autotuning off" if args.no_tf_data_autotune else "")
     )
     print(
