@@ -48,11 +48,13 @@ def test_callback_work_reports_the_hooks_and_the_sender_jobs(tmp_path):
     assert waits["on_train_end, all of it"] >= sum(list(waits.values())[1:])
 
 
-def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_epochs_and_end(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_epochs_and_end(tmp_path, backend):
     done = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "tracking_overhead.py"),
+            *("--backend", backend),
             "--repeats",
             "1",
             "--epochs",
@@ -67,8 +69,9 @@ def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["setup"]: row for row in json.loads(done.stdout)["setups"]}
-    assert list(rows) == ["no tracking", "MLflowCallback (everything on)"]
+    figures = json.loads(done.stdout)
+    rows = {row["setup"]: row for row in figures["setups"]}
+    assert figures["backend"] == backend and list(rows) == ["no tracking", "MLflowCallback (everything on)"]
     for name, row in rows.items():
         # One fit of two epochs: its start and first epoch, its one later epoch and its end are the whole fit.
         parts = row["start_and_first_epoch_ms"] / 1000 + row["later_epoch_ms"] / 1000 + row["end_of_training_s"]
@@ -79,7 +82,7 @@ def test_tracking_overhead_splits_each_fit_into_its_start_and_first_epoch_later_
     assert tracked["ratio"] == pytest.approx(tracked["median_s"] / untracked["median_s"])
 
 
-@pytest.mark.parametrize("script", ["compare_speed.py", "server_gone.py", "sweep_parallel.py"])
+@pytest.mark.parametrize("script", ["compare_speed.py", "input_pipeline.py", "server_gone.py", "sweep_parallel.py"])
 def test_every_benchmark_script_starts_as_the_readme_runs_it(tmp_path, script):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
