@@ -229,10 +229,11 @@ def add_configurations(table: pd.DataFrame, runs: list, group_by: str) -> None:
         " ".join(
             [
                 str(row[group_by]) if pd.notna(row[group_by]) else f"no {group_by} tag",
+                *backend_label(run),
                 *(f"{key}={row[key]}" for key in varying if pd.notna(row[key])),
             ]
         )
-        for _, row in table.iterrows()
+        for run, (_, row) in zip(runs, table.iterrows())
     ]
     identities = list(zip(table[group_by].astype(str), table["setup"]))
     # Two configurations trained differently in a way no override shows get the same label: number them.
@@ -243,6 +244,13 @@ def add_configurations(table: pd.DataFrame, runs: list, group_by: str) -> None:
             uses[label] += 1
             numbered[identity] = label if uses[label] == 1 else f"{label} #{uses[label]}"
     table["configuration"] = [numbered[identity] for identity in identities]
+
+
+def backend_label(run) -> list[str]:
+    """``(jax)`` for a run not trained on TensorFlow, as in run names: runs of two backends are two
+    configurations, and their labels say which is which."""
+    backend = run.data.params.get("keras.backend", "tensorflow")
+    return [] if backend == "tensorflow" else [f"({backend[:20]})"]
 
 
 def varying_overrides(runs: list, shown) -> pd.DataFrame:

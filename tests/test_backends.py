@@ -102,3 +102,13 @@ def test_a_backend_that_is_not_installed_is_one_line(tmp_path, run_cli, tracking
         'error: KERAS_BACKEND=torch: torch is not installed (install it: pip install -e ".[torch]")'
     )
     assert "Traceback" not in refused.stderr and all_runs(tracking_uri) == []
+    with mlflow.start_run() as run:  # a colleague's run on PyTorch, to reproduce here
+        mlflow.log_param("keras.backend", "torch")
+        mlflow.log_dict(["trainer.epochs=1"], "hydra/overrides.yaml")
+    refused = run_cli("experiments.reproduce", run.info.run_id, env=without_torch)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: run {run.info.run_id} trained on Keras' torch backend, which is not installed here "
+        '(install it: pip install -e ".[torch]")'
+    )
+    assert len(all_runs(tracking_uri)) == 1

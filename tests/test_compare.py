@@ -167,6 +167,23 @@ def test_all_compares_every_top_level_run(sweep, tmp_path):
     assert len(pd.read_csv(tmp_path / "out" / "comparison.csv")) == 4
 
 
+def test_runs_of_two_backends_are_paired_within_their_backend_and_labelled_by_it(tracking_uri, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("backends")
+    for seed in (1, 2):
+        for backend, plain, l2 in (("tensorflow", 0.80, 0.82), ("jax", 0.90, 0.95)):
+            params = {"trainer.seed": seed, "keras.backend": backend, "keras.backend_version": "1"}
+            for reg, accuracy in (("none", plain + seed / 100), ("l2", l2 + seed / 100)):
+                log_run(client, experiment, reg, accuracy, params=params, overrides=[f"trainer.seed={seed}"])
+    assert compare(["--experiment", "backends", "--output", str(tmp_path / "out")]) == 0
+    verdicts = pd.read_csv(tmp_path / "out" / "verdicts.csv").set_index("configuration")
+    assert sorted(verdicts.index) == ["l2", "l2 (jax)", "none", "none (jax)"]
+    # Each l2 against the plain runs of its own backend: +2 pp on TensorFlow, +5 pp on JAX.
+    assert verdicts.loc["l2", "d_test_accuracy"] == pytest.approx(0.02)
+    assert verdicts.loc["l2 (jax)", "d_test_accuracy"] == pytest.approx(0.05)
+    assert verdicts.loc["l2 (jax)", "n"] == 2
+
+
 def test_baseline_is_the_plain_run_with_the_same_callbacks(tracking_uri, tmp_path):
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.create_experiment("callbacks")
