@@ -64,10 +64,8 @@ class TrainingStopped(CompactHydraException):
 def build_tracker(cfg: DictConfig, splits: Splits, resume: ResumePoint | None):
     """The MLflowCallback conf/mlflow/ names, given what only the runner knows: the config as params,
     the run's name and tags, an input example, the output folder and the run to resume."""
-    import keras  # loaded by now, with the backend the run trains on
-
     reg, overrides = regularisation_label(cfg.reg), job_overrides()
-    name = run_name(cfg, overrides, composed_defaults(cfg, overrides), keras.backend.backend())
+    name = run_name(cfg, overrides, composed_defaults(cfg, overrides), keras_backend())
     return instantiate(
         cfg.mlflow,
         params=training_params(cfg),
@@ -274,7 +272,8 @@ def record_job(run: mlflow.ActiveRun, cfg: DictConfig, splits: Splits) -> None:
     commit, dirty = (None if commit == "unknown" else commit), run.data.tags.get(tags.GIT_DIRTY) == "true"
     mlflow.log_text(OmegaConf.to_yaml(redact(OmegaConf.to_container(cfg, resolve=True))), "hydra/config.yaml")
     mlflow.log_text(OmegaConf.to_yaml(overrides), "hydra/overrides.yaml")
-    mlflow.log_text(reproduce_note(run.info.run_id, overrides, commit, dirty), "reproduce.txt")
+    note = reproduce_note(run.info.run_id, overrides, commit, dirty, keras_backend())
+    mlflow.log_text(note, "reproduce.txt")
     log_data_inputs(splits)
 
 
@@ -293,17 +292,26 @@ def record_resume(run: mlflow.ActiveRun, resume: ResumePoint) -> None:
         mlflow.delete_tag(tags.FAILURE_REASON)
 
 
-def reproduce_note(run_id: str, overrides: list[str], commit: str | None, dirty: bool | None) -> str:
-    """The command lines that re-run this configuration, for reproduce.txt."""
+def keras_backend() -> str:
+    import keras  # loaded by now, with the backend the run trains on
+
+    return keras.backend.backend()
+
+
+def reproduce_note(
+    run_id: str, overrides: list[str], commit: str | None, dirty: bool | None, backend: str = "tensorflow"
+) -> str:
+    """The command lines that re-run this configuration, for reproduce.txt: on its Keras backend."""
     state = (
         f"git commit {commit}" + (" with uncommitted changes" if dirty else "") if commit else "no git commit recorded"
     )
+    on_backend = "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
     return "\n".join(
         [
             f"# Re-run this configuration (code: {state}).",
             *([f"git checkout {commit}"] if commit else []),
-            train_command(overrides),
-            f"mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
+            on_backend + train_command(overrides),
+            f"{on_backend}mlflow run . --env-manager local -P {shlex.quote('overrides=' + shlex.join(overrides))}",
             "# Re-run it and compare the metric histories:",
             f"python -m experiments.reproduce {run_id} --verify",
             "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -84,6 +85,9 @@ def test_the_runner_trains_and_reproduce_verifies_without_tensorflow(
     (run,) = all_runs(tracking_uri)
     assert run.info.status == "FINISHED" and run.info.run_name.startswith(f"mlp-none ({backend})")
     assert run.data.params["keras.backend"] == backend and run.data.metrics["test_examples"] == 270
+    note = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/reproduce.txt")).read_text()
+    assert f"KERAS_BACKEND={backend} python -m experiments.train model=mlp" in note
+    assert f"KERAS_BACKEND={backend} mlflow run . " in note
     # No KERAS_BACKEND here: the re-run's backend is the one the run recorded (TensorFlow, the
     # default, is not installed).
     verified = run_cli("experiments.reproduce", run.info.run_id, "--verify", env=without_tensorflow)
