@@ -15,6 +15,8 @@ import os
 from experiments.checks import ConfigError
 from plugins.provenance import BACKEND_PACKAGES
 
+log = logging.getLogger(__name__)
+
 BACKENDS = ("tensorflow", "jax", "torch")  # the ones the runner trains on; also the allow-list for a logged run's
 DEFAULT = "tensorflow"
 INSTALL = {"tensorflow": "pip install -e .", "jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]"'}
@@ -62,7 +64,10 @@ def limit_threads(backend: str, threads: int, slot: int) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         return
-    os.sched_setaffinity(0, cores_for(threads, slot, sorted(os.sched_getaffinity(0))))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores_for(threads, slot, sorted(os.sched_getaffinity(0))))
+    elif backend == "jax":  # macOS and Windows pin no process to cores
+        log.warning("trainer.threads=%d: this system cannot hold JAX to %d cores; it uses all", threads, threads)
     if backend == "torch":
         import torch
 
