@@ -12,15 +12,16 @@ from experiments.data import Split, steps_per_epoch
 class Batches(keras.utils.PyDataset):
     """A split in batches, in one seeded order per epoch when shuffled (training).
 
-    Epoch k's order depends on the seed and k alone, so a run resumed at epoch k (``start_epoch``)
-    sees the orders it would have seen had it not stopped. Without a seed: the split's own order.
+    Epoch k's order depends on the seed and k alone, so a run resumed at epoch k sees the orders it
+    would have seen had it not stopped. The epoch is told by ``EpochOrder`` at each epoch's begin,
+    not counted from Keras' ``on_epoch_end`` calls: JAX's trainer reads a batch ahead to build the
+    model and starts the epochs afresh after it. Without a seed: the split's own order.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle_seed: int | None = None, start_epoch: int = 0):
         super().__init__()  # one worker, no processes: batches are slices of arrays in memory
         self.split, self.batch_size, self.shuffle_seed = split, batch_size, shuffle_seed
-        self.epoch = start_epoch
-        self.order = self._order()
+        self.set_epoch(start_epoch)
 
     def __len__(self) -> int:
         return steps_per_epoch(self.split, self.batch_size)
@@ -29,11 +30,21 @@ class Batches(keras.utils.PyDataset):
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         return self.split.x[picked], self.split.y[picked]
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self.order = self._order()
-
-    def _order(self) -> np.ndarray:
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if self.shuffle_seed is None:
-            return np.arange(len(self.split))
-        return np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(len(self.split))
+            self.order = np.arange(len(self.split))
+        else:
+            self.order = np.random.default_rng([self.shuffle_seed, epoch]).permutation(len(self.split))
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Before each epoch, the training batches take that epoch's order (fit's own epoch number, so a
+    resumed fit's ``initial_epoch`` counts)."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)

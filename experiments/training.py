@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import backends
-from experiments.batches import Batches
+from experiments.batches import Batches, EpochOrder
 from experiments.checks import ConfigError
 from experiments.data import Splits, make_pipeline, steps_per_epoch
 from experiments.resume import ResumePoint
@@ -61,10 +61,12 @@ def prepare(cfg: DictConfig, splits: Splits, resume: ResumePoint | None) -> Job:
     start_from_logged_checkpoint(model, resume)
     # tf.data on TensorFlow: its prefetch overlaps input and training (docs/benchmarks.md measures both).
     pipeline = make_pipeline if keras.backend.backend() == "tensorflow" else Batches
+    train = pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch)
+    ordering = [EpochOrder(train)] if isinstance(train, Batches) else []
     return Job(
         model=model,
-        callbacks=build_callbacks(cfg),
-        train=pipeline(splits.train, batch_size, shuffle_seed=cfg.trainer.seed, start_epoch=start_epoch),
+        callbacks=[*ordering, *build_callbacks(cfg)],
+        train=train,
         val=pipeline(splits.val, batch_size),
         test=pipeline(splits.test, batch_size),
         test_labels=splits.test.y,

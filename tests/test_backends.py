@@ -20,7 +20,8 @@ from tests.hidden_packages import environment_without
 
 OTHER_BACKENDS = ("jax", "torch")
 TENSORFLOW = ("tensorflow", "tensorboard", "tf_keras")
-BEHAVIOUR_TESTS = ROOT / "tests" / "test_callback_on_backends.py"
+# Written for any backend: the callback's behaviour, and the runner's NumPy batches.
+BEHAVIOUR_TESTS = [ROOT / "tests" / "test_callback_on_backends.py", ROOT / "tests" / "test_batches.py"]
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +56,14 @@ def test_reproduce_takes_only_a_known_backend_from_the_store(tracking_uri, capsy
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_the_callback_behaves_the_same_without_tensorflow(backend, without_tensorflow, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n0", "-q", "-p", "no:cacheprovider", str(BEHAVIOUR_TESTS)],
+        [sys.executable, "-m", "pytest", "-n0", "-q", "-p", "no:cacheprovider", *map(str, BEHAVIOUR_TESTS)],
         env={**without_tensorflow, "KERAS_BACKEND": backend},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    tests = len(re.findall(r"^def test_", BEHAVIOUR_TESTS.read_text(), flags=re.MULTILINE))
+    tests = sum(len(re.findall(r"^def test_", path.read_text(), flags=re.MULTILINE)) for path in BEHAVIOUR_TESTS)
     assert done.returncode == 0, done.stdout[-4000:]
     assert re.search(rf"\b{tests} passed\b", done.stdout.splitlines()[-1]), done.stdout[-2000:]
 
