@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import keras
 import mlflow
 from mlflow.entities import Metric, RunTag
 
@@ -193,14 +194,28 @@ def end_fit_left_open() -> None:
 
 
 def is_chief(model) -> bool:
-    """Under a multi-worker tf.distribute strategy only the chief logs: the task of type chief, or
-    worker 0 where the cluster has none."""
+    """Where several processes train one model only the chief logs: under a multi-worker
+    tf.distribute strategy the task of type chief, or worker 0 where the cluster has none; on JAX
+    process 0 (``jax.distributed``); on PyTorch rank 0 of ``torch.distributed``'s process group."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # loaded with Keras' JAX backend
+
+        return jax.process_index() == 0
+    if backend == "torch":
+        return _torch_rank() == 0
     resolver = getattr(getattr(model, "distribute_strategy", None), "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     if not task_type or task_type == "chief":
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _torch_rank() -> int:
+    import torch.distributed as distributed  # loaded with Keras' PyTorch backend
+
+    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
 
 
 def _sent(call) -> bool:

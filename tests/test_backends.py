@@ -5,6 +5,7 @@ says where a backend cannot be had."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,24 @@ def test_a_backend_that_is_not_installed_is_one_line(tmp_path, run_cli, tracking
         '(install it: pip install -e ".[torch]")'
     )
     assert len(all_runs(tracking_uri)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_of_two_processes_fitting_together_only_the_first_logs(backend, without_tensorflow, tracking_uri, tmp_path):
+    with socket.socket() as probe:  # a free port on the loopback for the group's coordinator
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**without_tensorflow, "KERAS_BACKEND": backend}
+    script = str(ROOT / "tests" / "distributed_fit.py")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, script, str(rank), str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+        )
+        for rank in (0, 1)
+    ]
+    said = [process.communicate(timeout=300)[0].strip().splitlines()[-1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0]
+    (run,) = all_runs(tracking_uri)
+    assert said == [f"run {run.info.run_id}", "run None"]
+    assert run.info.status == "FINISHED" and run.data.params["keras.backend"] == backend
