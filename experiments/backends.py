@@ -43,14 +43,7 @@ def load_training():
 
 def installed(backend: str) -> bool:
     """Whether ``backend``'s packages are installed here, without importing them."""
-    return all(_findable(package) for package in BACKEND_PACKAGES.get(backend, ("?",)))
-
-
-def _findable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except ImportError:  # an import hook that hides it
-        return False
+    return all(importlib.util.find_spec(package) is not None for package in BACKEND_PACKAGES.get(backend, ("?",)))
 
 
 def limit_threads(backend: str, threads: int, slot: int) -> None:
