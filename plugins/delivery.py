@@ -32,8 +32,8 @@ class Delivery:
         self._spool_base = spool_base
         self.unsent_folder: Path | None = None
 
-    def submit(self, what: str, call, local: bool = False, needs: str | None = None) -> None:
-        self.sender.submit(what, call, local=local, needs=needs)
+    def submit(self, what: str, call, local: bool = False, needs: str | None = None, unless=None) -> None:
+        self.sender.submit(what, call, local=local, needs=needs, unless=unless)
 
     def retry_if_unsent(self) -> None:
         if self.sender.has_unsent:

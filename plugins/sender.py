@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from plugins.errors import describe
 
 log = logging.getLogger(__name__)
+Skip = Callable[[], bool] | None  # asked before a call is made: true skips it
 
 
 class Sender:
@@ -33,22 +34,31 @@ class Sender:
         self._after_failure = after_failure
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._lock = threading.Lock()
-        self._unsent: list[tuple[str, Callable[[], object], bool]] = []  # (what, call, local)
+        self._unsent: list[tuple[str, Callable[[], object], bool, Skip]] = []  # (what, call, local, unless)
         self._unreachable = False  # a call got no answer from the server since the last retry
         self._warned = False
         self._not_written: dict[str, str] = {}  # local work that failed for good -> why
         self._done_elsewhere: set[str] = set()  # local work another call did: nothing to send after it
         self._refused: dict[str, str] = {}  # calls the server answered with a refusal (4xx) -> why
 
-    def submit(self, what: str, call: Callable[[], object], local: bool = False, needs: str | None = None) -> Future:
+    def submit(
+        self,
+        what: str,
+        call: Callable[[], object],
+        local: bool = False,
+        needs: str | None = None,
+        unless: Skip = None,
+    ) -> Future:
         """Queue ``call``; ``what`` names it in warnings and in the list of what was not sent.
         ``local``: work that needs no server (writing a file), never held back for one.
-        ``needs``: the ``what`` of the local work that writes this call's file; skipped if it failed for good."""
+        ``needs``: the ``what`` of the local work that writes this call's file; skipped if it failed for good.
+        ``unless``: asked when the call's turn comes, and again at each retry: true skips it quietly (an
+        earlier call did its job another way)."""
         try:
-            return self._pool.submit(self._attempt_unless_unwritten, what, call, local, needs)
+            return self._pool.submit(self._attempt_unless_unwritten, what, call, local, needs, unless)
         except RuntimeError:  # the interpreter is exiting (atexit): no new threads, send right here
             done: Future = Future()
-            done.set_result(self._attempt_unless_unwritten(what, call, local, needs))
+            done.set_result(self._attempt_unless_unwritten(what, call, local, needs, unless))
             return done
 
     def retry(self) -> None:
@@ -56,21 +66,21 @@ class Sender:
         with self._lock:
             failed, self._unsent = self._unsent, []
             self._unreachable = False
-        for what, call, local in failed:
-            self.submit(what, call, local)
+        for what, call, local, unless in failed:
+            self.submit(what, call, local, unless=unless)
 
     def flush(self) -> list[str]:
         """Wait for everything queued; return what could not be sent."""
         self.submit("flush", lambda: None, local=True).result()
         with self._lock:
-            return [what for what, _, _ in self._unsent]
+            return [what for what, *_ in self._unsent]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     def unsent_calls(self) -> list[tuple[str, Callable[[], object]]]:
         with self._lock:
-            return [(what, call) for what, call, _ in self._unsent]
+            return [(what, call) for what, call, *_ in self._unsent]
 
     @property
     def unreachable(self) -> bool:
@@ -95,17 +105,19 @@ class Sender:
         with self._lock:
             return dict(self._not_written)
 
-    def _attempt_unless_unwritten(self, what: str, call: Callable[[], object], local: bool, needs: str | None) -> None:
+    def _attempt_unless_unwritten(
+        self, what: str, call: Callable[[], object], local: bool, needs: str | None, unless: Skip
+    ) -> None:
         with self._lock:
             unwritten = needs in self._not_written or needs in self._done_elsewhere
-        if not unwritten:
-            self._attempt(what, call, local)
+        if not unwritten and not (unless is not None and unless()):
+            self._attempt(what, call, local, unless)
 
-    def _attempt(self, what: str, call: Callable[[], object], local: bool) -> None:
+    def _attempt(self, what: str, call: Callable[[], object], local: bool, unless: Skip) -> None:
         with self._lock:
             held = self._unreachable and not local
             if held:
-                self._unsent.append((what, call, local))
+                self._unsent.append((what, call, local, unless))
         if held:
             return
         try:
@@ -122,7 +134,7 @@ class Sender:
             elif not local and server_refused(error):  # it answered no: asking again gets the same answer
                 self._refuse(what, error)
             else:
-                self._keep(what, call, local, error)
+                self._keep(what, call, local, unless, error)
                 # A local disk that failed mid-write (a full artifact store), not a server that never
                 # answered: asking it about the run would cost another round of MLflow's retries.
                 wrote_part = isinstance(error, OSError) and not got_no_answer(error)
@@ -153,10 +165,10 @@ class Sender:
                 "MLflow tracking: %s failed (%s); not retried, training goes on without its files", what, reason
             )
 
-    def _keep(self, what: str, call: Callable[[], object], local: bool, error: Exception) -> None:
+    def _keep(self, what: str, call: Callable[[], object], local: bool, unless: Skip, error: Exception) -> None:
         """Any other tracking failure: keep the call for the next retry, never raise into training."""
         with self._lock:
-            self._unsent.append((what, call, local))
+            self._unsent.append((what, call, local, unless))
             self._unreachable = self._unreachable or (not local and got_no_answer(error))
             first = not self._warned
             self._warned = True

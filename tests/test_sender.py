@@ -92,3 +92,29 @@ def test_a_local_write_that_fails_for_another_reason_than_the_disk_is_not_retrie
     sender.submit("writing model/", lambda: done.append("write"), local=True)  # written after all (a fixed model)
     sender.submit("model/", lambda: done.append("upload"), needs="writing model/")
     assert sender.flush() == [] and sender.not_written == {} and done[-2:] == ["write", "upload"]
+
+
+def test_a_call_that_an_earlier_one_did_the_job_of_is_skipped_also_when_it_was_kept_for_a_retry(sender):
+    """model/ goes only where no logged model was made, whether that is known at once or after a retry."""
+    server_up, made, done = [False], [], []
+
+    def upload():
+        if not server_up[0]:
+            raise OSError("the artifact store is full")
+        done.append("model/")
+
+    def make_logged_model():
+        if server_up[0]:
+            made.append("m-1")
+
+    sender.submit("logged model", make_logged_model)
+    sender.submit("model/", upload, unless=lambda: bool(made))
+    assert sender.flush() == ["model/"] and made == []  # no logged model: model/ was tried, and kept
+    server_up[0] = True
+    sender.submit("logged model", make_logged_model)  # made this time, before the retry of model/
+    sender.retry()
+    assert sender.flush() == [] and made == ["m-1"] and done == []
+
+    made.clear()
+    sender.submit("model/", upload, unless=lambda: bool(made))
+    assert sender.flush() == [] and done == ["model/"]
