@@ -12,8 +12,9 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from plugins import artifacts, keras_saving
+from plugins import artifacts, keras_saving, logged_model
 from plugins.errors import first_line
 from plugins.sender import Deferred, Unneeded
 
@@ -138,8 +139,8 @@ class BestCheckpoint:
                 model.set_weights(own)
 
     def held_by_model(self) -> None:
-        """final_model() was just saved as model/: that file is the best checkpoint, not stored twice
-        (a resume reads it there, see load_logged_checkpoint)."""
+        """final_model() was just saved as model/, which becomes the run's model: that file is the best
+        checkpoint, not stored twice (a resume reads it there, see load_logged_checkpoint)."""
         self._unwritten, self.in_model = None, True
 
     def _take_pending(self) -> list[np.ndarray] | None:
@@ -162,15 +163,26 @@ def _snapshot(variable: keras.Variable):
     return keras.ops.copy(variable.value)
 
 
-CHECKPOINTS = ("checkpoints/best.keras", "model/data/model.keras")  # a run whose model/ landed has no other
+CHECKPOINT = "checkpoints/best.keras"
+MODEL_FILE = "data/model.keras"  # in the run's logged model, or in its own model/ (a run has one of them)
 
 
 def load_logged_checkpoint(client: mlflow.MlflowClient, run_id: str) -> keras.Model:
     """A run's best model, downloaded and loaded with Keras' safe mode: its checkpoints/best.keras,
-    else the Keras file of its model/."""
+    else the Keras file of its model (its logged model, or its own model/)."""
     with tempfile.TemporaryDirectory() as folder:
-        found = next((path for path in CHECKPOINTS if _has(client, run_id, path)), CHECKPOINTS[0])
-        return keras.models.load_model(client.download_artifacts(run_id, found, folder), safe_mode=True)
+        return keras.models.load_model(_download_best(client, run_id, folder), safe_mode=True)
+
+
+def _download_best(client: mlflow.MlflowClient, run_id: str, folder: str) -> str:
+    if _has(client, run_id, CHECKPOINT):
+        return client.download_artifacts(run_id, CHECKPOINT, folder)
+    model = logged_model.of_run(client, run_id)
+    if model is None:  # its model/ (the last path tried: a run with neither names this file as missing)
+        return client.download_artifacts(run_id, f"model/{MODEL_FILE}", folder)
+    # Through the client's store: MLflow's own runs:/ and models:/ look a model up in the global one.
+    repository = get_artifact_repository(model.artifact_location, tracking_uri=client.tracking_uri)
+    return repository.download_artifacts(MODEL_FILE, folder)
 
 
 def _has(client: mlflow.MlflowClient, run_id: str, path: str) -> bool:

@@ -1,59 +1,59 @@
-"""model/ as an MLflow 3 logged model: listed in the experiment's Models tab, linked to the run at the
-best epoch's step with that epoch's metrics, loadable as ``models:/<model_id>`` (and ``runs:/<run>/model``),
-and what the Model Registry registers.
+"""The run's model as an MLflow 3 logged model named ``model``: listed in the experiment's Models tab
+(its source run beside it), linked to the run at the best epoch's step with that epoch's metrics,
+loadable as ``models:/<model_id>`` and ``runs:/<run>/model``, and what the Model Registry registers.
 
-The run keeps its own copy in its files (``model/``): that upload is a plain call that
-``plugins.sync`` can send when the server was away; this one is made only while it answers.
+It is the run's one copy of the model. Where no logged model can be made (a server that is away or
+has no logged models), the same files go into the run's own ``model/`` instead: a plain upload, which
+``plugins.sync`` can send after an outage, and which ``runs:/<run>/model`` finds just the same.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Run
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Run
 from mlflow.utils.file_utils import local_file_uri_to_path as local_artifact_path
 
 from plugins.errors import describe
 
 log = logging.getLogger(__name__)
+# Its name: MLflow 3 finds runs:/<run>/model through a logged model of the run by this name (or the
+# run's model/ folder). The Models tab tells one run's model from another's by its source run.
 NAME = "model"
 # A metric's split, by its prefix: the data set of that context among the run's inputs is its dataset.
 CONTEXTS = {"val_": "validation", "test_": "test"}
 
 
-def log_model_and_register(
-    client: mlflow.MlflowClient,
-    run_id: str,
-    local_dir: Path,
-    step: int,
-    registered_name: str | None,
-    alias: str | None,
-) -> None:
-    """Log ``local_dir`` (a saved MLflow Model) as the run's logged model at ``step``; register it
-    under ``registered_name`` with ``alias`` when given. Without a logged model (an older server), the
-    run's own ``model/`` is what is registered. The run is read once, for all of it."""
-    run = None
+def log_or_warn(client: mlflow.MlflowClient, run_id: str, local_dir: Path, step: int) -> str | None:
+    """Log ``local_dir`` (a saved MLflow Model) as the run's logged model at ``step``: its id; None,
+    with a warning, where it cannot be made (the run's own ``model/`` is then sent instead)."""
     try:
-        run = client.get_run(run_id)
-        model_id = log_model(client, run, local_dir, step)
-        source = f"models:/{model_id}"
+        return log_model(client, client.get_run(run_id), local_dir, step)
     except Exception as error:
-        log.warning("MLflow run %s: model/ is in the run's files but no logged model (%s)", run_id, describe(error))
-        source = f"runs:/{run_id}/{NAME}"
-    if registered_name:
-        run = run or client.get_run(run_id)
-        name = run.info.run_name or run_id
-        tags = {"run_id": run_id, "run_name": name, "best_step": str(step)}
-        version = mlflow.register_model(source, registered_name, tags=tags)
-        description = f"Run {name} ({run_id}), the best epoch's weights (step {step})."
-        client.update_model_version(registered_name, version.version, description=description)
-        if alias:
-            client.set_registered_model_alias(registered_name, alias, version.version)
+        log.warning(
+            "MLflow run %s: no logged model (%s); the model goes into the run's files as model/",
+            run_id,
+            describe(error),
+        )
+        return None
+
+
+def register(
+    client: mlflow.MlflowClient, run_id: str, source: str, step: int, registered_name: str, alias: str | None
+) -> None:
+    """A new version of ``registered_name`` from ``source`` (the logged model, else the run's model/),
+    described and tagged with the run and its best step, with ``alias`` when given."""
+    name = client.get_run(run_id).info.run_name or run_id
+    tags = {"run_id": run_id, "run_name": name, "best_step": str(step)}
+    version = mlflow.register_model(source, registered_name, tags=tags)
+    description = f"Run {name} ({run_id}), the best epoch's weights (step {step})."
+    client.update_model_version(registered_name, version.version, description=description)
+    if alias:
+        client.set_registered_model_alias(registered_name, alias, version.version)
 
 
 def describe_versions(client: mlflow.MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
@@ -72,14 +72,15 @@ def describe_versions(client: mlflow.MlflowClient, run_id: str, metrics: Mapping
 
 
 def log_model(client: mlflow.MlflowClient, run: Run, local_dir: Path, step: int) -> str:
-    """The logged model's id, once its files are uploaded and it is READY. It is named after the run
-    and carries the run's params, so the Models tab tells one run's model from another's."""
+    """The logged model's id, once its files are uploaded and it is READY. It carries the run's params,
+    and its name as the tag ``run_name``."""
     run_id = run.info.run_id
     model = client.create_logged_model(
         run.info.experiment_id,
-        name=model_name(run.info.run_name),
+        name=NAME,
         source_run_id=run_id,
         params=dict(run.data.params),
+        tags={"run_name": run.info.run_name or run_id},
         model_type="keras",
     )
     try:
@@ -95,9 +96,14 @@ def log_model(client: mlflow.MlflowClient, run: Run, local_dir: Path, step: int)
     return model.model_id
 
 
-def model_name(run_name: str | None) -> str:
-    """The run's name as a logged model's (which may not hold ``/ : . % " '``): ``cnn-l2 lr=0_01``."""
-    return re.sub(r"[/:.%\"']", "_", run_name or "") or NAME
+def of_run(client: mlflow.MlflowClient, run_id: str) -> LoggedModel | None:
+    """The run's own logged model: the newest of its outputs named ``model`` that it is the source of
+    (none where its model went into its files as model/)."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    models = [client.get_logged_model(output.model_id) for output in outputs]
+    own = [model for model in models if model.name == NAME and model.source_run_id == run_id]
+    return max(own, key=lambda model: model.creation_timestamp, default=None)
 
 
 def link_metrics(client: mlflow.MlflowClient, run: Run, model_id: str, step: int) -> None:

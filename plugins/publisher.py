@@ -185,7 +185,7 @@ class Publisher:
             self._send_logged_best_model(step)
         elif source == "last":
             log.warning(
-                "MLflow run %s: no epoch logged %r, so there is no best epoch; model/ holds the last epoch's model",
+                "MLflow run %s: no epoch logged %r, so there is no best epoch; the run's model is the last epoch's",
                 self._run_id,
                 monitor,
             )
@@ -209,22 +209,26 @@ class Publisher:
         self._delivery.submit(WRITING_MODEL, partial(save_into, self.local_dir / "model"), local=True)
 
     def _send_model_folder(self, step: int = 0) -> None:
-        """The run's model/ files (a plain upload, kept for sync when the server is away), then the same
-        model as a logged model at the best epoch's ``step``, registered where a name is given."""
+        """The saved model, stored once: as the run's logged model at the best epoch's ``step``, else
+        (no logged model could be made) as the run's model/ files, a plain upload that plugins.sync
+        can send after an outage. Then registered from that copy, where a name is given."""
         target = self.local_dir / "model"
-        self._delivery.submit(
-            "model/", partial(self._client.log_artifacts, self._run_id, str(target), "model"), needs=WRITING_MODEL
-        )
-        publish = partial(
-            logged_model.log_model_and_register,
-            self._client,
-            self._run_id,
-            target,
-            step,
-            self._settings.registered_model_name,
-            self._settings.registered_model_alias,
-        )
-        self._delivery.submit("logged model", publish, needs=WRITING_MODEL)
+        made: list[str] = []  # the logged model's id, once made
+
+        def make_logged_model() -> None:
+            made.extend(filter(None, [logged_model.log_or_warn(self._client, self._run_id, target, step)]))
+
+        self._delivery.submit("logged model", make_logged_model, needs=WRITING_MODEL)
+        upload = partial(self._client.log_artifacts, self._run_id, str(target), "model")
+        self._delivery.submit("model/", upload, needs=WRITING_MODEL, unless=lambda: bool(made))
+        if self._settings.registered_model_name:
+            register = partial(self._register, made, step)
+            self._delivery.submit("registered model", register, needs=WRITING_MODEL)
+
+    def _register(self, made: list[str], step: int) -> None:
+        source = f"models:/{made[0]}" if made else f"runs:/{self._run_id}/{logged_model.NAME}"
+        name, alias = self._settings.registered_model_name, self._settings.registered_model_alias
+        logged_model.register(self._client, self._run_id, source, step, name, alias)
 
     def _save(self, model: keras.Model, target: Path) -> None:
         save_mlflow_model(model, target, self._settings.input_example)
@@ -245,7 +249,7 @@ class Publisher:
             model = load_logged_checkpoint(self._client, self._run_id)
         except Exception as error:  # no checkpoint was logged, or the server is gone
             log.warning(
-                "MLflow run %s: model/ not logged, its checkpoints/best.keras could not be read (%s)",
+                "MLflow run %s: no model logged, its checkpoints/best.keras could not be read (%s)",
                 self._run_id,
                 first_line(error),
             )

@@ -27,8 +27,8 @@ class TrackingSettings:
             for accuracy-like names and min otherwise.
         params: extra params to log, flat (``plugins.params.flatten``).
         log_every_n_steps: also log ``batch_<metric>`` every N optimizer steps; None: epochs only.
-        log_model: log the best model as an MLflow Model (Keras flavour): the run's ``model/`` files, and
-            an MLflow 3 logged model at the best epoch's step, with that epoch's metrics linked.
+        log_model: log the best model as an MLflow Model (Keras flavour), stored once: an MLflow 3 logged
+            model at the best epoch's step, with that epoch's metrics linked (else the run's ``model/``).
         registered_model_name: also register the logged model under this name.
         registered_model_alias: the alias the new version gets (None: none).
         input_example: a few inputs stored with the MLflow Model; their dtypes are its signature's.

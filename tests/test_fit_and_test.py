@@ -56,7 +56,7 @@ def test_the_end_tags_say_whether_early_stopping_restored_the_best_weights(track
     assert tested.metrics["data_loss"] == tested.metrics["loss"]  # no L1/L2 penalty in this model
 
 
-def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_test_split(tracking_uri):
+def test_the_logged_model_carries_its_run_s_name_as_a_tag_params_and_test_metrics_on_the_test_split(tracking_uri):
     import mlflow
 
     model, x, y = toy(96)
@@ -70,7 +70,7 @@ def test_the_logged_model_carries_its_run_s_name_params_and_test_metrics_on_the_
     tracker.finish_run("FINISHED", metrics={"test_accuracy": 0.75, "test_loss": 0.5})
     (run,) = all_runs(tracking_uri)
     (logged,) = mlflow.search_logged_models(output_format="list")
-    assert logged.name == "cnn-l2 optimizer_learning_rate=0_01"  # the run's name, without what a model's may not hold
+    assert (logged.name, logged.tags["run_name"]) == ("model", "cnn-l2 optimizer.learning_rate=0.01")
     assert logged.params["reg.name"] == "l2"
     best = int(run.data.metrics["best_epoch"])
     linked = {metric.key: metric for metric in logged.metrics}

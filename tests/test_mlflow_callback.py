@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.file_utils import local_file_uri_to_path as local_artifact_path
 from sklearn.datasets import load_digits
 
 from plugins import MLflowCallback, keras_saving, model_facts
@@ -164,19 +166,66 @@ def test_best_checkpoint_reproduces_best_val_loss(reference, digits):
     best_step, best_value = min(reference.history("val_loss"), key=lambda point: point[1])
     assert run.data.metrics["best_epoch"] == best_step
     assert run.data.metrics["best_val_loss"] == pytest.approx(best_value)
-    checkpoint = load_logged_checkpoint(reference.client, run.info.run_id)  # model/'s file: the one copy
+    checkpoint = load_logged_checkpoint(reference.client, run.info.run_id)  # the logged model's file: the one copy
     x_val, y_val = digits[1]
     assert checkpoint.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"] == pytest.approx(best_value, rel=1e-4)
-    artifacts = {a.path for a in reference.client.list_artifacts(run.info.run_id)}
-    # The best model stored once: model/ is the checkpoint too (the logged model is the other copy).
-    assert artifacts == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt", "model"}
+
+
+def test_the_run_stores_its_model_once(reference):
+    """The logged model is the run's model and its best checkpoint: no model/ nor checkpoints/ beside it."""
+    run = reference.run
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    run_files = stored_files(run.info.artifact_uri)
+    model_files = stored_files(logged.artifact_location)
+    assert set(run_files) == {"history.csv", "learning_curves.png", "lr_changes.csv", "model_summary.txt"}
+    keras_files = [path for path in [*run_files, *model_files] if path.endswith(".keras")]
+    assert keras_files == ["data/model.keras"]
+    saved = model_files["data/model.keras"]
+    assert sum(model_files.values()) < saved + 10_000  # beside it, small files: MLmodel, requirements, code
+
+
+def test_where_no_logged_model_can_be_made_the_run_s_own_model_folder_is_its_one_copy(
+    tracking_uri, digits, caplog, monkeypatch
+):
+    """An artifact store that cannot hold a logged model (a file where its models/ folder goes): the
+    same files go into the run's model/, which runs:/<run>/model, the registry and a resume all read."""
+    store = Path(local_artifact_path(tracking_uri.removeprefix("sqlite:///"))).parent / "artifacts"
+    (store / "models").parent.mkdir()
+    (store / "models").write_text("not a folder")
+    mlflow.create_experiment("cramped", artifact_location=store.as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cramped")  # not experiment_name=: that stays set after the test
+    tracker = MLflowCallback(registered_model_name="fallback")
+    model = fit(digits, [tracker], epochs=3)
+    assert "no logged model (" in caplog.text and "the model goes into the run's files as model/" in caplog.text
+    client = mlflow.MlflowClient()
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and not run.outputs.model_outputs
+    assert mlflow.search_logged_models(output_format="list") == []  # the one it began is removed
+    run_files = stored_files(run.info.artifact_uri)
+    assert [path for path in run_files if path.endswith(".keras")] == ["model/data/model.keras"]
+    model.set_weights(tracker.best_weights)
+    x_val = digits[1][0][:5]
+    expected = keras.ops.convert_to_numpy(model(x_val))
+    version = client.get_model_version_by_alias("fallback", "candidate")
+    assert version.run_id == tracker.run_id and version.source.endswith(f"{tracker.run_id}/artifacts/model")
+    for uri in (f"runs:/{tracker.run_id}/model", "models:/fallback@candidate"):
+        np.testing.assert_allclose(mlflow.keras.load_model(uri).predict(x_val, verbose=0), expected, atol=1e-6)
+    resumed_from = load_logged_checkpoint(client, tracker.run_id)
+    np.testing.assert_allclose(resumed_from.predict(x_val, verbose=0), expected, atol=1e-6)
+
+
+def stored_files(artifact_uri: str) -> dict[str, int]:
+    """Every file under a local artifact location, with its size in bytes."""
+    root = Path(local_artifact_path(artifact_uri))
+    return {path.relative_to(root).as_posix(): path.stat().st_size for path in root.rglob("*") if path.is_file()}
 
 
 def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_with_an_alias(reference, digits):
     run, client = reference.run, reference.client
     (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     best = int(run.data.metrics["best_epoch"])
-    assert (model.name, model.source_run_id, str(model.status)) == (run.info.run_name, run.info.run_id, "READY")
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
+    assert model.tags["run_name"] == run.info.run_name
     assert model.params == run.data.params and model.params["db.password"] == "[redacted]"  # to tell models apart
     assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model.model_id, best)]
     linked = {metric.key: (metric.step, metric.value) for metric in model.metrics}
@@ -188,7 +237,8 @@ def test_the_best_model_is_a_logged_model_with_its_epoch_s_metrics_registered_wi
         assert loss == pytest.approx(run.data.metrics["best_val_loss"], rel=1e-4), uri
     import tensorflow as tf
 
-    requirements = open(client.download_artifacts(run.info.run_id, "model/requirements.txt")).read().split()
+    requirements = open(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/requirements.txt"))
+    requirements = requirements.read().split()
     assert f"keras=={keras.__version__}" in requirements and f"tensorflow=={tf.__version__}" in requirements
     versions = client.search_model_versions("name='digits-classifier'")
     assert [(v.version, v.run_id, v.status, v.source) for v in versions] == [
@@ -378,12 +428,13 @@ def test_without_validation_data_model_is_the_last_epochs_model(tracking_uri, di
     (x, y), _ = digits
     model = tiny_model()
     model.fit(x, y, epochs=2, batch_size=64, callbacks=[MLflowCallback()], verbose=0)
-    assert "no epoch logged 'val_loss', so there is no best epoch; model/ holds the last epoch's model" in caplog.text
+    assert "no epoch logged 'val_loss', so there is no best epoch; the run's model is the last epoch's" in caplog.text
     assert caplog.text.count("MLflowCallback monitors 'val_loss', which is not in the logs: accuracy, loss") == 1
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED" and "best_epoch" not in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
-    assert "model" in artifacts and "checkpoints" not in artifacts  # no best epoch, so no best checkpoint
+    assert "checkpoints" not in artifacts  # no best epoch, so no best checkpoint
+    assert "model" not in artifacts  # the logged model is the run's model
     logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     for mine, theirs in zip(model.get_weights(), logged.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
@@ -432,7 +483,8 @@ def test_a_subclassed_model_is_tracked_once_its_first_batch_built_it(tracking_ur
     assert run.data.params["model.total_params"] == str(model.count_params()) == str(64 * 16 + 16 + 16 * 10 + 10)
     assert [step for step, _ in history(tracking_uri, run.info.run_id, "val_loss")] == [0, 1]
     client = mlflow.MlflowClient(tracking_uri)
-    assert {"model", "history.csv", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"history.csv", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert len(run.outputs.model_outputs) == 1  # its model
     summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt")).read()
     assert f"Trainable params: {model.count_params():,}" in summary
 

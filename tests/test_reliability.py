@@ -57,12 +57,15 @@ def steps(client, run_id, key="val_loss") -> list[int]:
 
 
 def artifact_names(client, run_id) -> set[str]:
+    """The run's files two levels deep, and its model's as ``model/...`` (its logged model, or its own
+    model/ folder: what ``runs:/<run>/model`` loads)."""
     # MLflow finds a run's logged model ("model") through the global tracking URI, whatever the client's.
     mlflow.set_tracking_uri(client.tracking_uri)
     names = set()
     for item in client.list_artifacts(run_id):
         names |= {sub.path for sub in client.list_artifacts(run_id, item.path)} if item.is_dir else {item.path}
-    return names
+    model = mlflow.artifacts.list_artifacts(f"runs:/{run_id}/model", tracking_uri=client.tracking_uri)
+    return names | {item.path for item in model}
 
 
 # `at`: the epoch (from 1) during which the signal lands.

@@ -58,7 +58,12 @@ def test_a_team_works_on_a_postgresql_server_with_auth(team_server, tmp_path, ru
     assert [run.info.status for run in [parent, *children]] == ["FINISHED"] * 3
     for child in children:
         assert [point.step for point in admin.get_metric_history(child.info.run_id, "val_loss")] == [0, 1]
-        assert {"model", "history.csv"} <= {item.path for item in admin.list_artifacts(child.info.run_id)}
+        files = {item.path for item in admin.list_artifacts(child.info.run_id)}
+        assert "history.csv" in files and "model" not in files  # the model is stored once: the logged model
+    models = admin.search_logged_models([experiment])
+    assert sorted((model.name, model.source_run_id, str(model.status)) for model in models) == sorted(
+        ("model", child.info.run_id, "READY") for child in children
+    )
     assert parent.data.tags["mlflow.user"] == "alice" and "comparison" in {
         item.path for item in admin.list_artifacts(parent.info.run_id)
     }
