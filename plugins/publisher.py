@@ -216,7 +216,9 @@ class Publisher:
         made: list[str] = []  # the logged model's id, once made
 
         def make_logged_model() -> None:
-            made.extend(filter(None, [logged_model.log_or_warn(self._client, self._run_id, target, step)]))
+            model_id = logged_model.log_or_warn(self._client, self._run_id, target, step)
+            if model_id:
+                made.append(model_id)
 
         self._delivery.submit("logged model", make_logged_model, needs=WRITING_MODEL)
         upload = partial(self._client.log_artifacts, self._run_id, str(target), "model")
